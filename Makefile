@@ -1,0 +1,42 @@
+# Two commands on a fresh machine:  `make book`  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export JAX_PLATFORMS ?= cpu
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: book test unit notebooks book-check student site-check bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test,dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+## The website with every notebook executed: _build/html/index.html
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+## Every test: gramlib unit tests, repository checks, the book build (no execution,
+## warnings as errors), then every notebook in _toc.yml under nbval.
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $$($(BIN)/python -m tests.book_files notebooks)
+
+student: $(STAMP)
+	$(BIN)/python -m gramlib student --out _build/student
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+## Re-pin every package to what the current install resolved to.
+lock: $(STAMP)
+	{ echo "# Exact versions for 'make book' and 'make test' (the one place where versions are pinned)."; \
+	  echo "# Regenerate with: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(pip|setuptools)=='; } > constraints.txt
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,96 @@
+"""Networks in plain JAX: each model is a pair ``(init, apply)``.
+
+``init(key) -> params`` (a list of layer dicts) and ``apply(params, x) -> f``
+with ``f`` of shape ``(n,)`` for one output or ``(n, C)`` for ``C`` outputs,
+the shapes :func:`gramlib.ntk.empirical_ntk` expects.
+
+Parameterizations (see Chapter 4):
+
+* ``"ntk"``: weights ``W ~ N(0, 1)``, layer output ``σ_w W h / sqrt(fan_in) + σ_b b``
+  (Jacot et al. 2018); the kernel has a limit as width grows and learning
+  rates of order 1 work at every width.
+* ``"standard"``: weights ``W ~ N(0, σ_w² / fan_in)``, output ``W h + b``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _checks
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "erf": jax.scipy.special.erf,
+    "gelu": jax.nn.gelu,
+    "linear": lambda z: z,
+}
+
+
+class Model(NamedTuple):
+    """A network: ``init(key) -> params`` and ``apply(params, x) -> outputs``."""
+
+    init: Callable
+    apply: Callable
+
+
+def _activation(name):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def _check_parameterization(parameterization):
+    if parameterization not in ("ntk", "standard"):
+        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
+
+
+def dense_init(key, fan_in, fan_out, parameterization, sigma_w, dtype):
+    """Weights and zero biases of one dense layer."""
+    w = jax.random.normal(key, (fan_in, fan_out), dtype)
+    if parameterization == "standard":
+        w = w * sigma_w / jnp.sqrt(fan_in)
+    return {"w": w, "b": jnp.zeros((fan_out,), dtype)}
+
+
+def dense_apply(layer, h, parameterization, sigma_w, sigma_b):
+    """``h W sigma_w / sqrt(fan_in) + sigma_b b`` (NTK) or ``h W + b`` (standard)."""
+    if parameterization == "ntk":
+        return h @ layer["w"] * (sigma_w / jnp.sqrt(h.shape[-1])) + sigma_b * layer["b"]
+    return h @ layer["w"] + layer["b"]
+
+
+def mlp(in_dim, width=512, depth=2, outputs=1, *, activation="tanh", parameterization="ntk",
+        sigma_w=1.0, sigma_b=0.0, dtype=jnp.float32):
+    """A fully connected network with ``depth`` layers (``depth - 1`` hidden layers of ``width``).
+
+    ``depth=2`` is the two-layer network ``f(x) = v·σ(W x / sqrt(d)) / sqrt(m)``
+    of Chapters 2-7 (NTK parameterization, ``sigma_w = 1``, no bias by default).
+    Returns a :class:`Model`; outputs have shape ``(n,)`` if ``outputs == 1``
+    else ``(n, outputs)``.
+    """
+    _checks.integer(in_dim, "in_dim", minimum=1)
+    _checks.integer(width, "width", minimum=1)
+    _checks.integer(depth, "depth", minimum=1)
+    _checks.integer(outputs, "outputs", minimum=1)
+    _check_parameterization(parameterization)
+    act = _activation(activation)
+    dims = [in_dim] + [width] * (depth - 1) + [outputs]
+    gain = sigma_w
+
+    def init(key):
+        keys = jax.random.split(key, depth)
+        return [dense_init(k, a, b, parameterization, gain, dtype)
+                for k, a, b in zip(keys, dims[:-1], dims[1:])]
+
+    def apply(params, x):
+        h = x
+        for layer in params[:-1]:
+            h = act(dense_apply(layer, h, parameterization, gain, sigma_b))
+        out = dense_apply(params[-1], h, parameterization, gain, sigma_b)
+        return out[:, 0] if outputs == 1 else out
+
+    return Model(init, apply)
