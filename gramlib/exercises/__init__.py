@@ -1,0 +1,62 @@
+"""Self-checks for the book's coding exercises.
+
+A student calls a chapter's check on their answer, e.g.
+``gramlib.exercises.ch01.check_two_point_gap(my_gap)``. A check never raises on a
+wrong or missing answer: it prints what is wrong (which entry, by how much) and
+a hint, and returns ``True`` only for a correct answer. One module per chapter
+(``ch01``, ``ch02``, ...) holds that chapter's checks; they all report through
+:func:`compare`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PASS = "✅"
+FAIL = "❌"
+
+
+def not_answered(answer) -> bool:
+    """True (and says so) when the exercise's placeholder is still in place."""
+    if answer is None or answer is Ellipsis:
+        print(f"{FAIL} Not answered yet: replace the placeholder (`...` or `None`) with your code.")
+        return True
+    return False
+
+
+def compare(answer, expected, name, *, rtol=1e-6, atol=1e-9, hint="", labels=None) -> bool:
+    """Compare an array answer with the expected one and explain any difference.
+
+    Reports shape mismatches, NaN/inf, and the worst entry (index, both values,
+    absolute and relative error), then the hint. Returns whether all entries
+    agree within ``atol + rtol * |expected|``.
+    """
+    if not_answered(answer):
+        return False
+    try:
+        got = np.asarray(answer, dtype=float)
+    except (TypeError, ValueError):
+        print(f"{FAIL} {name}: expected numbers, got {type(answer).__name__}. {hint}")
+        return False
+    want = np.asarray(expected, dtype=float)
+    if got.shape != want.shape:
+        print(f"{FAIL} {name}: shape {got.shape}, expected {want.shape}. {hint}")
+        return False
+    if not np.all(np.isfinite(got)):
+        bad = np.argwhere(~np.isfinite(got))[0]
+        print(f"{FAIL} {name}: entry {tuple(int(b) for b in bad)} is {got[tuple(bad)]}. {hint}")
+        return False
+    err = np.abs(got - want)
+    tol = atol + rtol * np.abs(want)
+    if np.all(err <= tol):
+        print(f"{PASS} {name}: correct (max abs error {err.max() if err.size else 0.0:.2e}).")
+        return True
+    idx = np.unravel_index(np.argmax(err - tol), err.shape) if err.ndim else ()
+    where = labels[idx[0]] if labels is not None and idx else (tuple(int(i) for i in idx) or "the value")
+    wrong = int(np.sum(err > tol))
+    rel = err[idx] / max(abs(want[idx]), 1e-300)
+    print(
+        f"{FAIL} {name}: {wrong} of {max(err.size, 1)} entr{'y' if wrong == 1 else 'ies'} wrong; worst at {where}: "
+        f"got {got[idx]:.6g}, expected {want[idx]:.6g} (abs error {err[idx]:.2e}, rel error {rel:.2e}). {hint}"
+    )
+    return False

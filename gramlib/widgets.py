@@ -1,0 +1,44 @@
+"""Interactive explorers: sliders in Jupyter and Colab, a default figure on the website.
+
+``explorer(draw, n=(2, 64, 2, 16), ...)`` first calls ``draw`` with the
+default values, so the static website shows that figure, then (in a live
+kernel with ipywidgets) shows sliders that redraw it. Each control is
+``(min, max, step, default)`` for a slider or a list of choices (first is the
+default).
+"""
+
+from __future__ import annotations
+
+import ipywidgets
+import matplotlib.pyplot as plt
+from IPython.display import display
+
+
+def _control(name, spec):
+    if isinstance(spec, (list, tuple)) and len(spec) == 4 and all(isinstance(v, (int, float)) for v in spec):
+        lo, hi, step, default = spec
+        cls = ipywidgets.IntSlider if all(isinstance(v, int) for v in spec) else ipywidgets.FloatSlider
+        return cls(min=lo, max=hi, step=step, value=default, description=name, continuous_update=False)
+    if isinstance(spec, (list, tuple)) and spec:
+        return ipywidgets.Dropdown(options=list(spec), value=spec[0], description=name)
+    raise ValueError(f"control {name!r} must be (min, max, step, default) or a list of choices, got {spec!r}")
+
+
+def explorer(draw, **controls):
+    """Draw the default figure, then attach sliders that call ``draw(**values)`` again."""
+    widgets = {name: _control(name, spec) for name, spec in controls.items()}
+    defaults = {name: w.value for name, w in widgets.items()}
+    out = ipywidgets.Output()
+
+    def redraw(**values):
+        with out:
+            out.clear_output(wait=True)
+            draw(**values)
+            plt.show()
+
+    draw(**defaults)
+    plt.show()
+    ui = ipywidgets.HBox(list(widgets.values()), layout=ipywidgets.Layout(flex_flow="row wrap"))
+    ipywidgets.interactive_output(redraw, widgets)
+    display(ui, out)
+    return widgets
