@@ -30,15 +30,16 @@ def explorer(draw, **controls):
     defaults = {name: w.value for name, w in widgets.items()}
     out = ipywidgets.Output()
 
-    def redraw(**values):
+    def redraw(_change=None):
         with out:
             out.clear_output(wait=True)
-            draw(**values)
+            draw(**{name: w.value for name, w in widgets.items()})
             plt.show()
 
-    draw(**defaults)
+    draw(**defaults)  # the static figure the website shows
     plt.show()
+    for w in widgets.values():  # redraw only on change: no duplicate figure at start
+        w.observe(redraw, names="value")
     ui = ipywidgets.HBox(list(widgets.values()), layout=ipywidgets.Layout(flex_flow="row wrap"))
-    ipywidgets.interactive_output(redraw, widgets)
     display(ui, out)
     return widgets
