@@ -17,17 +17,25 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 ## The website with every notebook executed: _build/html/index.html
+## (MPLBACKEND emptied: the kernels must draw inline, or the pages get no figures.)
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	MPLBACKEND= $(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
 ## Every test: gramlib unit tests, repository checks, the book build (no execution,
-## warnings as errors), then every notebook in _toc.yml under nbval.
+## warnings as errors), the site in headless Chromium (skipped with a message where
+## Chromium cannot be installed), then every notebook in _toc.yml under nbval.
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+	$(BIN)/python tools/site_check.py --build-unexecuted
 	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $$($(BIN)/python -m tests.book_files notebooks)
 
+## Student copies of every chapter (solution cells removed): _build/student/
 student: $(STAMP)
-	$(BIN)/python -m gramlib student --out _build/student
+	$(BIN)/python -m gramlib student --out _build/student $$($(BIN)/python -m tests.book_files notebooks)
+
+## Build the website, then open every page in headless Chromium (tools/site_check.py).
+site-check: book
+	$(BIN)/python tools/site_check.py _build/html
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

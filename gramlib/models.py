@@ -1,5 +1,8 @@
 """Networks in plain JAX: each model is a pair ``(init, apply)``.
 
+Two families: the fully connected :func:`mlp` and the convolutional
+:func:`cnn` (2-D for images, 1-D for signals such as MNIST-1D).
+
 ``init(key) -> params`` (a list of layer dicts) and ``apply(params, x) -> f``
 with ``f`` of shape ``(n,)`` for one output or ``(n, C)`` for ``C`` outputs,
 the shapes :func:`gramlib.ntk.empirical_ntk` expects.
@@ -14,6 +17,7 @@ Parameterizations (see Chapter 4):
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -91,6 +95,76 @@ def mlp(in_dim, width=512, depth=2, outputs=1, *, activation="tanh", parameteriz
         for layer in params[:-1]:
             h = act(dense_apply(layer, h, parameterization, gain, sigma_b))
         out = dense_apply(params[-1], h, parameterization, gain, sigma_b)
+        return out[:, 0] if outputs == 1 else out
+
+    return Model(init, apply)
+
+
+def conv_init(key, window, c_in, c_out, parameterization, sigma_w, dtype):
+    """Filters ``window + (c_in, c_out)`` and zero biases of one convolutional layer."""
+    w = jax.random.normal(key, tuple(window) + (c_in, c_out), dtype)
+    if parameterization == "standard":
+        w = w * sigma_w / jnp.sqrt(c_in * math.prod(window))
+    return {"w": w, "b": jnp.zeros((c_out,), dtype)}
+
+
+def conv_apply(layer, h, parameterization, sigma_w, sigma_b):
+    """Stride-1 ``SAME`` convolution of ``h`` (``(n, *spatial, c_in)``) with the layer's filters.
+
+    NTK parameterization scales the output by ``sigma_w / sqrt(fan_in)``,
+    ``fan_in = c_in × (window size)``, exactly as :func:`dense_apply` does.
+    """
+    w = layer["w"]
+    spatial = "HW" if w.ndim == 4 else "W"
+    numbers = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    out = jax.lax.conv_general_dilated(h, w, (1,) * (w.ndim - 2), "SAME", dimension_numbers=numbers)
+    if parameterization == "ntk":
+        return out * (sigma_w / jnp.sqrt(math.prod(w.shape[:-1]))) + sigma_b * layer["b"]
+    return out + layer["b"]
+
+
+def cnn(input_shape, channels=16, depth=3, outputs=1, *, kernel_size=3, activation="tanh",
+        parameterization="ntk", sigma_w=1.0, sigma_b=0.0, dtype=jnp.float32):
+    """A convolutional network: ``depth - 1`` convolutions of ``channels`` filters, then a dense readout.
+
+    ``input_shape`` is ``(height, width, in_channels)`` for images (2-D
+    convolutions with ``kernel_size × kernel_size`` filters) or
+    ``(length, in_channels)`` for signals (1-D convolutions). Every
+    convolution has stride 1 and ``SAME`` padding and is followed by the
+    activation; the readout is a dense layer on the flattened feature map, so
+    the network keeps where in the image a feature was seen. ``apply`` takes
+    inputs of shape ``(n, *input_shape)`` or flattened ``(n, prod(input_shape))``
+    (the layout of :func:`gramlib.data.split`). Parameterizations as for
+    :func:`mlp` (Chapter 4); outputs ``(n,)`` or ``(n, outputs)``.
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) not in (2, 3):
+        raise ValueError(
+            f"input_shape must be (height, width, channels) or (length, channels), got {input_shape}"
+        )
+    for i, s in enumerate(input_shape):
+        _checks.integer(s, f"input_shape[{i}]", minimum=1)
+    _checks.integer(channels, "channels", minimum=1)
+    _checks.integer(depth, "depth", minimum=2)
+    _checks.integer(outputs, "outputs", minimum=1)
+    _checks.integer(kernel_size, "kernel_size", minimum=1)
+    _check_parameterization(parameterization)
+    act = _activation(activation)
+    window = (kernel_size,) * (len(input_shape) - 1)
+    c_ins = [input_shape[-1]] + [channels] * (depth - 2)
+    flat = math.prod(input_shape[:-1]) * channels
+
+    def init(key):
+        keys = jax.random.split(key, depth)
+        convs = [conv_init(k, window, c, channels, parameterization, sigma_w, dtype)
+                 for k, c in zip(keys[:-1], c_ins)]
+        return convs + [dense_init(keys[-1], flat, outputs, parameterization, sigma_w, dtype)]
+
+    def apply(params, x):
+        h = x.reshape((x.shape[0],) + input_shape)
+        for layer in params[:-1]:
+            h = act(conv_apply(layer, h, parameterization, sigma_w, sigma_b))
+        out = dense_apply(params[-1], h.reshape(h.shape[0], -1), parameterization, sigma_w, sigma_b)
         return out[:, 0] if outputs == 1 else out
 
     return Model(init, apply)

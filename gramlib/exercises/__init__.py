@@ -5,10 +5,13 @@ A student calls a chapter's check on their answer, e.g.
 wrong or missing answer: it prints what is wrong (which entry, by how much) and
 a hint, and returns ``True`` only for a correct answer. One module per chapter
 (``ch01``, ``ch02``, ...) holds that chapter's checks; they all report through
-:func:`compare`.
+:func:`compare`. Chapter modules are imported on first use, so
+``gramlib.exercises.ch01.check_...`` works after a plain ``import gramlib``.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 
@@ -60,3 +63,16 @@ def compare(answer, expected, name, *, rtol=1e-6, atol=1e-9, hint="", labels=Non
         f"got {got[idx]:.6g}, expected {want[idx]:.6g} (abs error {err[idx]:.2e}, rel error {rel:.2e}). {hint}"
     )
     return False
+
+
+def __getattr__(name):
+    if not name.startswith("ch"):
+        raise AttributeError(name)
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name == f"{__name__}.{name}":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        raise
+    globals()[name] = module
+    return module

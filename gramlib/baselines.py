@@ -1,0 +1,159 @@
+"""What the trajectory prediction of Chapter 7 is compared with.
+
+Every baseline estimates the test loss ``L(w_T)`` (or bounds a gap) of a
+network trained by gradient descent on ``L_S = (1/2n) Σ_i ‖f(x_i) − y_i‖²``
+with step ``η`` for ``T`` steps; ``Θ`` is an ``N×N`` empirical NTK
+(``N = nC``, rows ordered (sample, output)).
+
+* :func:`gcv` — generalized cross-validation (Golub, Heath & Wahba 1979) of the
+  linearized model on the initial kernel;
+* :func:`linearized_loss` — the exact leave-one-out loss of the linearized
+  model (constant initial kernel, Chapter 5);
+* :func:`ntk_norm_bound` — the norm-based bound ``sqrt(2 yᵀ Θ⁻¹ y / n)`` of
+  Arora et al. (2019);
+* :func:`contraction_free_loss` — the train loss plus the integral of the
+  perturbation factor alone, the gap ODE of Chapter 3 without contraction;
+* :func:`brute_force_loo` — leave-one-out retraining of the real network on a
+  random subset of samples (the ground truth the prediction is checked on).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _checks
+
+
+def _kernel_args(theta, r0, t, outputs, lr):
+    from . import ntk
+
+    theta, r0, times, scalar, n, lr = ntk.kernel_problem(theta, r0, t, outputs, lr)
+    if np.any(np.isinf(times)):
+        raise ValueError("t must be finite for this baseline")
+    return theta, r0, times, scalar, n, lr
+
+
+def gcv(theta, r0, t, *, outputs=1, lr=None):
+    """Generalized cross-validation of kernel training from the initial residual ``r0``.
+
+    Linearized training is a linear smoother of the offset targets
+    ``Y − f_0(X)``: ``f_t(X) − f_0(X) = S_t (Y − f_0(X))`` with the smoother
+    (hat) matrix ``S_t = I − e^{−Θt/n}`` for gradient flow, or
+    ``S_k = I − (I − (η/n)Θ)^k`` after ``k`` gradient-descent steps with
+    ``lr = η``; the train residual is ``r(t) = (I − S_t) r0``. GCV replaces
+    each leave-one-out correction ``1 − [S_t]_ii`` by its average
+    ``tr(I − S_t)/N``:
+
+        GCV(t) = (1/2n) ‖r(t)‖² / (tr(I − S_t) / N)².
+
+    ``t`` a time (or number of steps) or a 1-D array; returns a float or ``(len(t),)``.
+    """
+    from . import ntk
+
+    theta, r0, times, scalar, n, lr = _kernel_args(theta, r0, t, outputs, lr)
+    lam, u, tol = ntk.spectrum(theta)
+    factor = ntk.decay(lam, jnp.asarray(times, theta.dtype), n, lr, tol)   # eigenvalues of I − S_t
+    coords = u.T @ r0
+    train = 0.5 * jnp.sum((factor * coords) ** 2, axis=1) / n
+    out = np.asarray(train / (jnp.mean(factor, axis=1)) ** 2)
+    return float(out[0]) if scalar else out
+
+
+def linearized_loss(theta, r0, t, *, outputs=1, lr=None):
+    """Leave-one-out test-loss prediction of the linearized network: ``(1/2n) Σ_i ‖ρ_i(t)‖²``.
+
+    ``ρ`` from :func:`gramlib.effective_gram.loo_residuals` with the constant
+    kernel ``theta`` (the initial NTK: the lazy-training prediction, Chapter 5).
+    Returns ``(loss, ρ)``.
+    """
+    from . import effective_gram
+
+    rho = np.asarray(effective_gram.loo_residuals(theta, r0, t, outputs=outputs, lr=lr))
+    n = rho.shape[-1] // _checks.integer(outputs, "outputs", minimum=1)
+    return 0.5 * np.sum(rho**2, axis=-1) / n, rho
+
+
+def ntk_norm_bound(theta, y):
+    """The NTK-norm generalization bound ``sqrt(2 yᵀ Θ⁻¹ y / n)`` (Arora et al. 2019, Chapter 1).
+
+    ``y`` are the targets stacked like the rows of ``theta`` (``N = n`` for
+    scalar targets, ``nC`` for ``C`` outputs, ``n = N / C`` from ``y``'s
+    shape). A singular ``Θ`` (duplicated inputs) uses the pseudo-inverse
+    on its range; ``y`` outside the range makes the bound infinite.
+    """
+    from . import ntk
+
+    th = _checks.square_symmetric(theta, "theta")
+    ya = _checks.array(y, "y", ndim=(1, 2))
+    if ya.size != th.shape[0]:
+        raise ValueError(f"y must hold {th.shape[0]} numbers (one per row of theta), got shape {ya.shape}")
+    n = ya.shape[0]
+    lam, u, tol = ntk.spectrum(jnp.asarray(th, jnp.result_type(float, th.dtype)))
+    lam, u = np.asarray(lam), np.asarray(u)
+    coords = u.T @ ya.reshape(-1)
+    keep = lam > tol
+    if np.any(np.abs(coords[~keep]) > 1e-8 * np.linalg.norm(ya)):
+        return float("inf")
+    return float(np.sqrt(2.0 * np.sum(coords[keep] ** 2 / lam[keep]) / n))
+
+
+def perturbation_factor(theta, r, *, outputs=1):
+    """``ε(r) = (1/n²) rᵀ (Bdiag Θ − Θ/n) r``: the trace of the per-sample gradient covariance over ``n``.
+
+    With per-sample gradients ``g_i = J_iᵀ r_i`` (Chapter 3), ``(1/n) tr Cov_i[g_i]
+    = (1/n)[(1/n) Σ_i ‖g_i‖² − ‖(1/n) Σ_i g_i‖²]``, which is this quadratic form
+    (``Bdiag`` keeps the ``C×C`` diagonal blocks). ``r`` may be ``(N,)`` or
+    ``(steps, N)``.
+    """
+    th = jnp.asarray(theta)
+    r = jnp.asarray(r)
+    big_n = th.shape[0]
+    c = outputs
+    n = big_n // c
+    blocks = th.reshape(n, c, n, c)[jnp.arange(n), :, jnp.arange(n), :]        # (n, C, C)
+    rb = r.reshape(r.shape[:-1] + (n, c))
+    own = jnp.einsum("...ic,icd,...id->...", rb, blocks, rb)
+    cross = jnp.einsum("...i,ij,...j->...", r, th, r)
+    return (own - cross / n) / n**2
+
+
+def contraction_free_loss(thetas, residuals, lr, *, outputs=1):
+    """Train loss at the end plus ``Σ_k η ε_k``: the gap integral without contraction (Chapter 3).
+
+    ``ε_k`` is :func:`perturbation_factor` at step ``k`` with the snapshot
+    kernel ``Θ_{⌊k/s⌋}`` (snapshots as in
+    :func:`gramlib.effective_gram.loo_trajectory`) and the run's residual
+    ``r_k``; gradient-descent time ``t = kη`` turns the integral
+    ``∫₀ᵀ ε̄_n(s) ds`` into the sum. Dropping the contraction ``c̄_n`` overshoots
+    the gap late in training: this baseline shows by how much.
+    """
+    th = _checks.array(thetas, "thetas", ndim=3)
+    res = _checks.array(residuals, "residuals", ndim=2, shape=(None, th.shape[1]))
+    lr = _checks.positive(lr, "lr")
+    outputs = _checks.integer(outputs, "outputs", minimum=1)
+    steps = res.shape[0] - 1
+    s = steps // th.shape[0]
+    which = np.minimum(np.arange(steps) // s, th.shape[0] - 1)
+    eps = np.concatenate([np.asarray(perturbation_factor(th[j], res[:-1][which == j], outputs=outputs))
+                          for j in range(th.shape[0])])
+    n = th.shape[1] // outputs
+    return 0.5 * float(np.sum(res[-1] ** 2)) / n + lr * float(np.sum(eps))
+
+
+def brute_force_loo(apply, params, x, y, *, lr, steps, size, key, progress=True):
+    """Leave-one-out retraining of the network on ``size`` random samples (ground truth).
+
+    Draws ``size`` distinct indices with ``key`` and retrains from the same
+    initialization without each of them (:func:`gramlib.train.retrain_without`,
+    one ``vmap`` over 0/1 sample masks). Returns ``(indices, ρ)`` with
+    ``ρ_i = f_{S∖i}(x_i) − y_i``.
+    """
+    from . import train
+
+    size = _checks.integer(size, "size", minimum=1)
+    if size > len(x):
+        raise ValueError(f"size must be at most the {len(x)} training samples, got {size}")
+    idx = np.sort(np.asarray(jax.random.choice(key, len(x), (size,), replace=False)))
+    return idx, train.retrain_without(apply, params, x, y, idx, lr=lr, steps=steps, progress=progress)

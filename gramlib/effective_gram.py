@@ -1,0 +1,353 @@
+"""Leave-one-out residuals and the effective Gram matrix ``K_n(t)`` (Chapter 5).
+
+Kernel training with a constant Gram matrix ``Θ`` (``N×N``, ``N = nC``, rows
+ordered (sample, output)) on ``L_S = (1/2n) Σ_i ‖f(x_i) − y_i‖²`` moves the
+residual as ``ṙ = −(1/n) Θ r``. The leave-one-out twin trained on ``S∖i`` (same
+start, same per-sample weight ``1/n``) has residuals ``r^{(i)}`` with
+``ṙ^{(i)} = −(1/n) Θ P_{−i} r^{(i)}``, ``P_{−i}`` deleting the ``C`` rows of
+sample ``i``; its residual at the left-out sample is the LOO residual
+``ρ_i(t) = [r^{(i)}(t)]_i``. In the Laplace variable ``z``, with
+``R(z) = (nzI + Θ)^{-1}`` and ``[R]_ii`` its ``C×C`` diagonal block,
+
+    ρ̂_i(z) = (z [R(z)]_ii)^{-1} [R(z) r0]_i                       (Sherman–Morrison–Woodbury),
+
+and one eigendecomposition ``Θ = U Λ Uᵀ`` makes each ``z`` cost ``O(N²)``. The
+time domain is reached with a fixed Talbot contour (Talbot 1979; Weideman 2006).
+``T = ∞`` and gradient descent use exact closed forms (see the functions).
+Because ``ρ(t) = R_t r0`` is linear in ``r0``, the predicted gap
+``(1/2n) Σ_i (‖ρ_i‖² − ‖r_i‖²)`` is the quadratic form ``r0ᵀ K_n(t) r0`` with
+the effective Gram matrix ``K_n(t) = (1/2n) (R_tᵀ R_t − e^{−2Θt/n})``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from . import _checks
+from .ntk import _residual_map, check_descent_limit, decay, kernel_problem, spectrum
+
+TALBOT_NODES = 32
+"""Nodes of the fixed Talbot contour (16 evaluations thanks to conjugate symmetry)."""
+
+_CHUNK_ELEMENTS = 1 << 22  # complex numbers per chunk of contour nodes (bounded memory)
+_NULL_WEIGHT = 1e-8  # a sample "sees" the null space of Θ when its block weight exceeds this
+
+
+# ----------------------------------------------------------------------------- Laplace domain
+
+def talbot_contour(t, nodes=TALBOT_NODES):
+    """Nodes ``z`` and weights ``w`` with ``f(t) ≈ Re Σ_k w_k F(z_k)`` for ``t > 0``.
+
+    Weideman's optimized Talbot contour ``z(θ) = (N/t)(−0.6122 + 0.5017 θ
+    cot(0.6407 θ) + 0.2645 i θ)``, midpoint rule in ``θ ∈ (−π, π)``, keeping the
+    ``θ > 0`` half (``F(z̄) = conj F(z)`` for real ``f``). ``t`` has shape ``(T,)``;
+    returns two ``(T, nodes // 2)`` complex arrays.
+    """
+    half = nodes // 2
+    theta = (jnp.arange(half) + 0.5) * (2 * jnp.pi / nodes)
+    alpha = 0.6407
+    cot = 1.0 / jnp.tan(alpha * theta)
+    scale = nodes / t[:, None]
+    z = scale * (-0.6122 + 0.5017 * theta * cot + 0.2645j * theta)
+    dz = scale * (0.5017 * (cot - alpha * theta / jnp.sin(alpha * theta) ** 2) + 0.2645j)
+    w = (2.0 / nodes) * (-1j) * jnp.exp(z * t[:, None]) * dz
+    return z, w
+
+
+def _real_times_complex(a, x):
+    """``a @ x`` for real ``a`` ``(p, N)`` and complex ``x`` ``(N, q)`` with one real matmul."""
+    q = x.shape[1]
+    y = a @ jnp.concatenate([x.real, x.imag], axis=1)
+    return lax.complex(y[:, :q], y[:, q:])
+
+
+def _laplace_loo(lam, u, a, z, n, outputs, first_order):
+    """``ρ̂_i(z)`` for a chunk of nodes ``z`` ``(B,)``; ``a = Uᵀ R0`` ``(N, m)``; returns ``(B, N, m)``.
+
+    Exact: ``(z [R]_ii)^{-1} [R R0]_i``. ``first_order``: the twin contracted with
+    the full ``Θ`` instead of ``Θ P_{−i}``, ``n (2I − nz [R]_ii) [R R0]_i``.
+    """
+    big_n, m = a.shape
+    b = z.shape[0]
+    c = outputs
+    weight = 1.0 / (n * z[:, None] + lam[None, :])  # (B, N): the eigenvalues of R(z)
+    x = (weight[:, :, None] * a[None]).transpose(1, 0, 2).reshape(big_n, b * m)
+    r_r0 = _real_times_complex(u, x).reshape(n, c, b, m).transpose(2, 0, 1, 3)  # (B, n, C, m)
+    u3 = u.reshape(n, c, big_n)
+    uu = (u3[:, :, None, :] * u3[:, None, :, :]).reshape(n * c * c, big_n)
+    blocks = _real_times_complex(uu, weight.T).T.reshape(b, n, c, c)  # [R]_ii
+    if first_order:
+        eye = jnp.eye(c, dtype=blocks.dtype)
+        out = n * jnp.einsum("bicd,bidm->bicm", 2 * eye - n * z[:, None, None, None] * blocks, r_r0)
+    elif c == 1:
+        out = r_r0 / (z[:, None, None, None] * blocks)
+    else:
+        out = jnp.linalg.solve(z[:, None, None, None] * blocks, r_r0)
+    return out.reshape(b, big_n, m)
+
+
+@partial(jax.jit, static_argnames=("n", "outputs", "first_order", "chunk"))
+def _talbot_loo(lam, u, r0, t, n, outputs, first_order, chunk):
+    """Talbot inversion of ``ρ̂(z)`` at times ``t`` ``(T,)`` (all finite, > 0); returns ``(T, N, m)``."""
+    z, w = talbot_contour(t)
+    count = z.size
+    pad = (-count) % chunk
+    zf = jnp.concatenate([z.reshape(-1), jnp.ones(pad, z.dtype)]).reshape(-1, chunk)
+    wf = jnp.concatenate([w.reshape(-1), jnp.zeros(pad, w.dtype)]).reshape(-1, chunk)
+    which = jnp.concatenate([jnp.repeat(jnp.arange(t.shape[0]), z.shape[1]),
+                             jnp.zeros(pad, int)]).reshape(-1, chunk)
+    a = u.T @ r0
+
+    def add(total, block):
+        zc, wc, tc = block
+        hat = _laplace_loo(lam, u, a, zc, n, outputs, first_order)
+        return total.at[tc].add(jnp.real(wc[:, None, None] * hat)), None
+
+    total = jnp.zeros((t.shape[0],) + r0.shape, lam.dtype)
+    return lax.scan(add, total, (zf, wf, which))[0]
+
+
+# ----------------------------------------------------------------------------- exact closed forms
+
+@partial(jax.jit, static_argnames=("n", "outputs"))
+def _loo_limit(lam, u, r0, tol, n, outputs):
+    """``ρ(∞) = lim_{z→0} [R(z)]_ii^{-1} [R(z) r0]_i``, also for singular ``Θ``; returns ``(N, m)``.
+
+    With ``P`` the projector on the null space of ``Θ`` and ``Θ⁺`` the
+    pseudo-inverse, ``[R(z)]_ii = P_ii/(nz) + Θ⁺_ii + O(z)``. If sample ``i``
+    sees no null direction (``P_ii = 0``, always so for invertible ``Θ``) the
+    limit is ``(Θ⁺_ii)^{-1} [Θ⁺ r0]_i`` (``[Θ⁻¹ r0]_i / [Θ⁻¹]_ii`` for one
+    output); the directions where ``P_ii`` is nonzero are fixed by
+    ``P_ii p = [P r0]_i`` and the rest by ``Θ⁺``.
+    """
+    c = outputs
+    null = (lam <= tol).astype(lam.dtype)
+    inv = jnp.where(lam <= tol, 0.0, 1.0 / jnp.where(lam <= tol, 1.0, lam))
+    a = u.T @ r0
+    u3 = u.reshape(n, c, -1)
+    p_blocks = jnp.einsum("ick,idk,k->icd", u3, u3, null)
+    q_blocks = jnp.einsum("ick,idk,k->icd", u3, u3, inv)
+    p_r0 = jnp.einsum("ick,k,km->icm", u3, null, a)
+    q_r0 = jnp.einsum("ick,k,km->icm", u3, inv, a)
+
+    if c == 1:  # scalar blocks: [P r0]_i / P_ii where sample i sees the null space, else Θ⁺
+        seen = p_blocks > _NULL_WEIGHT
+        return jnp.where(seen, p_r0 / jnp.where(seen, p_blocks, 1.0),
+                         q_r0 / jnp.where(seen, 1.0, q_blocks)).reshape(r0.shape)
+
+    def one(p_i, q_i, pa, qb):
+        alpha, o = jnp.linalg.eigh(p_i)
+        seen = alpha > _NULL_WEIGHT
+        q_o = o.T @ q_i @ o
+        p = jnp.where(seen[:, None], (o.T @ pa) / jnp.where(seen, alpha, 1.0)[:, None], 0.0)
+        free = ~seen
+        g = jnp.where(free[:, None] & free[None, :], q_o, 0.0) + jnp.diag(seen.astype(q_o.dtype))
+        rhs = jnp.where(free[:, None], o.T @ qb - q_o @ p, 0.0)
+        return o @ (p + jnp.linalg.solve(g, rhs))
+
+    return jax.vmap(one)(p_blocks, q_blocks, p_r0, q_r0).reshape(r0.shape)
+
+
+@partial(jax.jit, static_argnames=("n", "outputs"))
+def _first_order_limit(lam, u, r0, tol, n, outputs):
+    """``lim_{z→0} z ρ̂^FO(z) = (2I − P_ii) [P r0]_i``, ``P`` the null-space projector of ``Θ``."""
+    c = outputs
+    null = (lam <= tol).astype(lam.dtype)
+    u3 = u.reshape(n, c, -1)
+    p_blocks = jnp.einsum("ick,idk,k->icd", u3, u3, null)
+    p_r0 = jnp.einsum("ick,k,km->icm", u3, null, u.T @ r0)
+    return jnp.einsum("icd,idm->icm", 2 * jnp.eye(c, dtype=lam.dtype) - p_blocks, p_r0).reshape(r0.shape)
+
+
+def _descent_gain(mu, k, n, lr):
+    """``g(μ) = (1 − (1 − lr μ/n)^k)/μ`` for finite ``k`` ``(T,)``, continuous at ``μ = 0``; ``(T, M)``."""
+    k = k[:, None]
+    a = lr * mu / n
+    q = 1.0 - a
+    smooth = -jnp.expm1(k * jnp.log1p(-jnp.minimum(a, 0.5)))  # 1 − q^k where q > 1/2
+    mag = jnp.exp(k * jnp.log(jnp.where(q == 0, 1.0, jnp.abs(q))))
+    odd = jnp.mod(k, 2.0) == 1.0
+    power = jnp.where(q == 0, 0.0, jnp.where((q < 0) & odd, -mag, mag))
+    one_minus = jnp.where(a <= 0.5, smooth, 1.0 - power)
+    tiny = jnp.abs(mu) < jnp.finfo(mu.dtype).tiny * 1e10
+    return jnp.where(tiny, k * lr / n, one_minus / jnp.where(tiny, 1.0, mu))
+
+
+@partial(jax.jit, static_argnames=("n", "outputs", "lr"))
+def _loo_descent(theta, r0, steps, n, outputs, lr):
+    """Exact LOO residuals of gradient descent after ``steps`` ``(T,)`` (finite) steps; ``(T, N, m)``.
+
+    The twin's own block moves as ``ρ_i(k) = r0_i − Θ_{i,−i} g(Θ_{−i}) r0_{−i}``
+    with ``g`` from :func:`_descent_gain`; ``Θ_{−i}`` (``Θ`` without sample
+    ``i``, the rank-``C``-updated problem whose eigenvalues interlace with those
+    of ``Θ``) is diagonalized for each sample: ``O(n N³)`` in all.
+    """
+    c = outputs
+    big_n = theta.shape[0]
+
+    def one(i):
+        keep = jnp.arange(big_n - c)
+        keep = keep + c * (keep >= i * c)
+        mu, v = jnp.linalg.eigh(theta[keep][:, keep])
+        coupling = lax.dynamic_slice_in_dim(theta, i * c, c, 0)[:, keep] @ v  # (C, N−C)
+        coords = v.T @ r0[keep]  # (N−C, m)
+        own = lax.dynamic_slice_in_dim(r0, i * c, c, 0)  # (C, m)
+        return own[None] - jnp.einsum("cp,tp,pm->tcm", coupling, _descent_gain(mu, steps, n, lr), coords)
+
+    out = lax.map(one, jnp.arange(n))  # (n, T, C, m)
+    return out.transpose(1, 0, 2, 3).reshape((steps.shape[0],) + r0.shape)
+
+
+# ----------------------------------------------------------------------------- public API
+
+def _loo_map(theta, r0, times, n, outputs, lr, *, first_order=False):
+    """LOO residuals for the columns of ``r0`` ``(N, m)`` at validated ``times``; ``(T, N, m)``."""
+    lam, u, tol = spectrum(theta)
+    times = np.asarray(times, dtype=float)
+    out = np.zeros((times.size,) + r0.shape, theta.dtype)
+    inf = np.isinf(times)
+    middle = (times > 0) & ~inf
+    out[times == 0] = np.asarray(r0)
+    if inf.any():
+        if lr is not None:
+            check_descent_limit(lam, tol, n, lr)
+        limit = (_first_order_limit if first_order else _loo_limit)(lam, u, r0, tol, n, outputs)
+        out[inf] = np.asarray(limit)
+    if middle.any():
+        t = jnp.asarray(times[middle], theta.dtype)
+        if lr is None or first_order:
+            per_node = theta.shape[0] * r0.shape[1]
+            chunk = int(min(max(1, _CHUNK_ELEMENTS // per_node), t.size * (TALBOT_NODES // 2)))
+            done = _talbot_loo(lam, u, r0, t, n, outputs, first_order, chunk)
+        else:
+            done = _loo_descent(theta, r0, t, n, outputs, lr)
+        out[middle] = np.asarray(done)
+    return jnp.asarray(out)
+
+
+def loo_residuals(theta, r0, t, *, outputs=1, lr=None):
+    """Exact leave-one-out residuals ``ρ(t)`` of kernel training with constant ``theta`` (Chapter 5).
+
+    ``theta`` is the ``N×N`` Gram matrix (``N = n * outputs``, rows ordered
+    (sample, output)), ``r0`` the ``(N,)`` initial residual. Without ``lr``:
+    gradient flow ``ṙ = −(1/n) Θ r`` for time ``t``, inverted from
+    ``ρ̂_i(z) = (z [R(z)]_ii)^{-1} [R(z) r0]_i``, ``R(z) = (nzI + Θ)^{-1}``, on a
+    32-node Talbot contour. With ``lr``: gradient descent
+    ``r_{k+1} = (I − (lr/n) Θ) r_k`` for ``t = k`` steps, computed exactly
+    through the spectrum of ``Θ`` without each sample. ``t`` is a number or a
+    1-D array; ``t = inf`` gives the limit ``[Θ⁻¹ r0]_i / [Θ⁻¹]_ii`` (and its
+    continuous extension when ``Θ`` is singular, e.g. duplicated inputs).
+    Leaving sample ``i`` out removes all ``outputs`` rows of that sample.
+    Returns ``(N,)``, or ``(len(t), N)`` for an array ``t``.
+    """
+    theta, r0, times, scalar, n, lr = kernel_problem(theta, r0, t, outputs, lr)
+    out = _loo_map(theta, r0[:, None], times, n, outputs, lr)[..., 0]
+    return out[0] if scalar else out
+
+
+def first_order_loo_residuals(theta, r0, t, *, outputs=1):
+    """The first-order trap (Chapter 4): the twin contracted with the full-data ``Θ``.
+
+    Replacing the twin's ``Θ P_{−i}`` by ``Θ`` gives
+    ``ė^{(i)} = −(1/n) Θ (e^{(i)} − e_i r_i(t))`` and LOO residuals
+    ``ρ^FO_i = r_i + e^{(i)}_i`` with Laplace transform
+    ``n (2I − nz[R]_ii)[R r0]_i``; they tend to ``0`` as ``t → ∞`` whenever
+    ``Θ`` is invertible. Gradient flow only. Same shapes as :func:`loo_residuals`.
+    """
+    theta, r0, times, scalar, n, _ = kernel_problem(theta, r0, t, outputs, None)
+    out = _loo_map(theta, r0[:, None], times, n, outputs, None, first_order=True)[..., 0]
+    return out[0] if scalar else out
+
+
+def effective_gram(theta, t, *, outputs=1, lr=None):
+    """The effective Gram matrix ``K_n(t) = (1/2n) (R_tᵀ R_t − S_t²)`` (Chapter 5).
+
+    ``R_t`` is the linear map ``r0 ↦ ρ(t)`` of :func:`loo_residuals` and
+    ``S_t = e^{−Θt/n}`` (flow) or ``(I − (lr/n) Θ)^t`` (descent) the map
+    ``r0 ↦ r(t)``, so that ``r0ᵀ K_n(t) r0 = (1/2n) Σ_i (‖ρ_i(t)‖² − ‖r_i(t)‖²)``
+    for every ``r0``. ``K_n(0) = 0``; for invertible ``Θ``,
+    ``K_n(∞) = (1/2n) Θ⁻¹ D⁻² Θ⁻¹`` with ``D = Diag(diag Θ⁻¹)`` (one output).
+    Returns ``(N, N)`` symmetric, or ``(len(t), N, N)`` for an array ``t``.
+    """
+    theta, _, times, scalar, n, lr = kernel_problem(theta, None, t, outputs, lr)
+    loo_map = _loo_map(theta, jnp.eye(theta.shape[0], dtype=theta.dtype), times, n, outputs, lr)  # R_t
+    lam, u, tol = spectrum(theta)
+    k = np.asarray(_gram_from_maps(loo_map, lam, u, jnp.asarray(times, theta.dtype), n, lr, tol))
+    k = jnp.asarray(np.triu(k) + np.swapaxes(np.triu(k, 1), 1, 2))  # bitwise symmetric (XLA may not be)
+    return k[0] if scalar else k
+
+
+@partial(jax.jit, static_argnames=("n", "lr"))
+def _gram_from_maps(loo_map, lam, u, t, n, lr, tol):
+    """``(1/2n)(R_tᵀ R_t − S_t²)``, symmetrized; ``S_0 = I`` exactly so that ``K_n(0) = 0``."""
+    s2 = jnp.einsum("ik,tk,jk->tij", u, decay(lam, t, n, lr, tol) ** 2, u)
+    s2 = jnp.where((t == 0)[:, None, None], jnp.eye(u.shape[0], dtype=u.dtype), s2)
+    k = (jnp.einsum("tji,tjk->tik", loo_map, loo_map) - s2) / (2 * n)
+    return (k + jnp.swapaxes(k, 1, 2)) / 2
+
+
+def predicted_gap(theta, r0, t, *, outputs=1, lr=None):
+    """``(1/2n) Σ_i (‖ρ_i(t)‖² − ‖r_i(t)‖²)``, the LOO-predicted gap of kernel training (Chapter 5)."""
+    theta, r0, times, scalar, n, lr = kernel_problem(theta, r0, t, outputs, lr)
+    rho = _loo_map(theta, r0[:, None], times, n, outputs, lr)[..., 0]
+    lam, u, tol = spectrum(theta)
+    if lr is not None and np.isinf(times).any():
+        check_descent_limit(lam, tol, n, lr)
+    r = _residual_map(lam, u, r0, jnp.asarray(times, theta.dtype), n, lr, tol)
+    gap = (jnp.sum(rho**2, axis=1) - jnp.sum(r**2, axis=1)) / (2 * n)
+    return gap[0] if scalar else gap
+
+
+@partial(jax.jit, static_argnames=("n", "outputs", "s"))
+def _loo_trajectory(thetas, residuals, lr, n, outputs, s):
+    c = outputs
+    count = thetas.shape[0]
+    mask = jnp.eye(n, dtype=thetas.dtype)[:, None, :]  # picks block i of column i
+
+    def step(e, k):
+        th = thetas[jnp.minimum(k // s, count - 1)]
+        r = residuals[k].reshape(n, c, 1)
+        drive = (e - e * mask - r * mask).reshape(n * c, n)
+        return e - (lr / n) * (th @ drive).reshape(n, c, n), None
+
+    steps = residuals.shape[0] - 1
+    e = lax.scan(step, jnp.zeros((n, c, n), thetas.dtype), jnp.arange(steps))[0]
+    own = e[jnp.arange(n), :, jnp.arange(n)]  # (n, C): e^{(i)} at sample i
+    return residuals[-1] + own.reshape(-1)
+
+
+def loo_trajectory(thetas, residuals, lr, *, outputs=1):
+    """LOO residuals at the end of a real gradient-descent run, with a moving kernel (Chapter 7).
+
+    ``thetas`` ``(K, N, N)``: kernel snapshots, snapshot ``k`` used for steps
+    ``[k s, (k+1) s)`` with ``s = steps // K`` (leftover steps use the last
+    one); ``residuals`` ``((steps+1), N)``: the run's residuals ``r_k`` at every
+    step. Integrates all twins at once,
+    ``E_{k+1} = E_k − (lr/n) Θ_k (E_k − Bdiag(E_k) − Bdiag(r_k))`` from
+    ``E_0 = 0`` (column ``i`` is the twin's offset ``e^{(i)}``; ``Bdiag`` keeps
+    the ``C`` rows of sample ``i`` in column ``i``), and returns
+    ``ρ_i = r_i(T) + e^{(i)}_i``, shape ``(N,)``. Cost ``O(steps · N² n)``.
+    """
+    th = _checks.array(thetas, "thetas", ndim=3)
+    if th.shape[1] != th.shape[2] or th.shape[0] == 0:
+        raise ValueError(f"thetas must have shape (K, N, N) with K >= 1, got {th.shape}")
+    asym = float(np.max(np.abs(th - np.swapaxes(th, 1, 2))))
+    if asym > 1e-8 + 1e-6 * max(float(np.max(np.abs(th))), 1.0):
+        raise ValueError(f"thetas must be symmetric Gram matrices; max |Θ - Θᵀ| = {asym:.3g}")
+    outputs = _checks.integer(outputs, "outputs", minimum=1)
+    big_n = th.shape[1]
+    if big_n % outputs:
+        raise ValueError(f"outputs={outputs} must divide the size of thetas ({big_n} rows)")
+    res = _checks.array(residuals, "residuals", ndim=2, shape=(None, big_n))
+    steps = res.shape[0] - 1
+    if steps < th.shape[0]:
+        raise ValueError(f"residuals must hold steps+1 rows with steps >= K={th.shape[0]}, got {res.shape[0]} rows")
+    lr = _checks.positive(lr, "lr")
+    dtype = jnp.result_type(float, th.dtype, res.dtype)
+    return _loo_trajectory(jnp.asarray(th, dtype), jnp.asarray(res, dtype), lr,
+                           big_n // outputs, outputs, steps // th.shape[0])

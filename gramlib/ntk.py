@@ -1,0 +1,199 @@
+"""The empirical neural tangent kernel and the linearized residual dynamics (Chapter 4).
+
+For a network ``f(params, x)`` the Jacobian ``J = ∂f(X; w)/∂w`` has one row per
+(sample, output) pair; the empirical NTK Gram matrix is ``Θ = J Jᵀ``
+(Jacot et al. 2018). Linearizing ``f`` around its initialization and training
+on ``L_S = (1/2n) Σ_i ‖f(x_i) − y_i‖²`` gives the residual dynamics
+
+    gradient flow      ṙ = −(1/n) Θ r          ⇒  r(t) = e^{−Θt/n} r0,
+    gradient descent   r_{k+1} = (I − (η/n) Θ) r_k  ⇒  r_k = (I − (η/n) Θ)^k r0,
+
+computed here through one eigendecomposition ``Θ = U Λ Uᵀ``
+(:func:`kernel_residuals`). The spectral helpers of this module are shared with
+:mod:`gramlib.effective_gram` (Chapter 5).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from . import _checks
+
+METHODS = ("jacobian",)
+"""Ways to compute the empirical NTK; ``"jacobian"`` materializes per-sample Jacobians."""
+
+
+# ----------------------------------------------------------------------------- empirical NTK
+
+def _sample_jacobian(f, params, x):
+    """Per-sample Jacobians, flattened: ``(n*C, P)`` with rows ordered (sample, output)."""
+    outputs = int(np.prod(jax.eval_shape(f, params, x[:1]).shape[1:], dtype=int))
+    jac = jax.vmap(jax.jacrev(lambda p, xi: f(p, xi[None])[0]), in_axes=(None, 0))(params, x)
+    rows = x.shape[0] * outputs
+    return jnp.concatenate([leaf.reshape(rows, -1) for leaf in jax.tree_util.tree_leaves(jac)], axis=1)
+
+
+def _pad_batches(x, batch_size):
+    """Pad ``x`` (repeating its last row) to whole batches: ``(batches, batch_size, ...)``."""
+    n = x.shape[0]
+    pad = (-n) % batch_size
+    if pad:
+        x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
+    return x.reshape((-1, batch_size) + x.shape[1:])
+
+
+@partial(jax.jit, static_argnames=("f", "batch_size"))
+def _ntk_jacobian(f, params, x1, x2, batch_size):
+    if batch_size is None:
+        j1 = _sample_jacobian(f, params, x1)
+        j2 = _sample_jacobian(f, params, x2)
+        return j1 @ j2.T
+    n1, n2 = x1.shape[0], x2.shape[0]
+    b1, b2 = _pad_batches(x1, batch_size), _pad_batches(x2, batch_size)
+
+    def row(xa):
+        ja = _sample_jacobian(f, params, xa)
+        return lax.map(lambda xb: ja @ _sample_jacobian(f, params, xb).T, b2)
+
+    tiles = lax.map(row, b1)  # (batches1, batches2, batch*C, batch*C)
+    c = tiles.shape[2] // batch_size
+    full = tiles.transpose(0, 2, 1, 3).reshape(b1.shape[0] * batch_size * c, b2.shape[0] * batch_size * c)
+    return full[: n1 * c, : n2 * c]
+
+
+def empirical_ntk(f, params, x1, x2=None, *, batch_size=None, method="jacobian"):
+    """The empirical NTK Gram matrix ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` of a JAX model (Chapter 4).
+
+    ``f(params, x)`` maps a batch ``x`` of shape ``(n, ...)`` to outputs of shape
+    ``(n,)`` or ``(n, C)`` and must treat samples independently (no batch
+    statistics). The result is ``(n1, n2)`` for scalar outputs, else
+    ``(n1*C, n2*C)`` with rows ordered (sample, output), matching
+    ``r.reshape(-1)`` for residuals ``r`` of shape ``(n, C)``. ``x2=None`` means
+    ``x2 = x1``. ``batch_size`` tiles both inputs so that at most two tiles of
+    per-sample Jacobians, ``2 * batch_size * C * P`` numbers, live in memory.
+    ``method="jacobian"`` (the only method so far) contracts per-sample
+    Jacobians obtained with ``jax.jacrev``. The computation is jit-compiled and
+    runs in the dtype of ``params`` and ``x``.
+    """
+    if not callable(f):
+        raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    a1 = _checks.array(x1, "x1")
+    if a1.ndim < 1 or a1.shape[0] == 0:
+        raise ValueError(f"x1 must be a non-empty batch with samples along axis 0, got shape {a1.shape}")
+    if x2 is not None:
+        a2 = _checks.array(x2, "x2")
+        if a2.ndim != a1.ndim or a2.shape[1:] != a1.shape[1:] or a2.shape[0] == 0:
+            raise ValueError(f"x2 must be a non-empty batch shaped like x1 {('n',) + a1.shape[1:]}, got {a2.shape}")
+    if batch_size is not None:
+        batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
+    x1 = jnp.asarray(x1)
+    x2 = x1 if x2 is None else jnp.asarray(x2)
+    out = jax.eval_shape(f, params, x1[:1])
+    if out.ndim not in (1, 2) or out.shape[0] != 1:
+        raise ValueError(f"f(params, x) must return shape (n,) or (n, C); got {out.shape} for one sample")
+    return _ntk_jacobian(f, params, x1, x2, batch_size)
+
+
+# ----------------------------------------------------------------------------- kernel problems
+
+def kernel_problem(theta, r0, t, outputs, lr, *, r0_name="r0"):
+    """Validate ``(theta, r0, t, outputs, lr)`` of a kernel-training problem.
+
+    Returns ``(theta, r0, times, scalar_t, n, lr)`` with ``theta`` and ``r0`` as
+    JAX arrays of a common float dtype. ``r0`` may be ``None`` (not checked).
+    Raises ``ValueError`` naming the offending argument.
+    """
+    th = _checks.square_symmetric(theta, "theta")
+    outputs = _checks.integer(outputs, "outputs", minimum=1)
+    big_n = th.shape[0]
+    if big_n == 0:
+        raise ValueError("theta must not be empty")
+    if big_n % outputs:
+        raise ValueError(f"outputs={outputs} must divide the size of theta ({big_n} rows)")
+    n = big_n // outputs
+    if n < 2:
+        raise ValueError(f"theta must hold at least 2 samples for leave-one-out, got n={n}")
+    if lr is not None:
+        lr = _checks.positive(lr, "lr")
+    times, scalar = _checks.times(t, "t", integer_steps=lr is not None)
+    dtype = jnp.result_type(float, th.dtype)
+    if r0 is not None:
+        _checks.array(r0, r0_name, shape=(big_n,))
+        r0 = jnp.asarray(r0, dtype)
+    return jnp.asarray(th, dtype), r0, times, scalar, n, lr
+
+
+@jax.jit
+def _eigh(theta):
+    return jnp.linalg.eigh(theta)
+
+
+def spectrum(theta):
+    """``Θ = U diag(λ) Uᵀ`` and the null-space tolerance; refuses indefinite ``theta``.
+
+    Eigenvalues ``λ ≤ tol = 10 N ε λ_max`` are treated as zero (``ε`` the
+    machine epsilon of the dtype); ``λ < −sqrt(ε) λ_max`` means ``theta`` is not
+    a Gram matrix.
+    """
+    lam, u = _eigh(theta)
+    lam_np = np.asarray(lam)
+    top = max(float(np.max(np.abs(lam_np))), np.finfo(lam_np.dtype).tiny)
+    eps = float(np.finfo(lam_np.dtype).eps)
+    if lam_np.min() < -np.sqrt(eps) * top:
+        raise ValueError(f"theta must be positive semidefinite (a Gram matrix); smallest eigenvalue "
+                         f"{lam_np.min():.3g} vs largest {lam_np.max():.3g}")
+    return lam, u, 10.0 * lam_np.size * eps * top
+
+
+def check_descent_limit(lam, tol, n, lr):
+    """Gradient descent converges (``t = inf`` allowed) only if ``lr λ_max / n < 2``."""
+    a = lr * float(np.max(np.asarray(lam))) / n
+    if a >= 2:
+        raise ValueError(f"lr={lr} is too large for t=inf: lr*λ_max/n = {a:.4g} >= 2, gradient descent diverges")
+
+
+def decay(lam, t, n, lr, tol):
+    """Spectral factor of the residual map: ``e^{−λt/n}`` (flow) or ``(1 − lr λ/n)^t`` (descent).
+
+    ``lam`` has shape ``(N,)``, ``t`` shape ``(T,)`` (``inf`` allowed, giving the
+    projector on the null space ``λ ≤ tol``); returns ``(T, N)``.
+    """
+    t = t[:, None]
+    null = lam <= tol
+    if lr is None:
+        finite = jnp.exp(-jnp.maximum(lam, 0.0) * jnp.where(jnp.isinf(t), 0.0, t) / n)
+    else:
+        q = 1.0 - lr * lam / n
+        k = jnp.where(jnp.isinf(t), 0.0, t)
+        mag = jnp.exp(k * jnp.log(jnp.where(q == 0, 1.0, jnp.abs(q))))
+        odd = jnp.mod(k, 2.0) == 1.0
+        finite = jnp.where(q == 0, jnp.where(k == 0, 1.0, 0.0), jnp.where((q < 0) & odd, -mag, mag))
+    return jnp.where(jnp.isinf(t), null.astype(lam.dtype), finite)
+
+
+@partial(jax.jit, static_argnames=("n", "lr"))
+def _residual_map(lam, u, r0, t, n, lr, tol):
+    return jnp.einsum("ik,tk,k...->ti...", u, decay(lam, t, n, lr, tol), u.T @ r0)
+
+
+def kernel_residuals(theta, r0, t, *, outputs=1, lr=None):
+    """Residuals of kernel training with constant Gram matrix ``theta`` (Chapter 4).
+
+    Gradient flow (``lr=None``): ``r(t) = e^{−Θt/n} r0``; gradient descent with
+    step ``lr``: ``r_k = (I − (lr/n) Θ)^k r0`` with ``t = k`` steps. ``n = N /
+    outputs``; ``t`` a scalar or 1-D array, ``inf`` allowed (the projection of
+    ``r0`` on the null space of ``Θ``). Returns ``(N,)`` or ``(len(t), N)``.
+    """
+    theta, r0, times, scalar, n, lr = kernel_problem(theta, r0, t, outputs, lr)
+    lam, u, tol = spectrum(theta)
+    if lr is not None and np.isinf(times).any():
+        check_descent_limit(lam, tol, n, lr)
+    out = _residual_map(lam, u, r0, jnp.asarray(times, theta.dtype), n, lr, tol)
+    return out[0] if scalar else out

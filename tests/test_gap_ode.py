@@ -1,0 +1,210 @@
+"""Tests for gramlib.gap_ode: factors vs brute-force GD, the discrete identity, discretization order."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gramlib import gap_ode
+from gramlib.exercises import ch03
+
+jax.config.update("jax_enable_x64", True)
+
+D = 3
+
+
+def linear_apply(params, x):
+    return x @ params["w"]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, D))
+    y = x @ np.array([1.0, -0.5, 0.3]) + 0.5 * rng.normal(size=40)
+    return x, y
+
+
+def brute_force_pair(x_pool, y_pool, train, i, new, lr, steps):
+    """Numpy GD of both twins of one pair; the two replace-one samples, averaged, per step."""
+    x, y = x_pool[train], y_pool[train]
+    n = len(y)
+    xt, yt = x.copy(), y.copy()
+    xt[i], yt[i] = x_pool[new], y_pool[new]
+    zi, zn = (x[i], y[i]), (x_pool[new], y_pool[new])
+
+    def g(v, z):
+        return z[0] * (z[0] @ v - z[1])
+
+    def loss(v, z):
+        return 0.5 * (z[0] @ v - z[1]) ** 2
+
+    w, u = np.zeros(D), np.zeros(D)
+    out, remainder = [], []
+    for _ in range(steps + 1):
+        gs_w = x.T @ (x @ w - y) / n
+        gt_u = xt.T @ (xt @ u - yt) / n
+        gs_u = x.T @ (x @ u - y) / n
+        gt_w = xt.T @ (xt @ w - yt) / n
+        fwd = [loss(u, zi) - loss(w, zi), g(u, zi) @ gs_u - g(w, zi) @ gs_w,
+               (g(u, zi) @ g(u, zi) - g(u, zi) @ g(u, zn)) / n]
+        bwd = [loss(w, zn) - loss(u, zn), g(w, zn) @ gt_w - g(u, zn) @ gt_u,
+               (g(w, zn) @ g(w, zn) - g(w, zn) @ g(w, zi)) / n]
+        out.append(0.5 * (np.array(fwd) + np.array(bwd)))
+        # exact second-order Taylor remainder of the quadratic loss (both samples)
+        remainder.append(0.25 * lr**2 * ((zi[0] @ gt_u) ** 2 - (zi[0] @ gs_w) ** 2
+                                         + (zn[0] @ gs_w) ** 2 - (zn[0] @ gt_u) ** 2))
+        w, u = w - lr * gs_w, u - lr * gt_u
+    return np.array(out).T, np.array(remainder)
+
+
+@pytest.fixture(scope="module")
+def run(pool):
+    x, y = pool
+    pairs = gap_ode.sample_replace_one(jax.random.PRNGKey(0), len(y), 6, 3, cov_size=10)
+    f = gap_ode.replace_one_factors(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs,
+                                    lr=0.2, steps=12, record_every=4, chunk=2)
+    return pairs, f
+
+
+def test_factors_match_brute_force_and_discrete_identity_is_exact(pool, run):
+    x, y = pool
+    pairs, f = run
+    assert f.gap.shape == (3, 13) and f.train_loss.shape == (3, 3)
+    for m in range(3):
+        ref, rem = brute_force_pair(x, y, pairs.train[m], pairs.i[m], pairs.new[m], 0.2, 12)
+        np.testing.assert_allclose(f.gap[m], ref[0], rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(f.contraction[m], ref[1], rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(f.perturbation[m], ref[2], rtol=1e-10, atol=1e-13)
+        # D_{k+1} − D_k = η(−ΔF_k + ε_k) + R_k with R_k the exact Taylor remainder
+        increments = np.diff(f.gap[m]) - 0.2 * (f.perturbation[m] - f.contraction[m])[:-1]
+        np.testing.assert_allclose(increments, rem[:-1], rtol=1e-9, atol=1e-13)
+    assert f.gap[:, 0] == pytest.approx(0.0) and f.contraction[:, 0] == pytest.approx(0.0)
+
+
+def test_records_match_direct_computation(pool, run):
+    x, y = pool
+    pairs, f = run
+    xs, ys = x[pairs.train[0]], y[pairs.train[0]]
+    xt, yt = xs.copy(), ys.copy()
+    xt[pairs.i[0]], yt[pairs.i[0]] = x[pairs.new[0]], y[pairs.new[0]]
+    w, u = np.zeros(D), np.zeros(D)
+    for _ in range(8):
+        w, u = w - 0.2 * xs.T @ (xs @ w - ys) / 6, u - 0.2 * xt.T @ (xt @ u - yt) / 6
+    cx, cy = x[pairs.cov[0]], y[pairs.cov[0]]
+
+    def trace_cov(v):
+        grads = cx * (cx @ v - cy)[:, None]
+        return np.trace(np.cov(grads.T)) / 6  # np.cov: unbiased, divides by m - 1
+
+    np.testing.assert_allclose(
+        f.train_loss[0, 1], 0.25 * (np.mean((xs @ w - ys) ** 2) + np.mean((xt @ u - yt) ** 2)), rtol=1e-10)
+    np.testing.assert_allclose(
+        f.population_loss[0, 1], 0.25 * (np.mean((x @ w - y) ** 2) + np.mean((x @ u - y) ** 2)), rtol=1e-10)
+    np.testing.assert_allclose(f.trace_cov[0, 1], 0.5 * (trace_cov(w) + trace_cov(u)), rtol=1e-10)
+    np.testing.assert_allclose(
+        gap_ode.trace_gradient_covariance(linear_apply, {"w": jnp.asarray(w)}, cx, cy, 6), trace_cov(w), rtol=1e-10)
+
+
+def test_integrated_ode_error_is_time_discretization_and_shrinks_with_step(pool):
+    """At fixed T, |ODE − replace-one gap| is first order in η: halving η halves it."""
+    x, y = pool
+    pairs = gap_ode.sample_replace_one(jax.random.PRNGKey(2), len(y), 8, 16, cov_size=4)
+    errors = []
+    for lr in (0.04, 0.02, 0.01):
+        steps = int(round(1.0 / lr))
+        f = gap_ode.replace_one_factors(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs,
+                                        lr=lr, steps=steps, record_every=steps)
+        c = gap_ode.gap_curves(f)
+        errors.append([abs(c.ode_numerator[-1] - c.replace_one[-1]), abs(c.ode[-1] - c.replace_one[-1])])
+        assert abs(c.replace_one[-1]) > 10 * errors[-1][0]
+    errors = np.array(errors)
+    ratios = errors[:-1] / errors[1:]
+    assert np.all((ratios > 1.7) & (ratios < 2.3)), ratios
+
+
+def test_integrate_gap_ode_against_closed_forms():
+    rng = np.random.default_rng(3)
+    c, e, dt = rng.uniform(0, 1, 30), rng.uniform(0, 1, 30), 0.05
+    got = gap_ode.integrate_gap_ode(c, e, dt)
+    want = [sum(dt * e[k] * np.prod(1 - dt * c[k + 1:K]) for k in range(K)) for K in range(30)]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    # constant factors: Euler → ε/c (1 − e^{−cT}) as dt → 0, with first-order error
+    errs = []
+    for dt in (0.1, 0.05, 0.025):
+        k = int(round(4 / dt))
+        sol = gap_ode.integrate_gap_ode(np.full(k + 1, 0.7), np.full(k + 1, 0.3), dt)
+        errs.append(abs(sol[-1] - 0.3 / 0.7 * (1 - np.exp(-0.7 * 4))))
+    assert 1.8 < errs[0] / errs[1] < 2.2 and 1.8 < errs[1] / errs[2] < 2.2
+    np.testing.assert_allclose(gap_ode.integrate_gap_ode(np.zeros(5), np.ones(5), 0.5), [0, 0.5, 1, 1.5, 2])
+
+
+def test_gap_curves_consistency(run):
+    _, f = run
+    c = gap_ode.gap_curves(f)
+    np.testing.assert_allclose(c.measured, (f.population_loss - f.train_loss).mean(0))
+    np.testing.assert_allclose(c.contraction_free[3], 0.2 * f.perturbation[:, :3].sum(1).mean())
+    assert c.cbar[0] == 0.0 and np.allclose(c.t_record, [0.8, 1.6, 2.4])
+    mean, hw = gap_ode.mean_band(np.array([[1.0], [3.0]]))
+    np.testing.assert_allclose([mean[0], hw[0]], [2.0, 1.959963984540054 * np.sqrt(2) / np.sqrt(2)])
+
+
+def test_bad_inputs_raise(pool):
+    x, y = pool
+    pairs = gap_ode.sample_replace_one(jax.random.PRNGKey(0), len(y), 4, 2, cov_size=3)
+    p0 = {"w": jnp.zeros(D)}
+    with pytest.raises(ValueError, match="multiple"):
+        gap_ode.replace_one_factors(linear_apply, p0, x, y, pairs, lr=0.1, steps=5, record_every=2)
+    with pytest.raises(TypeError, match="ReplaceOnePairs"):
+        gap_ode.replace_one_factors(linear_apply, p0, x, y, tuple(pairs), lr=0.1, steps=4, record_every=2)
+    bad = x.copy()
+    bad[1, 1] = np.inf
+    with pytest.raises(ValueError, match="x_pool contains"):
+        gap_ode.replace_one_factors(linear_apply, p0, bad, y, pairs, lr=0.1, steps=4, record_every=2)
+    with pytest.raises(ValueError, match="index the pool"):
+        gap_ode.replace_one_factors(linear_apply, p0, x[:3], y[:3], pairs._replace(train=pairs.train + 100),
+                                    lr=0.1, steps=4, record_every=2)
+    with pytest.raises(ValueError, match="lr"):
+        gap_ode.replace_one_factors(linear_apply, p0, x, y, pairs, lr=0.0, steps=4, record_every=2)
+    with pytest.raises(ValueError, match="epsbar"):
+        gap_ode.integrate_gap_ode(np.ones(4), np.ones(3), 0.1)
+    with pytest.raises(ValueError, match="dt"):
+        gap_ode.integrate_gap_ode(np.ones(4), np.ones(4), -0.1)
+    with pytest.raises(ValueError, match="cbar contains"):
+        gap_ode.integrate_gap_ode(np.array([1.0, np.nan]), np.ones(2), 0.1)
+    with pytest.raises(ValueError, match="at least 2"):
+        gap_ode.mean_band(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="n must"):
+        gap_ode.sample_replace_one(jax.random.PRNGKey(0), 10, 1, 3)
+
+
+def test_exercise_check_integrator(capsys):
+    def right(cbar, epsbar, dt):
+        return gap_ode.integrate_gap_ode(cbar, epsbar, dt)
+
+    def wrong(cbar, epsbar, dt):  # forgets the contraction
+        return gap_ode.integrate_gap_ode(0 * cbar, epsbar, dt)
+
+    assert ch03.check_gap_integrator(right)
+    assert not ch03.check_gap_integrator(wrong)
+    assert not ch03.check_gap_integrator(None)
+    out = capsys.readouterr().out
+    assert "✅" in out and "❌" in out and "Not answered" in out
+
+
+def test_cbar_band_matches_bootstrap():
+    """The delta-method band of c̄ = mean(ΔF)/mean(D) agrees with a bootstrap over pairs."""
+    rng = np.random.default_rng(5)
+    m, k = 2000, 3
+    gap = np.concatenate([np.zeros((m, 1)), rng.normal(1.0, 0.5, (m, k))], 1)
+    contraction = np.concatenate([np.zeros((m, 1)), 0.3 * gap[:, 1:] + rng.normal(0, 0.2, (m, k))], 1)
+    f = gap_ode.GapFactors(lr=0.1, n=10, gap=gap, contraction=contraction, perturbation=np.ones((m, k + 1)),
+                           record_steps=np.array([1, 2]), train_loss=np.ones((m, 2)),
+                           population_loss=np.ones((m, 2)), trace_cov=np.ones((m, 2)))
+    c = gap_ode.gap_curves(f)
+    boot = []
+    for _ in range(400):
+        idx = rng.integers(0, m, m)
+        boot.append(contraction[idx, 1:].mean(0) / gap[idx, 1:].mean(0))
+    np.testing.assert_allclose(c.cbar_hw[1:], gap_ode.Z95 * np.std(boot, axis=0), rtol=0.2)
+    assert c.cbar_hw[0] == np.inf and c.cbar[0] == 0.0

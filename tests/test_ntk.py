@@ -1,0 +1,116 @@
+"""Chapter 4: the empirical NTK against an explicit J Jᵀ, and the linearized residual dynamics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+from gramlib import models, ntk  # noqa: E402
+
+
+def tiny_cnn(outputs):
+    """conv 3×3 (4 channels, tanh) → global average pool → dense: enough to exercise a CNN."""
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"conv": jax.random.normal(k1, (3, 3, 1, 4), jnp.float64) / 3.0,
+                "bias": jnp.linspace(-0.2, 0.2, 4),
+                "dense": jax.random.normal(k2, (4, outputs), jnp.float64) / 2.0}
+
+    def apply(params, x):
+        h = jax.lax.conv_general_dilated(x[..., None], params["conv"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = jnp.tanh(h + params["bias"]).mean(axis=(1, 2))
+        out = h @ params["dense"]
+        return out[:, 0] if outputs == 1 else out
+
+    return models.Model(init, apply)
+
+
+def explicit_ntk(f, params, x):
+    """J(x) J(x)ᵀ with the full-batch Jacobian from jax.jacrev, rows (sample, output)."""
+
+    @jax.jit
+    def gram(params, x):
+        jac = jax.jacrev(f)(params, x)
+        rows = int(np.prod(jax.eval_shape(f, params, x).shape))
+        flat = jnp.concatenate([leaf.reshape(rows, -1) for leaf in jax.tree_util.tree_leaves(jac)], axis=1)
+        return flat @ flat.T
+
+    return gram(params, x)
+
+
+def model_and_inputs(kind, outputs):
+    key = jax.random.PRNGKey(0)
+    if kind == "mlp":
+        model = models.mlp(5, width=16, depth=3, outputs=outputs, sigma_b=0.5, dtype=jnp.float64)
+        x1 = jax.random.normal(key, (7, 5))
+        x2 = jax.random.normal(jax.random.PRNGKey(1), (5, 5))
+    else:
+        model = tiny_cnn(outputs)
+        x1 = jax.random.normal(key, (7, 6, 6))
+        x2 = jax.random.normal(jax.random.PRNGKey(1), (5, 6, 6))
+    return model.apply, model.init(jax.random.PRNGKey(2)), x1, x2
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_empirical_ntk_matches_explicit_jacobian(kind, outputs):
+    f, params, x1, x2 = model_and_inputs(kind, outputs)
+    want = explicit_ntk(f, params, jnp.concatenate([x1, x2]))  # blocks: (x1, x1) and (x1, x2)
+    rows = 7 * outputs
+    got_11 = ntk.empirical_ntk(f, params, x1)
+    got_12 = ntk.empirical_ntk(f, params, x1, x2, batch_size=3)  # 3 divides neither 7 nor 5
+    assert got_11.shape == (rows, rows) and got_12.shape == (rows, 5 * outputs)
+    assert got_11.dtype == jnp.float64
+    np.testing.assert_allclose(got_11, want[:rows, :rows], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(got_12, want[:rows, rows:], rtol=0, atol=1e-10)
+    assert np.abs(want[:rows, rows:]).max() > 1e-2
+
+
+def test_empirical_ntk_float32_follows_inputs():
+    model = models.mlp(4, width=8, depth=2)
+    params = model.init(jax.random.PRNGKey(0))
+    x = jnp.ones((3, 4), jnp.float32)
+    assert ntk.empirical_ntk(model.apply, params, x).dtype == jnp.float32
+
+
+def test_kernel_residuals_flow_and_descent():
+    rng = np.random.default_rng(0)
+    jac = rng.standard_normal((12, 20)) / 4
+    theta, r0, n = jac @ jac.T, rng.standard_normal(12), 6  # 2 outputs
+    got = ntk.kernel_residuals(theta, r0, [0.0, 2.5, np.inf], outputs=2)
+    np.testing.assert_allclose(got[0], r0, atol=1e-13)
+    r, h = r0.copy(), 2.5 / 500  # RK4 on ṙ = −(1/n) Θ r
+    for _ in range(500):
+        k1 = -theta @ r / n
+        k2 = -theta @ (r + h / 2 * k1) / n
+        k3 = -theta @ (r + h / 2 * k2) / n
+        k4 = -theta @ (r + h * k3) / n
+        r = r + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    np.testing.assert_allclose(got[1], r, atol=1e-11)
+    np.testing.assert_allclose(got[2], 0.0, atol=1e-10)  # Θ invertible: interpolation
+    r = r0.copy()
+    for _ in range(5):
+        r = r - 0.7 / n * theta @ r
+    np.testing.assert_allclose(ntk.kernel_residuals(theta, r0, 5, outputs=2, lr=0.7), r, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call,name",
+    [
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x[:0]), "x1"),
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x, x[:, :2]), "x2"),
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x.at[0, 0].set(jnp.nan)), "x1"),
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x, batch_size=0), "batch_size"),
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x, method="magic"), "method"),
+        (lambda f, p, x: ntk.kernel_residuals(np.eye(4), np.ones(4), -1.0), "t"),
+    ],
+)
+def test_bad_inputs(call, name):
+    model = models.mlp(5, width=8, depth=2, dtype=jnp.float64)
+    params = model.init(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=name):
+        call(model.apply, params, jnp.ones((4, 5)))
