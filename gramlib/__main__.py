@@ -1,13 +1,37 @@
-"""Command line of gramlib: ``python -m gramlib student ...`` (or the ``gramlib`` script).
+"""Command line of gramlib: ``python -m gramlib <command>`` (or the ``gramlib`` script).
 
-Subcommands:
+Commands:
 
-``student``  write student copies of chapter notebooks (see :mod:`gramlib.student`).
+``student``                 write student copies of chapter notebooks (see :mod:`gramlib.student`).
+``reproduce ch6|ch7``       regenerate a chapter's tables (CSV) and figures (PNG) under ``results/``,
+                            with progress bars; options ``--scale default|paper`` (``paper``: the
+                            larger GPU setting) and ``--out DIR``.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+
+
+def reproduce(argv) -> None:
+    """``reproduce ch6|ch7 [--scale default|paper] [--out results]``."""
+    parser = argparse.ArgumentParser(prog="python -m gramlib reproduce",
+                                     description="Regenerate a chapter's tables and figures.")
+    parser.add_argument("chapter", choices=["ch6", "ch7"])
+    parser.add_argument("--scale", default="default", choices=["default", "paper", "smoke"],
+                        help="default: the CPU scale of the book; paper: the larger GPU setting; "
+                             "smoke: a seconds-long check of the pipeline")
+    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    args = parser.parse_args(argv)
+    if args.chapter == "ch7":
+        from gramlib.predict import reproduce_ch7
+
+        reproduce_ch7(args.out, args.scale)
+    else:
+        from gramlib.alignment import reproduce_ch6
+
+        reproduce_ch6(args.out, args.scale)
 
 
 def main(argv=None) -> None:
@@ -16,6 +40,8 @@ def main(argv=None) -> None:
         from gramlib import student
 
         student.main(argv[1:])
+    elif argv[:1] == ["reproduce"]:
+        reproduce(argv[1:])
     else:
         sys.exit(__doc__.strip())
 

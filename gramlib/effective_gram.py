@@ -29,7 +29,7 @@ import numpy as np
 from jax import lax
 
 from . import _checks
-from .ntk import _residual_map, check_descent_limit, decay, kernel_problem, spectrum
+from .ntk import _residual_map, check_descent_limit, decay, gain, kernel_problem, spectrum
 
 TALBOT_NODES = 32
 """Nodes of the fixed Talbot contour (16 evaluations thanks to conjugate symmetry)."""
@@ -164,26 +164,12 @@ def _first_order_limit(lam, u, r0, tol, n, outputs):
     return jnp.einsum("icd,idm->icm", 2 * jnp.eye(c, dtype=lam.dtype) - p_blocks, p_r0).reshape(r0.shape)
 
 
-def _descent_gain(mu, k, n, lr):
-    """``g(μ) = (1 − (1 − lr μ/n)^k)/μ`` for finite ``k`` ``(T,)``, continuous at ``μ = 0``; ``(T, M)``."""
-    k = k[:, None]
-    a = lr * mu / n
-    q = 1.0 - a
-    smooth = -jnp.expm1(k * jnp.log1p(-jnp.minimum(a, 0.5)))  # 1 − q^k where q > 1/2
-    mag = jnp.exp(k * jnp.log(jnp.where(q == 0, 1.0, jnp.abs(q))))
-    odd = jnp.mod(k, 2.0) == 1.0
-    power = jnp.where(q == 0, 0.0, jnp.where((q < 0) & odd, -mag, mag))
-    one_minus = jnp.where(a <= 0.5, smooth, 1.0 - power)
-    tiny = jnp.abs(mu) < jnp.finfo(mu.dtype).tiny * 1e10
-    return jnp.where(tiny, k * lr / n, one_minus / jnp.where(tiny, 1.0, mu))
-
-
 @partial(jax.jit, static_argnames=("n", "outputs", "lr"))
 def _loo_descent(theta, r0, steps, n, outputs, lr):
     """Exact LOO residuals of gradient descent after ``steps`` ``(T,)`` (finite) steps; ``(T, N, m)``.
 
     The twin's own block moves as ``ρ_i(k) = r0_i − Θ_{i,−i} g(Θ_{−i}) r0_{−i}``
-    with ``g`` from :func:`_descent_gain`; ``Θ_{−i}`` (``Θ`` without sample
+    with ``g(μ) = (1 − (1 − lr μ/n)^k)/μ`` (:func:`gramlib.ntk.gain`); ``Θ_{−i}`` (``Θ`` without sample
     ``i``, the rank-``C``-updated problem whose eigenvalues interlace with those
     of ``Θ``) is diagonalized for each sample: ``O(n N³)`` in all.
     """
@@ -197,7 +183,7 @@ def _loo_descent(theta, r0, steps, n, outputs, lr):
         coupling = lax.dynamic_slice_in_dim(theta, i * c, c, 0)[:, keep] @ v  # (C, N−C)
         coords = v.T @ r0[keep]  # (N−C, m)
         own = lax.dynamic_slice_in_dim(r0, i * c, c, 0)  # (C, m)
-        return own[None] - jnp.einsum("cp,tp,pm->tcm", coupling, _descent_gain(mu, steps, n, lr), coords)
+        return own[None] - jnp.einsum("cp,tp,pm->tcm", coupling, gain(mu, steps, n, lr, 0.0), coords)
 
     out = lax.map(one, jnp.arange(n))  # (n, T, C, m)
     return out.transpose(1, 0, 2, 3).reshape((steps.shape[0],) + r0.shape)

@@ -178,6 +178,56 @@ def decay(lam, t, n, lr, tol):
     return jnp.where(jnp.isinf(t), null.astype(lam.dtype), finite)
 
 
+def gain(lam, t, n, lr, tol):
+    """``g(λ) = (1 − decay(λ, t))/λ`` with ``∫₀ᵗ r = n U g(Λ) Uᵀ r0`` (flow; descent: ``Σ_{j<k} r_j``).
+
+    Continuous at ``λ = 0`` (``g = t/n``, or ``k lr/n``) for finite ``t``; at
+    ``t = inf``, ``g = 1/λ`` on ``λ > tol`` and ``0`` on the null space. Shapes as
+    :func:`decay`.
+    """
+    t = t[:, None]
+    k = jnp.where(jnp.isinf(t), 0.0, t)
+    x = (lr if lr is not None else 1.0) * lam / n
+    if lr is None:
+        one_minus = -jnp.expm1(-x * k)
+    else:  # 1 − (1 − x)^k, accurately for small x, with the sign of (1 − x)^k for x > 1
+        q = 1.0 - x
+        mag = jnp.exp(k * jnp.log(jnp.where(q == 0, 1.0, jnp.abs(q))))
+        power = jnp.where(q == 0, jnp.where(k == 0, 1.0, 0.0),
+                          jnp.where((q < 0) & (jnp.mod(k, 2.0) == 1.0), -mag, mag))
+        one_minus = jnp.where(x <= 0.5, -jnp.expm1(k * jnp.log1p(-jnp.minimum(x, 0.5))), 1.0 - power)
+    tiny = jnp.abs(lam) < jnp.finfo(lam.dtype).tiny * 1e10
+    finite = jnp.where(tiny, k * (lr if lr is not None else 1.0) / n, one_minus / jnp.where(tiny, 1.0, lam))
+    at_inf = jnp.where(lam > tol, 1.0 / jnp.where(lam > tol, lam, 1.0), 0.0)
+    return jnp.where(jnp.isinf(t), at_inf, finite)
+
+
+@partial(jax.jit, static_argnames=("n", "lr"))
+def _test_map(lam, u, cross, r0, r0_test, t, n, lr, tol):
+    return r0_test[None] - jnp.einsum("ik,tk,k->ti", cross @ u, gain(lam, t, n, lr, tol), u.T @ r0)
+
+
+def kernel_test_residuals(theta, theta_test, r0, r0_test, t, *, outputs=1, lr=None):
+    """Residuals at test points of kernel training with constant ``theta`` (Chapter 4).
+
+    ``theta_test`` ``(M, N)`` is the cross Gram matrix ``Θ(X_*, X)``, ``r0_test``
+    ``(M,)`` the initial test residuals. Since ``ṙ_* = −(1/n) Θ(X_*, X) r(t)``,
+    ``r_*(t) = r0_* − Θ(X_*, X) U g(Λ) Uᵀ r0`` with ``g(λ) = (1 − e^{−λt/n})/λ``
+    (descent: ``(1 − (1 − lr λ/n)^t)/λ``); ``t = inf`` gives kernel regression.
+    Returns ``(M,)`` or ``(len(t), M)``.
+    """
+    theta, r0, times, scalar, n, lr = kernel_problem(theta, r0, t, outputs, lr)
+    big_n = theta.shape[0]
+    cross = _checks.array(theta_test, "theta_test", ndim=2, shape=(None, big_n))
+    rt = _checks.array(r0_test, "r0_test", shape=(cross.shape[0],))
+    lam, u, tol = spectrum(theta)
+    if lr is not None and np.isinf(times).any():
+        check_descent_limit(lam, tol, n, lr)
+    out = _test_map(lam, u, jnp.asarray(cross, theta.dtype), r0, jnp.asarray(rt, theta.dtype),
+                    jnp.asarray(times, theta.dtype), n, lr, tol)
+    return out[0] if scalar else out
+
+
 @partial(jax.jit, static_argnames=("n", "lr"))
 def _residual_map(lam, u, r0, t, n, lr, tol):
     return jnp.einsum("ik,tk,k...->ti...", u, decay(lam, t, n, lr, tol), u.T @ r0)

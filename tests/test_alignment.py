@@ -196,10 +196,50 @@ def test_alignment_curve_matches_brute_force_effective_gram():
         assert curve.gap[j] == pytest.approx(r0 @ k_t @ r0, rel=1e-8)
         assert curve.random_gap[j] == pytest.approx((r0 @ r0) * np.trace(k_t) / n, rel=1e-8)
         assert curve.train_loss[j] == pytest.approx(r_t @ r_t / (2 * n), rel=1e-10)
+    # the same spectra reused for another residual, and gradient descent
+    grams = al.effective_grams(theta, ts)
+    other = rng.normal(size=n)
+    reused = al.alignment_curve(theta, other, grams=grams, fraction=1 / 3)
+    np.testing.assert_allclose(reused.gap, al.alignment_curve(theta, other, ts, fraction=1 / 3).gap, rtol=1e-12)
     lr = 0.9 * n / np.linalg.eigvalsh(theta).max()
     curve = al.alignment_curve(theta, r0, [3, 20], fraction=0.5, lr=lr)
     k_t = brute_force_effective_gram(theta, 20, lr=lr)
     assert curve.gap[1] == pytest.approx(r0 @ k_t @ r0, rel=1e-8)
+    assert curve.train_loss[1] == pytest.approx(np.sum((np.linalg.matrix_power(np.eye(n) - lr / n * theta, 20) @ r0) ** 2) / (2 * n))
+
+
+def test_two_outputs_leave_out_both_rows_of_a_sample():
+    rng = np.random.default_rng(9)
+    n, c = 5, 2
+    theta = random_psd(rng, n * c)
+    r0 = rng.normal(size=n * c)
+    t = 3.0
+    rows = []
+    for i in range(n):  # twin without sample i: delete its c rows
+        p = np.eye(n * c)
+        p[i * c:(i + 1) * c, i * c:(i + 1) * c] = 0.0
+        rows.append(np.asarray(expm(-theta @ p * (t / n)))[i * c:(i + 1) * c])
+    r_map = np.concatenate(rows)
+    g = np.asarray(expm(-theta * (t / n)))
+    k_t = (r_map.T @ r_map - g @ g) / (2 * n)
+    curve = al.alignment_curve(theta, r0, [t], fraction=0.3, outputs=c)
+    assert curve.k == 3
+    assert curve.gap[0] == pytest.approx(r0 @ k_t @ r0, rel=1e-8)
+    assert curve.train_loss[0] == pytest.approx(np.sum((g @ r0) ** 2) / (2 * n), rel=1e-10)
+    basis = np.linalg.eigh(k_t)[1][:, :3]
+    assert curve.share_r0[0] == pytest.approx(np.sum((basis.T @ r0) ** 2) / (r0 @ r0), abs=1e-8)
+
+
+def test_noisy_labels_flip_the_requested_number_and_are_nested():
+    y = np.where(np.arange(40) % 3 == 0, 1.0, -1.0)
+    key = jax.random.PRNGKey(3)
+    flips = [np.flatnonzero(al.noisy_labels(y, f, key=key) != y) for f in (0.0, 0.1, 0.25, 0.5)]
+    assert [len(f) for f in flips] == [0, 4, 10, 20]
+    assert set(flips[1]) <= set(flips[2]) <= set(flips[3])
+    with pytest.raises(ValueError, match="y"):
+        al.noisy_labels(y * 0.5, 0.1, key=key)
+    with pytest.raises(ValueError, match="fraction"):
+        al.noisy_labels(y, 1.5, key=key)
 
 
 # ------------------------------------------------------------------ bad inputs
@@ -248,5 +288,9 @@ def test_bad_inputs_raise_naming_the_argument():
         al.linearized_test_residuals(k_matrix, np.ones((3, 5)), r, np.ones(2), 1.0)
     with pytest.raises(ValueError, match="t"):
         al.alignment_curve(k_matrix, r, [0.0, 1.0])
+    with pytest.raises(TypeError, match="grams"):
+        al.alignment_curve(k_matrix, r, grams=np.eye(5))
+    with pytest.raises(ValueError, match="grams"):
+        al.alignment_curve(random_psd(rng, 6), rng.normal(size=6), grams=al.effective_grams(k_matrix, [1.0]))
     with pytest.raises(ValueError, match="r0"):
         al.alignment_curve(k_matrix, np.zeros(5), [1.0])

@@ -303,3 +303,36 @@ def test_bad_inputs_raise_value_error_naming_the_argument(call, name):
     theta, r0 = jac @ jac.T, jac @ w0 - y
     with pytest.raises(ValueError, match=name):
         call(theta, r0)
+
+
+def test_chapter5_exercise_checks(capsys):
+    from gramlib.exercises import ch05
+
+    def limit(theta, r0):
+        inv = np.linalg.inv(theta)
+        return inv @ r0 / np.diag(inv)
+
+    def loo(theta, r0, lr, steps, weight=None):
+        n = len(r0)
+        out = np.zeros(n)
+        for i in range(n):
+            keep = np.ones(n)
+            keep[i] = 0
+            r = r0.copy()
+            for _ in range(steps):
+                r = r - lr / (weight or n) * theta @ (keep * r)
+            out[i] = r[i]
+        return out
+
+    def k_inf(theta):
+        inv = np.linalg.inv(theta)
+        return inv @ np.diag(np.diag(inv) ** -2.0) @ inv / (2 * len(theta))
+
+    assert ch05.check_loo_limit(limit)
+    assert not ch05.check_loo_limit(lambda theta, r0: np.linalg.solve(theta, r0))
+    assert ch05.check_loo_descent(loo)
+    assert not ch05.check_loo_descent(lambda theta, r0, lr, steps: loo(theta, r0, lr, steps, len(r0) - 1))
+    assert ch05.check_effective_gram_infinity(k_inf)
+    assert not ch05.check_effective_gram_infinity(lambda theta: 2 * k_inf(theta))
+    assert not ch05.check_loo_limit(None)
+    assert "Not answered" in capsys.readouterr().out

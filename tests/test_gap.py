@@ -343,5 +343,11 @@ def test_exercise_check_accepts_correct_and_rejects_wrong(capsys):
     assert "❌" in capsys.readouterr().out
     assert not ch01.check_two_point_gd_gap(None)
     assert "Not answered" in capsys.readouterr().out
+
+    def skeleton(n, steps, lr):
+        ...  # your code here
+
+    assert not ch01.check_two_point_gd_gap(skeleton)
+    assert "Not answered" in capsys.readouterr().out
     assert not ch01.check_two_point_gd_gap(lambda n, steps, lr: 1 / 0)
     assert "ZeroDivisionError" in capsys.readouterr().out

@@ -61,17 +61,17 @@ def brute_force_pair(x_pool, y_pool, train, i, new, lr, steps):
 @pytest.fixture(scope="module")
 def run(pool):
     x, y = pool
-    pairs = gap_ode.sample_replace_one(jax.random.PRNGKey(0), len(y), 6, 3, cov_size=10)
+    pairs = gap_ode.sample_replace_one(jax.random.PRNGKey(0), len(y), 6, 4, cov_size=10)
     f = gap_ode.replace_one_factors(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs,
-                                    lr=0.2, steps=12, record_every=4, chunk=2)
+                                    lr=0.2, steps=12, record_every=4, chunk=2)  # two equal chunks
     return pairs, f
 
 
 def test_factors_match_brute_force_and_discrete_identity_is_exact(pool, run):
     x, y = pool
     pairs, f = run
-    assert f.gap.shape == (3, 13) and f.train_loss.shape == (3, 3)
-    for m in range(3):
+    assert f.gap.shape == (4, 13) and f.train_loss.shape == (4, 3)
+    for m in range(4):
         ref, rem = brute_force_pair(x, y, pairs.train[m], pairs.i[m], pairs.new[m], 0.2, 12)
         np.testing.assert_allclose(f.gap[m], ref[0], rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(f.contraction[m], ref[1], rtol=1e-10, atol=1e-13)

@@ -114,3 +114,53 @@ def test_bad_inputs(call, name):
     params = model.init(jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=name):
         call(model.apply, params, jnp.ones((4, 5)))
+
+
+def test_chapter4_exercise_checks(capsys):
+    from gramlib.exercises import ch04
+
+    def right(theta, r0, t):
+        lam, u = np.linalg.eigh(theta)
+        return u @ (np.exp(-lam * t / len(r0)) * (u.T @ r0))
+
+    def wrong(theta, r0, t):  # forgets the 1/n
+        lam, u = np.linalg.eigh(theta)
+        return u @ (np.exp(-lam * t) * (u.T @ r0))
+
+    def my_ntk(apply, params, x):
+        jac = jax.jacrev(apply)(params, x)
+        flat = jnp.concatenate([leaf.reshape(x.shape[0], -1) for leaf in jax.tree_util.tree_leaves(jac)], 1)
+        return flat @ flat.T
+
+    assert ch04.check_kernel_residuals(right)
+    assert not ch04.check_kernel_residuals(wrong)
+    assert not ch04.check_kernel_residuals(None)
+    assert ch04.check_empirical_ntk(my_ntk)
+    assert not ch04.check_empirical_ntk(lambda apply, params, x: 2 * my_ntk(apply, params, x))
+    assert ch04.check_first_order_limit(0.0) and not ch04.check_first_order_limit(0.3)
+    assert "Not answered" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("lr", [None, 1.3])
+def test_kernel_test_residuals(lr):
+    """Random features f(x) = φ(x)·w trained in parameter space; test points include the training set."""
+    rng = np.random.default_rng(3)
+    phi, phi_test = rng.standard_normal((10, 6)) / 2, rng.standard_normal((4, 6)) / 2  # p < n: Θ singular
+    y, y_test, w0 = rng.standard_normal(10), rng.standard_normal(4), rng.standard_normal(6)
+    n, times = 10, np.array([0.0, 3.0, 50.0, np.inf])
+    hess, grad0 = phi.T @ phi / n, phi.T @ (phi @ w0 - y) / n
+    g, v = np.linalg.eigh(hess)
+    want = []
+    for t in times:
+        if np.isinf(t):
+            gain = 1 / g
+        elif lr is None:
+            gain = -np.expm1(-g * t) / g
+        else:
+            gain = (1 - (1 - lr * g) ** t) / g
+        want.append(phi_test @ (w0 - v @ (gain * (v.T @ grad0))) - y_test)
+    theta = phi @ phi.T
+    got = ntk.kernel_test_residuals(theta, phi_test @ phi.T, phi @ w0 - y, phi_test @ w0 - y_test, times, lr=lr)
+    np.testing.assert_allclose(got, np.array(want), atol=1e-10)
+    same = ntk.kernel_test_residuals(theta, theta, phi @ w0 - y, phi @ w0 - y, times, lr=lr)
+    np.testing.assert_allclose(same, ntk.kernel_residuals(theta, phi @ w0 - y, times, lr=lr), atol=1e-10)

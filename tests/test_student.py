@@ -93,9 +93,9 @@ def test_student_copy_keeps_everything_but_the_solutions(path):
     assert checks, f"{path.name}: the student copy has no self-check cell"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_no_cell_of_the_student_copy_needs_a_solution(path):
-    codes = nc.code_cells(nc.read(path))
+def solution_only_uses(nb) -> list[str]:
+    """Uses, in cells the student copy keeps, of names that only solution cells define."""
+    codes = nc.code_cells(nb)
     names = [nc.cell_names(nc.source(c)) for c in codes]
     problems = []
     for j, (cell, used) in enumerate(zip(codes, names)):
@@ -105,6 +105,18 @@ def test_no_cell_of_the_student_copy_needs_a_solution(path):
             binders = [k for k in range(j) if name in names[k].bound | names[k].changed]
             if binders and all(student.is_solution(codes[k]) for k in binders):
                 problems.append(f"code cell {j} uses {name!r}, which only solution cell(s) {binders} define")
+    return problems
+
+
+def test_a_name_only_a_solution_defines_is_found():
+    nb = _nb(("code", "import numpy as np"), ("code", "answer = None"),
+             ("code", "answer = np.ones(3)\nhelper = 2", ["solution"]), ("code", "check(answer, helper)"))
+    assert solution_only_uses(nb) == ["code cell 3 uses 'helper', which only solution cell(s) [2] define"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_no_cell_of_the_student_copy_needs_a_solution(path):
+    problems = solution_only_uses(nc.read(path))
     assert not problems, f"{path.name}: " + "; ".join(problems)
 
 
@@ -127,3 +139,20 @@ def test_student_copy_executes(path):
             text = nc.stream_text(cell)
             assert FAIL in text, f"{path.name}: check cell {codes[k]!r} printed {text!r}, expected a {FAIL} report"
             assert PASS not in text, f"{path.name}: {codes[k]!r} passes without an answer: {text!r}"
+
+
+def test_name_analysis_of_cells():
+    names = nc.cell_names("import numpy as np\nx = np.arange(n)\ny = [v + k for v in x]\nresults.append(y)\n"
+                          "def f(a):\n    return a + offset\n%matplotlib inline")
+    assert names.free == {"n", "k", "results", "offset"}
+    assert names.bound == {"np", "x", "y", "f"} and names.changed == {"results"}
+    assert nc.cell_names("x = x + 1").free == {"x"}
+    assert nc.cell_names("fig, ax = plt.subplots()\nax.plot(t)").free == {"plt", "t"}
+
+
+def test_dependency_slice_keeps_what_the_targets_need():
+    cells = ["# install", "import numpy as np\nimport jax\njax.config.update('jax_enable_x64', True)",
+             "n = 10", "x = np.arange(n)\nresults = []", "heavy = np.linalg.svd(np.ones((n, n)))",
+             "fig = plt.figure()\nax = fig.gca()", "results.append(x.sum())", "answer = None",
+             "check_it(answer, results)"]
+    assert nc.dependency_slice(cells, [8]) == [0, 1, 2, 3, 6, 7, 8]

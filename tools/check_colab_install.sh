@@ -86,5 +86,5 @@ print(f"imported {len(names)} gramlib modules from {gramlib.__file__}")
 EOF
 "$WORK/venv/bin/python" -m pip list --format=freeze > "$WORK/after.txt"
 echo "packages the install cell added:"
-diff "$WORK/before.txt" "$WORK/after.txt" | sed -n 's/^> /  /p'
+{ diff "$WORK/before.txt" "$WORK/after.txt" || true; } | sed -n "s/^> /  /p"
 echo "Colab install check passed."
