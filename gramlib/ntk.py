@@ -24,8 +24,9 @@ from jax import lax
 
 from . import _checks
 
-METHODS = ("jacobian",)
-"""Ways to compute the empirical NTK; ``"jacobian"`` materializes per-sample Jacobians."""
+METHODS = ("structured", "jacobian")
+"""Ways to compute the empirical NTK: ``"structured"`` contracts layer factors
+(models of :mod:`gramlib.models`), ``"jacobian"`` materializes per-sample Jacobians."""
 
 
 # ----------------------------------------------------------------------------- empirical NTK
@@ -66,7 +67,110 @@ def _ntk_jacobian(f, params, x1, x2, batch_size):
     return full[: n1 * c, : n2 * c]
 
 
-def empirical_ntk(f, params, x1, x2=None, *, batch_size=None, method="jacobian"):
+def _layer_factors(structure, params, x):
+    """Per-layer factors of the Jacobian of a batch ``x`` (``n`` samples, ``C`` outputs).
+
+    One forward pass and ``C`` backward passes with respect to the taps give
+    the back-propagated signals ``g_l = ∂f/∂z_l`` ``(C, n, ...)`` of every layer.
+    Dense layer: the pair ``(scale · h_l, g_l)``; its Jacobian
+    ``∂f_c/∂W = scale · h_l ⊗ g_{l,c}`` is never formed. Convolution: the
+    per-sample weight and bias gradients ``scale · Σ_p P_p(h_l) ⊗ g_{l,c}[p]``
+    and ``bias_scale · Σ_p g_{l,c}[p]`` from the patches ``P_p(h_l)``, shape
+    ``(n, C, window · c_in · c_out + c_out)``, small because filters are shared.
+    """
+    n = x.shape[0]
+    shapes = jax.eval_shape(lambda: structure.forward(params, x, None)[2])
+    taps = [jnp.zeros(a.shape, a.dtype) for a in shapes]
+
+    def outputs(taps):
+        out, inputs, _ = structure.forward(params, x, taps)
+        return out.reshape(n, -1), inputs
+
+    out, pullback, inputs = jax.vjp(outputs, taps, has_aux=True)
+    eye = jnp.eye(out.shape[1], dtype=out.dtype)
+    signals = jax.vmap(lambda e: pullback(jnp.broadcast_to(e, out.shape))[0])(eye)
+    factors = []
+    for layer, w, h, g in zip(structure.layers, params, inputs, signals):
+        if layer.kind == "dense":
+            factors.append((layer.scale * h, g))
+            continue
+        window = w["w"].shape[:-2]
+        spatial = "HW" if len(window) == 2 else "W"
+        patches = lax.conv_general_dilated_patches(
+            h, window, (1,) * len(window), "SAME",
+            dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
+        patches = patches.reshape(n, -1, patches.shape[-1])  # (n, positions, c_in · window)
+        g = g.reshape(g.shape[0], n, -1, g.shape[-1])  # (C, n, positions, c_out)
+        weight = layer.scale * jnp.einsum("nsp,cnso->ncpo", patches, g).reshape(n, g.shape[0], -1)
+        bias = layer.bias_scale * jnp.sum(g, axis=2).transpose(1, 0, 2)
+        factors.append(jnp.concatenate([weight, bias], axis=2))
+    return factors
+
+
+def _contract_factors(structure, fa, fb):
+    """``Θ(a, b) = Σ_l`` dense: ``(scale² h_a·h_b + bias_scale²)(g_a·g_b)``; conv: ``J_a·J_b``."""
+    total = 0.0
+    for layer, a, b in zip(structure.layers, fa, fb):
+        if layer.kind == "dense":
+            inputs = a[0] @ b[0].T + layer.bias_scale**2
+            signals = jnp.einsum("cax,dbx->acbd", a[1].reshape(a[1].shape[:2] + (-1,)),
+                                 b[1].reshape(b[1].shape[:2] + (-1,)))
+            total = total + inputs[:, None, :, None] * signals
+        else:
+            total = total + jnp.einsum("acp,bdp->acbd", a, b)
+    na, c, nb, _ = total.shape
+    return total.reshape(na * c, nb * c)
+
+
+@partial(jax.jit, static_argnames=("f", "same"))
+def _ntk_structured(f, params, x1, x2, same):
+    fa = _layer_factors(f.structure, params, x1)
+    return _contract_factors(f.structure, fa, fa if same else _layer_factors(f.structure, params, x2))
+
+
+_factors = jax.jit(_layer_factors, static_argnums=0)
+_contract = jax.jit(_contract_factors, static_argnums=0)
+
+
+@partial(jax.jit, donate_argnums=0)
+def _put_rows(out, block, start):
+    return lax.dynamic_update_slice_in_dim(out, block, start, 0)
+
+
+def _join(layer, parts, n):
+    """Concatenate one layer's factors over tiles along the sample axis, dropping the padding."""
+    if layer.kind == "dense":
+        return (jnp.concatenate([p[0] for p in parts])[:n], jnp.concatenate([p[1] for p in parts], axis=1)[:, :n])
+    return jnp.concatenate(parts)[:n]
+
+
+def _ntk_structured_tiled(f, params, x1, x2, batch_size):
+    """Tiles of ``batch_size`` samples: factors of ``x2`` tile by tile, then one row tile at a time.
+
+    Peak memory: the result, the factors of ``x2`` (``O(n2 · width)``) and one
+    ``batch_size × n2`` tile of each layer's Gram matrices.
+    """
+    structure = f.structure
+
+    def tiles(x):
+        padded = _pad_batches(x, batch_size)
+        return [(b, min(batch_size, x.shape[0] - b * batch_size)) for b in range(padded.shape[0])], padded
+
+    parts2, pad2 = tiles(x2)
+    fb = [_factors(structure, params, pad2[b]) for b, _ in parts2]
+    fb = [_join(layer, [f[l] for f in fb], x2.shape[0]) for l, layer in enumerate(structure.layers)]
+    parts1, pad1 = tiles(x1)
+    out = None
+    for b, size in parts1:
+        block = _contract(structure, _factors(structure, params, pad1[b]), fb)
+        c = block.shape[0] // batch_size
+        if out is None:
+            out = jnp.zeros((x1.shape[0] * c, block.shape[1]), block.dtype)
+        out = _put_rows(out, block[: size * c], b * batch_size * c)
+    return out
+
+
+def empirical_ntk(f, params, x1, x2=None, *, batch_size=None, method=None):
     """The empirical NTK Gram matrix ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` of a JAX model (Chapter 4).
 
     ``f(params, x)`` maps a batch ``x`` of shape ``(n, ...)`` to outputs of shape
@@ -76,14 +180,28 @@ def empirical_ntk(f, params, x1, x2=None, *, batch_size=None, method="jacobian")
     ``r.reshape(-1)`` for residuals ``r`` of shape ``(n, C)``. ``x2=None`` means
     ``x2 = x1``. ``batch_size`` tiles both inputs so that at most two tiles of
     per-sample Jacobians, ``2 * batch_size * C * P`` numbers, live in memory.
-    ``method="jacobian"`` (the only method so far) contracts per-sample
-    Jacobians obtained with ``jax.jacrev``. The computation is jit-compiled and
-    runs in the dtype of ``params`` and ``x``.
+    ``method="structured"`` (the default for models of :mod:`gramlib.models`,
+    whose ``apply`` carries a :class:`gramlib.models.Structure`) never forms
+    a Jacobian: a dense layer ``z = s h W + s_b b`` contributes
+    ``(s² h_a·h_b + s_b²)(g_a·g_b)``, the input Gram matrix times the Gram matrix
+    of the back-propagated signals ``g = ∂f/∂z`` (all layers from ``C``
+    backward passes), and a convolution the inner products of its per-sample
+    filter gradients built from patches (Chapter 4, appendix "Scaling up");
+    with ``batch_size`` only one row tile of the layer Gram matrices is live.
+    ``method="jacobian"`` (the default for any other ``f``) contracts
+    per-sample Jacobians obtained with ``jax.jacrev``. The computation is
+    jit-compiled and runs in the dtype of ``params`` and ``x``.
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
+    structured = getattr(f, "structure", None) is not None
+    if method is None:
+        method = "structured" if structured else "jacobian"
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "structured" and not structured:
+        raise ValueError("method='structured' needs a model from gramlib.models (apply.structure); "
+                         "use method='jacobian'")
     a1 = _checks.array(x1, "x1")
     if a1.ndim < 1 or a1.shape[0] == 0:
         raise ValueError(f"x1 must be a non-empty batch with samples along axis 0, got shape {a1.shape}")
@@ -94,11 +212,16 @@ def empirical_ntk(f, params, x1, x2=None, *, batch_size=None, method="jacobian")
     if batch_size is not None:
         batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     x1 = jnp.asarray(x1)
-    x2 = x1 if x2 is None else jnp.asarray(x2)
+    same = x2 is None
+    x2 = x1 if same else jnp.asarray(x2)
     out = jax.eval_shape(f, params, x1[:1])
     if out.ndim not in (1, 2) or out.shape[0] != 1:
         raise ValueError(f"f(params, x) must return shape (n,) or (n, C); got {out.shape} for one sample")
-    return _ntk_jacobian(f, params, x1, x2, batch_size)
+    if method == "jacobian":
+        return _ntk_jacobian(f, params, x1, x2, batch_size)
+    if batch_size is None:
+        return _ntk_structured(f, params, x1, x2, same)
+    return _ntk_structured_tiled(f, params, x1, x2, batch_size)
 
 
 # ----------------------------------------------------------------------------- kernel problems
