@@ -48,12 +48,12 @@ def timed(fn, repeats):
     return first, runs, cpu
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--times", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     theta, r0 = random_gram(args.n)
     times = np.logspace(-1, 5, args.times)
     rows = []

@@ -1,4 +1,4 @@
-"""Benchmark: empirical NTK of a 2-layer width-512 MLP on 1000 inputs of dimension 64, float32.
+"""Benchmark: empirical NTK of a 2-layer width-512 MLP (and a CNN) on 1000 inputs of dimension 64, float32.
 
 Run ``python benchmarks/bench_ntk.py [--repeats 5]``. Times
 ``gramlib.ntk.empirical_ntk`` (default method) and its plain Jacobian-contraction
@@ -23,19 +23,24 @@ from gramlib import models, ntk
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    model = models.mlp(64, width=512, depth=2, dtype=jnp.float32)
-    params = model.init(jax.random.PRNGKey(0))
+    args = parser.parse_args(argv)
+    mlp = models.mlp(64, width=512, depth=2, dtype=jnp.float32)
+    cnn = models.cnn((8, 8, 1), channels=16, depth=3, dtype=jnp.float32)
     x = jax.random.normal(jax.random.PRNGKey(1), (args.n, 64), jnp.float32)
-    variants = [("default", {}), ("jacobian", {"method": "jacobian"}),
-                ("default, batch_size=250", {"batch_size": 250}),
-                ("jacobian, batch_size=250", {"method": "jacobian", "batch_size": 250})]
-    rows, reference = [], None
-    for name, kw in variants:
+    variants = [("MLP 64-512-1", mlp, "default", {}), ("MLP 64-512-1", mlp, "jacobian", {"method": "jacobian"}),
+                ("MLP 64-512-1", mlp, "default, batch_size=250", {"batch_size": 250}),
+                ("MLP 64-512-1", mlp, "jacobian, batch_size=250", {"method": "jacobian", "batch_size": 250}),
+                ("CNN 8x8x1 3x3 16ch depth 3", cnn, "default", {}),
+                ("CNN 8x8x1 3x3 16ch depth 3", cnn, "jacobian", {"method": "jacobian"})]
+    rows, reference, previous = [], None, None
+    for label, model, name, kw in variants:
+        params = model.init(jax.random.PRNGKey(0))
+        if model is not previous:
+            reference, previous = None, model
         load = os.getloadavg()[0]
         start = time.perf_counter()
         out = jax.block_until_ready(ntk.empirical_ntk(model.apply, params, x, **kw))
@@ -47,7 +52,7 @@ def main():
             jax.block_until_ready(ntk.empirical_ntk(model.apply, params, x, **kw))
             runs.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
-        rows.append({"benchmark": f"empirical_ntk MLP 64-512-1, n={args.n}, float32, {name}",
+        rows.append({"benchmark": f"empirical_ntk {label}, n={args.n}, float32, {name}",
                      "first_call_s": round(first, 3), "median_s": round(float(np.median(runs)), 3),
                      "min_s": round(min(runs), 3), "median_cpu_s": round(float(np.median(cpu)), 3),
                      "max_rel_diff_to_default": float(jnp.max(jnp.abs(out - reference)) / jnp.max(jnp.abs(reference))),

@@ -12,7 +12,8 @@ sample ``i``; its residual at the left-out sample is the LOO residual
     ρ̂_i(z) = (z [R(z)]_ii)^{-1} [R(z) r0]_i                       (Sherman–Morrison–Woodbury),
 
 and one eigendecomposition ``Θ = U Λ Uᵀ`` makes each ``z`` cost ``O(N²)``. The
-time domain is reached with a fixed Talbot contour (Talbot 1979; Weideman 2006).
+time domain is reached with a fixed Talbot contour (Talbot 1979; optimized parameters of
+Trefethen, Weideman & Schmelzer 2006).
 ``T = ∞`` and gradient descent use exact closed forms (see the functions).
 Because ``ρ(t) = R_t r0`` is linear in ``r0``, the predicted gap
 ``(1/2n) Σ_i (‖ρ_i‖² − ‖r_i‖²)`` is the quadratic form ``r0ᵀ K_n(t) r0`` with
@@ -43,7 +44,7 @@ _NULL_WEIGHT = 1e-8  # a sample "sees" the null space of Θ when its block weigh
 def talbot_contour(t, nodes=TALBOT_NODES):
     """Nodes ``z`` and weights ``w`` with ``f(t) ≈ Re Σ_k w_k F(z_k)`` for ``t > 0``.
 
-    Weideman's optimized Talbot contour ``z(θ) = (N/t)(−0.6122 + 0.5017 θ
+    The optimized Talbot contour of Trefethen, Weideman & Schmelzer (2006), ``z(θ) = (N/t)(−0.6122 + 0.5017 θ
     cot(0.6407 θ) + 0.2645 i θ)``, midpoint rule in ``θ ∈ (−π, π)``, keeping the
     ``θ > 0`` half (``F(z̄) = conj F(z)`` for real ``f``). ``t`` has shape ``(T,)``;
     returns two ``(T, nodes // 2)`` complex arrays.
@@ -67,20 +68,23 @@ def _real_times_complex(a, x):
 
 
 def _laplace_loo(lam, u, a, z, n, outputs, first_order):
-    """``ρ̂_i(z)`` for a chunk of nodes ``z`` ``(B,)``; ``a = Uᵀ R0`` ``(N, m)``; returns ``(B, N, m)``.
+    """``ρ̂_i(z)`` for a chunk of nodes ``z`` ``(B,)``; ``a = Uᵀ R0`` ``(N, m)``; returns ``(B, rows, m)``.
 
-    Exact: ``(z [R]_ii)^{-1} [R R0]_i``. ``first_order``: the twin contracted with
+    ``u`` holds the rows of ``U`` of the samples wanted (all ``N``, or one
+    device's share in :mod:`gramlib.sharding`). Exact: ``(z [R]_ii)^{-1} [R R0]_i``. ``first_order``: the twin contracted with
     the full ``Θ`` instead of ``Θ P_{−i}``, ``n (2I − nz [R]_ii) [R R0]_i``.
     """
     big_n, m = a.shape
     b = z.shape[0]
     c = outputs
+    rows = u.shape[0]
+    local = rows // c  # samples handled here
     weight = 1.0 / (n * z[:, None] + lam[None, :])  # (B, N): the eigenvalues of R(z)
     x = (weight[:, :, None] * a[None]).transpose(1, 0, 2).reshape(big_n, b * m)
-    r_r0 = _real_times_complex(u, x).reshape(n, c, b, m).transpose(2, 0, 1, 3)  # (B, n, C, m)
-    u3 = u.reshape(n, c, big_n)
-    uu = (u3[:, :, None, :] * u3[:, None, :, :]).reshape(n * c * c, big_n)
-    blocks = _real_times_complex(uu, weight.T).T.reshape(b, n, c, c)  # [R]_ii
+    r_r0 = _real_times_complex(u, x).reshape(local, c, b, m).transpose(2, 0, 1, 3)
+    u3 = u.reshape(local, c, big_n)
+    uu = (u3[:, :, None, :] * u3[:, None, :, :]).reshape(local * c * c, big_n)
+    blocks = _real_times_complex(uu, weight.T).T.reshape(b, local, c, c)  # [R]_ii
     if first_order:
         eye = jnp.eye(c, dtype=blocks.dtype)
         out = n * jnp.einsum("bicd,bidm->bicm", 2 * eye - n * z[:, None, None, None] * blocks, r_r0)
@@ -88,12 +92,17 @@ def _laplace_loo(lam, u, a, z, n, outputs, first_order):
         out = r_r0 / (z[:, None, None, None] * blocks)
     else:
         out = jnp.linalg.solve(z[:, None, None, None] * blocks, r_r0)
-    return out.reshape(b, big_n, m)
+    return out.reshape(b, rows, m)
 
 
 @partial(jax.jit, static_argnames=("n", "outputs", "first_order", "chunk"))
 def _talbot_loo(lam, u, r0, t, n, outputs, first_order, chunk):
     """Talbot inversion of ``ρ̂(z)`` at times ``t`` ``(T,)`` (all finite, > 0); returns ``(T, N, m)``."""
+    return talbot_sum(lam, u, u.T @ r0, t, n, outputs, first_order, chunk)
+
+
+def talbot_sum(lam, u, a, t, n, outputs, first_order, chunk):
+    """``Σ_k Re w_k ρ̂(z_k)`` for the samples whose rows of ``U`` are ``u``; ``a = Uᵀ R0``; ``(T, rows, m)``."""
     z, w = talbot_contour(t)
     count = z.size
     pad = (-count) % chunk
@@ -101,14 +110,13 @@ def _talbot_loo(lam, u, r0, t, n, outputs, first_order, chunk):
     wf = jnp.concatenate([w.reshape(-1), jnp.zeros(pad, w.dtype)]).reshape(-1, chunk)
     which = jnp.concatenate([jnp.repeat(jnp.arange(t.shape[0]), z.shape[1]),
                              jnp.zeros(pad, int)]).reshape(-1, chunk)
-    a = u.T @ r0
 
     def add(total, block):
         zc, wc, tc = block
         hat = _laplace_loo(lam, u, a, zc, n, outputs, first_order)
         return total.at[tc].add(jnp.real(wc[:, None, None] * hat)), None
 
-    total = jnp.zeros((t.shape[0],) + r0.shape, lam.dtype)
+    total = jnp.zeros((t.shape[0], u.shape[0], a.shape[1]), lam.dtype)
     return lax.scan(add, total, (zf, wf, which))[0]
 
 
@@ -225,7 +233,9 @@ def loo_residuals(theta, r0, t, *, outputs=1, lr=None):
     ``ρ̂_i(z) = (z [R(z)]_ii)^{-1} [R(z) r0]_i``, ``R(z) = (nzI + Θ)^{-1}``, on a
     32-node Talbot contour. With ``lr``: gradient descent
     ``r_{k+1} = (I − (lr/n) Θ) r_k`` for ``t = k`` steps, computed exactly
-    through the spectrum of ``Θ`` without each sample. ``t`` is a number or a
+    through the spectrum of ``Θ`` without each sample (one ``(N−C)×(N−C)``
+    eigendecomposition per sample, ``O(n N³)``; :func:`loo_trajectory` integrates
+    real runs step by step instead). ``t`` is a number or a
     1-D array; ``t = inf`` gives the limit ``[Θ⁻¹ r0]_i / [Θ⁻¹]_ii`` (and its
     continuous extension when ``Θ`` is singular, e.g. duplicated inputs).
     Leaving sample ``i`` out removes all ``outputs`` rows of that sample.

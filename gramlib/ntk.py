@@ -158,7 +158,7 @@ def _ntk_structured_tiled(f, params, x1, x2, batch_size):
 
     parts2, pad2 = tiles(x2)
     fb = [_factors(structure, params, pad2[b]) for b, _ in parts2]
-    fb = [_join(layer, [f[l] for f in fb], x2.shape[0]) for l, layer in enumerate(structure.layers)]
+    fb = [_join(layer, [tile[l] for tile in fb], x2.shape[0]) for l, layer in enumerate(structure.layers)]
     parts1, pad1 = tiles(x1)
     out = None
     for b, size in parts1:

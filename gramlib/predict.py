@@ -241,7 +241,7 @@ def reproduce_ch7(out_dir="results", scale="default", *, progress=True):
     rates (strong feature learning); ``ch7_predicted_vs_heldout.png`` and
     ``ch7_snapshots.png``. Runs in float64. Returns the summary rows.
     """
-    from . import data, plotting
+    from . import data
 
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
@@ -328,13 +328,22 @@ def summarize(rows):
     return cells
 
 
-def figures(rows, snaps, out):
-    """``ch7_predicted_vs_heldout.png`` (all runs, with the diagonal) and ``ch7_snapshots.png``."""
-    import matplotlib.pyplot as plt
+def read_table(path):
+    """Rows of a CSV written by :func:`reproduce_ch7`, numbers as floats (``seed`` as int)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    text = {"dataset", "arch", "labels", "diverged"}
+    for r in rows:
+        for k, v in r.items():
+            if k not in text:
+                r[k] = int(v) if k in ("seed", "snapshots", "runs") else float(v)
+    return rows
 
+
+def plot_predicted_vs_heldout(ax, rows):
+    """Predicted against held-out test loss for every run (filled: true labels, hollow: random), with the diagonal."""
     from . import plotting
 
-    fig, ax = plotting.figure(1, height=4.2)
     colors = dict(zip(dict.fromkeys(r["dataset"] for r in rows), plotting.PALETTE))
     for r in rows:
         ax.scatter(r["held_out"], r["predicted"], marker="o" if r["arch"] == "mlp" else "s",
@@ -351,18 +360,35 @@ def figures(rows, snaps, out):
     ax.set_yscale("log")
     plotting.label(ax, "held-out test loss", "predicted test loss (trajectory LOO)",
                    "Predicted against held-out test loss, every run")
+
+
+def plot_snapshot_error(ax, snaps):
+    """Mean relative error of the prediction against the number of kernel snapshots, per cell."""
+    from . import plotting
+
+    cells = dict.fromkeys((s["dataset"], s["arch"]) for s in snaps)
+    ks = sorted({s["snapshots"] for s in snaps})
+    for (name, arch), c in zip(cells, plotting.PALETTE):
+        err = [np.mean([s["relative_error"] for s in snaps
+                        if (s["dataset"], s["arch"], s["snapshots"]) == (name, arch, k)]) for k in ks]
+        ax.plot(ks, err, marker="o", color=c, label=f"{name} {arch.upper()}")
+    ax.set_xscale("log")
+    plotting.label(ax, "number of kernel snapshots K", "mean relative error",
+                   "Prediction error against the number of kernel snapshots")
+
+
+def figures(rows, snaps, out):
+    """``ch7_predicted_vs_heldout.png`` (all runs, with the diagonal) and ``ch7_snapshots.png``."""
+    import matplotlib.pyplot as plt
+
+    from . import plotting
+
+    fig, ax = plotting.figure(1, height=4.2)
+    plot_predicted_vs_heldout(ax, rows)
     fig.savefig(out / "ch7_predicted_vs_heldout.png")
     plt.close(fig)
     if snaps:
         fig, ax = plotting.figure(1, height=3.4)
-        cells = dict.fromkeys((s["dataset"], s["arch"]) for s in snaps)
-        for (name, arch), c in zip(cells, plotting.PALETTE):
-            ks = sorted({s["snapshots"] for s in snaps})
-            err = [np.mean([s["relative_error"] for s in snaps
-                            if (s["dataset"], s["arch"], s["snapshots"]) == (name, arch, k)]) for k in ks]
-            ax.plot(ks, err, marker="o", color=c, label=f"{name} {arch.upper()}")
-        ax.set_xscale("log")
-        plotting.label(ax, "number of kernel snapshots K", "mean relative error",
-                       "Prediction error against the number of kernel snapshots")
+        plot_snapshot_error(ax, snaps)
         fig.savefig(out / "ch7_snapshots.png")
         plt.close(fig)

@@ -2,9 +2,10 @@
 
 ``explorer(draw, n=(2, 64, 2, 16), ...)`` first calls ``draw`` with the
 default values, so the static website shows that figure, then (in a live
-kernel with ipywidgets) shows sliders that redraw it. Each control is
-``(min, max, step, default)`` for a slider or a list of choices (first is the
-default).
+kernel with ipywidgets) shows sliders that redraw it. Each control is a
+tuple ``(min, max, step, default)`` for a slider, or a list of choices for a
+drop-down (the first is the default): ``width=[16, 64, 256, 1024]`` is four
+choices, ``width=(16, 1024, 16, 64)`` a slider.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from IPython.display import display
 
 
 def _control(name, spec):
-    if isinstance(spec, (list, tuple)) and len(spec) == 4 and all(isinstance(v, (int, float)) for v in spec):
+    if isinstance(spec, tuple) and len(spec) == 4 and all(isinstance(v, (int, float)) for v in spec):
         lo, hi, step, default = spec
+        if not (lo <= default <= hi and step > 0):
+            raise ValueError(f"control {name!r}: need min <= default <= max and step > 0, got {spec!r}")
         cls = ipywidgets.IntSlider if all(isinstance(v, int) for v in spec) else ipywidgets.FloatSlider
         return cls(min=lo, max=hi, step=step, value=default, description=name, continuous_update=False)
-    if isinstance(spec, (list, tuple)) and spec:
-        return ipywidgets.Dropdown(options=list(spec), value=spec[0], description=name)
-    raise ValueError(f"control {name!r} must be (min, max, step, default) or a list of choices, got {spec!r}")
+    if isinstance(spec, list) and spec:
+        return ipywidgets.Dropdown(options=spec, value=spec[0], description=name)
+    raise ValueError(f"control {name!r} must be a tuple (min, max, step, default) or a list of choices, got {spec!r}")
 
 
 def explorer(draw, **controls):

@@ -294,3 +294,52 @@ def test_bad_inputs_raise_naming_the_argument():
         al.alignment_curve(random_psd(rng, 6), rng.normal(size=6), grams=al.effective_grams(k_matrix, [1.0]))
     with pytest.raises(ValueError, match="r0"):
         al.alignment_curve(k_matrix, np.zeros(5), [1.0])
+
+
+# ------------------------------------------------------------------ exercise self-checks
+def test_exercise_checks_accept_correct_and_reject_wrong_answers(capsys):
+    from gramlib.exercises import ch06
+
+    def share(k_matrix, r, k):
+        vecs = np.linalg.eigh(k_matrix)[1]
+        return np.sum((vecs[:, :k].T @ r) ** 2) / (r @ r)
+
+    def share_top(k_matrix, r, k):  # wrong: largest eigenvalues
+        vecs = np.linalg.eigh(k_matrix)[1]
+        return np.sum((vecs[:, -k:].T @ r) ** 2) / (r @ r)
+
+    assert ch06.check_bottom_share(share) is True
+    assert ch06.check_bottom_share(share_top) is False
+    assert ch06.check_random_gap(lambda k, norm: norm**2 * np.trace(k) / len(k)) is True
+    assert ch06.check_random_gap(lambda k, norm: norm * np.trace(k) / len(k)) is False
+
+    def bounds(lam, s, k, norm):
+        return norm**2 * (s * lam[0] + (1 - s) * lam[k]), norm**2 * (s * lam[k - 1] + (1 - s) * lam[-1])
+
+    def bounds_off_by_one(lam, s, k, norm):
+        return norm**2 * (s * lam[0] + (1 - s) * lam[k - 1]), norm**2 * (s * lam[k] + (1 - s) * lam[-1])
+
+    assert ch06.check_gap_bounds(bounds) is True
+    assert ch06.check_gap_bounds(bounds_off_by_one) is False
+    assert ch06.check_gap_bounds(lambda *a: 1.0) is False  # wrong shape
+    assert ch06.check_bottom_share(lambda *a: 1 / 0) is False  # a raising answer is reported
+    out = capsys.readouterr().out
+    assert out.count("✅") == 3 and "raised ZeroDivisionError" in out
+
+
+def test_gap_bounds_from_the_share_hold_and_are_attained():
+    rng = np.random.default_rng(10)
+    n, k = 10, 3
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    lam = np.sort(rng.normal(size=n))
+    k_matrix = (q * lam) @ q.T
+    for _ in range(50):
+        r = rng.normal(size=n) * np.exp(2 * rng.normal(size=n))
+        s = float(al.bottom_share(k_matrix, r, k))
+        gap = r @ k_matrix @ r
+        norm2 = r @ r
+        assert norm2 * (s * lam[0] + (1 - s) * lam[k]) - 1e-10 <= gap <= norm2 * (s * lam[k - 1] + (1 - s) * lam[-1]) + 1e-10
+    s = 0.7  # attained: a along v_1 and b along v_{k+1}
+    r = np.sqrt(s) * q[:, 0] + np.sqrt(1 - s) * q[:, k]
+    assert r @ k_matrix @ r == pytest.approx(s * lam[0] + (1 - s) * lam[k], abs=1e-12)
+    assert float(al.bottom_share(k_matrix, r, k)) == pytest.approx(s, abs=1e-12)

@@ -97,7 +97,8 @@ def test_loo_residuals_match_brute_force(problem, lr):
     want = brute_force_loo(jac, y, w0, TIMES, outputs, lr)
     got = np.asarray(eg.loo_residuals(theta, r0, TIMES, outputs=outputs, lr=lr))
     err = np.abs(got - want).max(axis=1)
-    print(f"\nmax abs diff per t {dict(zip(TIMES.tolist(), err.tolist()))}")
+    print(f"\n{'flow' if lr is None else f'descent lr={lr}'}, outputs={outputs}: max abs diff per t "
+          + ", ".join(f"{t:g}: {e:.1e}" for t, e in zip(TIMES, err)))
     assert np.all(err <= 1e-8), err
     assert np.abs(want[-1] - want[0]).max() > 0.1  # the times are genuinely different
 
@@ -162,12 +163,11 @@ def test_effective_gram_is_the_gap_quadratic_form(outputs, lr):
     gap = (np.sum(rho**2, axis=1) - np.sum(r**2, axis=1)) / (2 * n)
     assert np.abs(gap[1:]).min() > 1e-3
     np.testing.assert_allclose(np.einsum("i,tij,j->t", r0, k, r0), gap, rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(eg.predicted_gap(theta, r0, times, outputs=outputs, lr=lr), gap,
-                               rtol=1e-8, atol=1e-12)
-    # a scalar time gives one (N,) answer
-    rho_3 = eg.loo_residuals(theta, r0, 3, outputs=outputs, lr=lr)
-    assert rho_3.shape == (n * outputs,)
-    np.testing.assert_allclose(rho_3, rho[1], atol=1e-10)
+    if outputs == 1:  # (fewer compilations: the 3-output cases are covered by the quadratic form)
+        np.testing.assert_allclose(eg.predicted_gap(theta, r0, times, lr=lr), gap, rtol=1e-8, atol=1e-12)
+        rho_3 = eg.loo_residuals(theta, r0, 3, lr=lr)  # a scalar time gives one (N,) answer
+        assert rho_3.shape == (n,)
+        np.testing.assert_allclose(rho_3, rho[1], atol=1e-10)
 
 
 def test_effective_gram_at_infinity_closed_form():

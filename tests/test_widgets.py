@@ -72,7 +72,14 @@ def test_each_change_redraws_once_with_all_current_values():
     assert draw.calls[1:] == [{"n": 32, "kind": "mlp"}, {"n": 32, "kind": "cnn"}]
 
 
-@pytest.mark.parametrize("spec", ["abc", [], 5, None])
+def test_a_list_of_four_numbers_is_four_choices_not_a_slider():
+    draw = Recorder()
+    controls = widgets.explorer(draw, n=[16, 64, 256, 1024])
+    assert isinstance(controls["n"], ipywidgets.Dropdown) and controls["n"].options == (16, 64, 256, 1024)
+    assert draw.calls == [{"n": 16}]
+
+
+@pytest.mark.parametrize("spec", ["abc", [], 5, None, (1, 2, 3), (0, 10, 1, 11), (0, 10, 0, 5), (0, 1, "x", 2)])
 def test_a_bad_control_is_refused(spec):
     with pytest.raises(ValueError, match="control 'n'"):
         widgets.explorer(Recorder(), n=spec)
@@ -124,7 +131,7 @@ for _k, (_times, _controls) in enumerate(_EXPLORERS):
             _w.value = _v
             _report.append({"explorer": _k, "control": f"{_name}={_v!r}", "draw_cpu": _times[-1][1],
                             "draw_wall": _times[-1][0], "cpu": _time.process_time() - _c,
-                            "wall": _time.perf_counter() - _t})
+                            "wall": _time.perf_counter() - _t, "took": _w.value == _v})
         _plt.close("all")
 print("REPORT" + _json.dumps(_report))
 """
@@ -150,6 +157,8 @@ def test_chapter_explorers_show_a_figure_and_update_live(path):
     for r in report:
         print(f"  explorer {r['explorer']} {r['control']}: callback {r['draw_cpu']:.3f} s CPU "
               f"({r['draw_wall']:.3f} s wall); whole update with PNG rendering {r['cpu']:.3f} s CPU ({r['wall']:.3f} s wall)")
+    refused = [r["control"] for r in report if r.get("took") is False]
+    assert not refused, f"{path.name}: controls that did not take these values: {refused}"
     slow = [r for r in report if r["draw_cpu"] > LIVE]
     assert not slow, f"{path.name}: callbacks that take more than {LIVE} s of CPU time: {slow}"
 

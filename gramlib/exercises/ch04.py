@@ -33,12 +33,29 @@ def check_kernel_residuals(my_residuals) -> bool:
                    hint="Diagonalize Θ = U Λ Uᵀ and apply e^{−λt/n} to the coordinates Uᵀ r0; mind the 1/n.")
 
 
-def check_first_order_limit(answer) -> bool:
-    """Check the late-time value of the first-order (full-data contraction) LOO residuals."""
-    if not_answered(answer):
+def check_first_order(my_first_order) -> bool:
+    """Check ``my_first_order(theta, r0, t) -> ρ^FO(t)``, the LOO residuals of the first-order trap.
+
+    ``ρ^FO = r + diag E`` with ``Ė = −(1/n) Θ (E − Diag(r))``, ``ṙ = −(1/n) Θ r``,
+    ``E(0) = 0`` (one output), against
+    :func:`gramlib.effective_gram.first_order_loo_residuals`.
+    """
+    if not_answered(my_first_order):
         return False
-    return compare(answer, 0.0, "lim_{t→∞} ρ^FO_i(t) for invertible Θ", atol=1e-8,
-                   hint="Both r(t) and the full-data-contracted offset e^(i)(t) decay like e^{−Θt/n}.")
+    from ..effective_gram import first_order_loo_residuals
+
+    theta, r0 = _kernel_problem()
+    times = [0.5, 1.5, 3.0]
+    try:
+        got = np.stack([np.asarray(my_first_order(theta, r0, t), dtype=float) for t in times])
+    except Exception as err:  # a student's bug must not stop the notebook
+        print(f"{FAIL} my_first_order raised {type(err).__name__}: {err}")
+        return False
+    want = np.asarray(first_order_loo_residuals(theta, r0, np.array(times)))
+    return compare(got, want, "first-order LOO residuals ρ^FO(t)", rtol=1e-6, atol=1e-8,
+                   labels=[f"t={t}" for t in times],
+                   hint="Integrate r and E together (e.g. RK4, step 0.01) from r(0) = r0, E(0) = 0; "
+                        "the drive is Θ Diag(r), and ρ^FO_i = r_i + E_ii.")
 
 
 def check_empirical_ntk(my_ntk) -> bool:
@@ -48,7 +65,7 @@ def check_empirical_ntk(my_ntk) -> bool:
     from ..models import mlp
     from ..ntk import empirical_ntk
 
-    model = mlp(3, width=6, depth=3, dtype=jnp.float64)
+    model = mlp(3, width=6, depth=2, dtype=jnp.float64)
     params = model.init(jax.random.PRNGKey(4))
     x = jnp.asarray(np.random.default_rng(4).standard_normal((5, 3)))
     try:

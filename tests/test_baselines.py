@@ -1,0 +1,153 @@
+"""Chapter 7's baselines, each against an independent computation: explicit matrix powers,
+a brute-force retraining loop, a linear solve, and per-sample gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+from gramlib import baselines, models, train  # noqa: E402
+
+RNG = np.random.default_rng(7)
+N = 10
+
+
+def gram(n, p=30, rng=RNG):
+    j = rng.standard_normal((n, p)) / np.sqrt(p)
+    return j @ j.T, j
+
+
+def test_gcv_descent_matches_explicit_smoother():
+    theta, _ = gram(N)
+    r0 = RNG.standard_normal(N)
+    lr, k = 2.0, 17
+    residual_map = np.linalg.matrix_power(np.eye(N) - lr / N * theta, k)   # I − S_k
+    r = residual_map @ r0
+    want = 0.5 * (r @ r) / N / (np.trace(residual_map) / N) ** 2
+    assert abs(baselines.gcv(theta, r0, k, lr=lr) - want) < 1e-12
+    both = baselines.gcv(theta, r0, np.array([0, k]), lr=lr)
+    assert both.shape == (2,) and abs(both[0] - 0.5 * (r0 @ r0) / N) < 1e-12
+
+
+def test_gcv_flow_matches_eigen_free_exponential():
+    theta, _ = gram(N)
+    r0 = RNG.standard_normal(2 * N)
+    big = np.kron(theta, np.eye(2))                     # two outputs, rows (sample, output)
+    t = 3.0
+    term, expm = np.eye(2 * N), np.eye(2 * N)           # Taylor series of e^{−Θt/n}
+    for m in range(1, 60):
+        term = term @ (-big * t / N) / m
+        expm = expm + term
+    r = expm @ r0
+    want = 0.5 * (r @ r) / N / (np.trace(expm) / (2 * N)) ** 2
+    assert abs(baselines.gcv(big, r0, t, outputs=2) - want) < 1e-10
+
+
+def test_linearized_loss_matches_brute_force_kernel_retraining():
+    theta, _ = gram(N)
+    r0 = RNG.standard_normal(N)
+    lr, k = 1.5, 40
+    loss, rho = baselines.linearized_loss(theta, r0, k, lr=lr)
+    for i in range(N):
+        keep = np.ones(N)
+        keep[i] = 0
+        r = r0.copy()
+        for _ in range(k):                               # twin without sample i, weight 1/n
+            r = r - lr / N * theta @ (keep * r)
+        assert abs(rho[i] - r[i]) < 1e-10
+    assert abs(loss - 0.5 * np.sum(rho**2) / N) < 1e-14
+
+
+def test_ntk_norm_bound_matches_a_linear_solve_and_handles_singular_kernels():
+    theta, _ = gram(N)
+    y = np.sign(RNG.standard_normal(N))
+    want = np.sqrt(2 * y @ np.linalg.solve(theta, y) / N)
+    assert abs(baselines.ntk_norm_bound(theta, y) - want) < 1e-10 * want
+    two = np.kron(theta, np.eye(2))
+    y2 = RNG.standard_normal((N, 2))
+    assert abs(baselines.ntk_norm_bound(two, y2)
+               - np.sqrt(2 * y2.ravel() @ np.linalg.solve(two, y2.ravel()) / N)) < 1e-9
+    low, _ = gram(N, p=4)                               # rank 4
+    in_range = low @ RNG.standard_normal(N)
+    assert np.isfinite(baselines.ntk_norm_bound(low, in_range))
+    assert baselines.ntk_norm_bound(low, y) == np.inf
+    with pytest.raises(ValueError, match="y must hold"):
+        baselines.ntk_norm_bound(theta, y[:-1])
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_perturbation_factor_is_the_per_sample_gradient_covariance(outputs):
+    p = 25
+    jac = RNG.standard_normal((N, outputs, p))
+    theta = jac.reshape(N * outputs, p) @ jac.reshape(N * outputs, p).T
+    r = RNG.standard_normal((N, outputs))
+    grads = np.einsum("icp,ic->ip", jac, r)            # g_i = J_iᵀ r_i
+    cov = np.cov(grads.T, bias=True)                   # (1/n) Σ (g_i − ḡ)(g_i − ḡ)ᵀ
+    want = np.trace(cov) / N
+    got = float(baselines.perturbation_factor(theta, r.ravel(), outputs=outputs))
+    assert abs(got - want) < 1e-12 * max(1, abs(want))
+
+
+def test_contraction_free_loss_is_the_explicit_sum():
+    thetas = np.stack([gram(N)[0] for _ in range(3)])
+    res = RNG.standard_normal((13, N))                 # 12 steps, snapshot every 4
+    lr = 0.3
+    want = 0.5 * res[-1] @ res[-1] / N
+    for k in range(12):
+        th, r = thetas[k // 4], res[k]
+        want += lr * (r @ (np.diag(np.diag(th)) - th / N) @ r) / N**2
+    assert abs(baselines.contraction_free_loss(thetas, res, lr) - want) < 1e-12
+
+
+def test_brute_force_loo_draws_distinct_samples_and_retrains():
+    x = RNG.standard_normal((N, 3))
+    y = np.sign(RNG.standard_normal(N))
+    model = models.mlp(3, 8, 2, dtype=jnp.float64)
+    params = model.init(jax.random.PRNGKey(0))
+    idx, rho = baselines.brute_force_loo(model.apply, params, x, y, lr=0.5, steps=6, size=4,
+                                         key=jax.random.PRNGKey(1), progress=False)
+    assert len(set(idx)) == 4 and rho.shape == (4,)
+    assert np.allclose(rho, train.retrain_without(model.apply, params, x, y, idx, lr=0.5, steps=6,
+                                                  progress=False))
+    with pytest.raises(ValueError, match="size"):
+        baselines.brute_force_loo(model.apply, params, x, y, lr=0.5, steps=6, size=N + 1,
+                                  key=jax.random.PRNGKey(1), progress=False)
+
+
+def test_bad_inputs_raise():
+    theta, _ = gram(N)
+    with pytest.raises(ValueError, match="theta"):
+        baselines.gcv(theta[:-1], np.ones(N), 3.0)
+    with pytest.raises(ValueError, match="finite"):
+        baselines.gcv(theta, np.ones(N), np.inf)
+    with pytest.raises(ValueError, match="lr"):
+        baselines.contraction_free_loss(theta[None], np.ones((3, N)), 0.0)
+
+
+def test_exercise_checks_accept_correct_and_reject_wrong_answers(capsys):
+    from gramlib.exercises import ch07
+
+    def good_eps(theta, r, outputs):
+        return baselines.perturbation_factor(theta, r, outputs=outputs)
+
+    def bad_eps(theta, r, outputs):                     # forgets the −Θ/n term
+        n = len(r) // outputs
+        return float(r @ (np.kron(np.eye(n), np.ones((outputs, outputs))) * theta) @ r) / n**2
+
+    assert ch07.check_perturbation_factor(good_eps) is True
+    assert ch07.check_perturbation_factor(bad_eps) is False
+
+    def good_gcv(theta, r0, steps, lr):
+        return baselines.gcv(theta, r0, steps, lr=lr)
+
+    def bad_gcv(theta, r0, steps, lr):                  # no denominator: just the train loss
+        r = np.linalg.matrix_power(np.eye(len(r0)) - lr / len(r0) * theta, steps) @ r0
+        return 0.5 * (r @ r) / len(r0)
+
+    assert ch07.check_gcv(good_gcv) is True
+    assert ch07.check_gcv(bad_gcv) is False
+    assert ch07.check_gcv(None) is False
+    out = capsys.readouterr().out
+    assert "✅" in out and "❌" in out and "Not answered yet" in out

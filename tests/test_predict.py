@@ -1,0 +1,81 @@
+"""The one-call prediction of Chapter 7: its pieces, its agreement with brute-force
+retraining in the lazy regime, and the table plumbing of the command line."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+from gramlib import baselines, data, effective_gram, models, predict  # noqa: E402
+
+KEY = jax.random.PRNGKey(0)
+
+
+@pytest.fixture(scope="module")
+def run():
+    ds = data.digits(40, 60, key=KEY)
+    model = models.mlp(64, 256, 2, dtype=jnp.float64)
+    p = predict.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=60, snapshots=6,
+                                  brute_force=8, progress=False)
+    return model, ds, p
+
+
+def test_prediction_is_the_loo_loss_of_the_trajectory(run):
+    model, ds, p = run
+    rho = np.asarray(effective_gram.loo_trajectory(p.run.thetas, p.run.residuals, 1.0))
+    assert np.allclose(p.loo, rho)
+    assert abs(p.predicted - 0.5 * np.mean(rho**2)) < 1e-14
+    f = np.asarray(model.apply(p.run.params, ds.x_test))
+    assert abs(p.held_out - 0.5 * np.mean((f - ds.y_test) ** 2)) < 1e-12
+    assert abs(p.train_loss - p.run.train_loss[-1]) < 1e-14
+    assert abs(p.relative_error - abs(p.predicted - p.held_out) / p.held_out) < 1e-14
+    assert abs(p.ntk_bound - baselines.ntk_norm_bound(p.run.thetas[0], ds.y_train)) < 1e-12
+    assert set(p.row()) >= {"predicted", "held_out", "gcv", "linearized", "ntk_bound", "contraction_free",
+                            "brute_force", "correlation"}
+
+
+def test_loo_residuals_agree_with_brute_force_retraining(run):
+    _, _, p = run
+    assert p.correlation > 0.999
+    assert np.max(np.abs(p.loo[p.subset] - p.brute_force_loo)) < 0.05 * np.max(np.abs(p.brute_force_loo))
+    assert abs(p.brute_force - 0.5 * np.mean(p.brute_force_loo**2)) < 1e-14
+
+
+def test_fewer_snapshots_and_constant_kernel_reduce_to_the_linearized_prediction(run):
+    _, _, p = run
+    one = predict.trajectory_loo(p.run, 1)
+    assert one.shape == p.loo.shape and not np.allclose(one, p.loo)
+    with pytest.raises(ValueError, match="divide"):
+        predict.trajectory_loo(p.run, 4)
+    # A linear model has a constant kernel: trajectory and exact linearized LOO must coincide.
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((15, 6)), np.sign(rng.standard_normal(15))
+    lin = models.mlp(6, 1, depth=1, dtype=jnp.float64)
+    ds = data.Dataset(x, y, x[:5], y[:5], y, y[:5])
+    q = predict.predict_test_loss(lin, ds, key=KEY, lr=0.8, steps=30, snapshots=3, brute_force=0, progress=False)
+    assert abs(q.predicted - q.linearized) < 1e-12
+    assert np.isnan(q.brute_force) and np.isnan(q.correlation)
+
+
+def test_summarize_averages_cells():
+    rows = [{"dataset": "d", "arch": "mlp", "labels": "true", "seed": s, "predicted": 1.0 + s, "held_out": 2.0,
+             "relative_error": 0.1 * s, "gcv": 1.0, "gcv_relative_error": 0.5, "linearized": 1.0,
+             "ntk_bound": 3.0, "contraction_free": 4.0, "brute_force": 1.0, "predicted_on_subset": 1.0,
+             "correlation": 0.99 + 0.001 * s} for s in range(3)]
+    rows.append(dict(rows[0], labels="random", predicted=7.0, held_out=8.0))
+    (cell,) = predict.summarize(rows)
+    assert cell["runs"] == 3 and cell["predicted"] == 2.0 and abs(cell["relative_error"] - 0.1) < 1e-15
+    assert cell["min_correlation"] == 0.99 and cell["random_predicted"] == 7.0
+
+
+def test_command_line_refuses_unknown_choices():
+    from gramlib.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["reproduce", "ch9"])
+    with pytest.raises(SystemExit):
+        main(["reproduce", "ch7", "--scale", "huge"])
+    with pytest.raises(ValueError, match="scale"):
+        predict.reproduce_ch7("/tmp/never-written", "huge")
