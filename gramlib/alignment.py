@@ -327,8 +327,8 @@ def alignment_curve(theta, r0, t=None, *, fraction=0.1, outputs=1, lr=None, gram
 #: Sizes of the chapter's experiments. ``"default"`` runs on a laptop CPU in about a
 #: minute; ``"paper"`` is for a GPU (Colab); ``"smoke"`` is a seconds-long run for the tests.
 SCALES = {
-    "default": dict(n_train=200, n_test=1000, width=512, channels=16, steps=3000, lr=1.0,
-                    times=7, noise=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
+    "default": dict(n_train=200, n_test=500, width=512, channels=16, steps=3000, lr=1.0,
+                    times=6, noise=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
                     fraction=0.1, samples=2000, batch_size=250),
     "paper": dict(n_train=1000, n_test=2000, width=2048, channels=64, steps=10000, lr=1.0,
                   times=16, noise=tuple(np.round(np.linspace(0.0, 0.5, 21), 3)),

@@ -31,7 +31,7 @@ EXERCISE = re.compile(FENCE + r"\{exercise(?:-start)?\}[^\n]*\n((?:[ \t]*:[\w-]+
 SOLUTION = re.compile(FENCE + r"\{solution(?:-start)?\}[ \t]*(\S+)", re.MULTILINE)
 SOLUTION_START = re.compile(FENCE + r"\{solution-start\}", re.MULTILINE)
 SOLUTION_END = re.compile(FENCE + r"\{solution-end\}", re.MULTILINE)
-CHECK_REF = re.compile(r"\b(ch\w+)\.(check_\w+)\s*\(")
+CHECK_REF = re.compile(r"\b(\w+)\.(check_\w+)\s*\(")  # ch01.check_gap(, appendix.check_ntk(
 
 
 # -- the reporter ---------------------------------------------------------------------------
@@ -161,33 +161,40 @@ def test_every_cell_of_a_solution_is_tagged(path):
     assert not problems, f"{path.name}: " + "; ".join(problems)
 
 
+def exercise_module(name):
+    """``gramlib.exercises.<name>`` if it exists, else None."""
+    if importlib.util.find_spec(f"gramlib.exercises.{name}") is None:
+        return None
+    return importlib.import_module(f"gramlib.exercises.{name}")
+
+
+def check_calls(nb):
+    """(module, function) of every self-check that an untagged cell calls."""
+    return {(m, f) for c in nc.code_cells(nb) if not student.is_solution(c)
+            for m, f in CHECK_REF.findall(nc.source(c)) if exercise_module(m)}
+
+
+def own_checks(module):
+    return {n for n, f in vars(module).items()
+            if n.startswith("check_") and inspect.isfunction(f) and f.__module__ == module.__name__}
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_coding_exercises_have_self_checks(path):
-    nb = nc.read(path)
-    calls = {(m, f) for c in nc.code_cells(nb) if not student.is_solution(c)
-             for m, f in CHECK_REF.findall(nc.source(c))}
-    assert calls, f"{path.name}: no untagged cell calls a self-check (gramlib.exercises.chNN.check_...)"
+    calls = check_calls(nc.read(path))
+    assert calls, f"{path.name}: no untagged cell calls a self-check (gramlib.exercises.<module>.check_...)"
     for module, func in sorted(calls):
-        mod = importlib.import_module(f"gramlib.exercises.{module}")
-        assert callable(getattr(mod, func, None)), f"{path.name}: gramlib.exercises.{module} has no {func}"
-    prefix = chapter_prefix(path)
-    if prefix and importlib.util.find_spec(f"gramlib.exercises.{prefix}"):
-        mod = importlib.import_module(f"gramlib.exercises.{prefix}")
-        defined = {n for n, f in vars(mod).items()
-                   if n.startswith("check_") and inspect.isfunction(f) and f.__module__ == mod.__name__}
-        unused = defined - {f for m, f in calls if m == prefix}
-        assert not unused, f"{path.name}: checks never called by the chapter: {sorted(unused)}"
+        assert callable(getattr(exercise_module(module), func, None)), \
+            f"{path.name}: gramlib.exercises.{module} has no {func}"
+    for name in {m for m, _ in calls} | {chapter_prefix(path)} - {None}:
+        module = exercise_module(name)
+        unused = own_checks(module) - {f for m, f in calls if m == name} if module else set()
+        assert not unused, f"{path.name}: checks in gramlib.exercises.{name} never called: {sorted(unused)}"
 
 
 def chapter_checks():
-    found = []
-    for path in NOTEBOOKS:
-        prefix = chapter_prefix(path)
-        if prefix and importlib.util.find_spec(f"gramlib.exercises.{prefix}"):
-            mod = importlib.import_module(f"gramlib.exercises.{prefix}")
-            found += [(prefix, n) for n, f in vars(mod).items()
-                      if n.startswith("check_") and inspect.isfunction(f) and f.__module__ == mod.__name__]
-    return found
+    modules = {m for path in NOTEBOOKS for m, _ in check_calls(nc.read(path))}
+    return sorted((m, n) for m in modules for n in own_checks(exercise_module(m)))
 
 
 @pytest.mark.parametrize("module, name", chapter_checks(), ids=lambda v: v)
