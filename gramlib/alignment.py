@@ -18,9 +18,10 @@ so the gap is small when ``‖r0‖²`` sits in the eigenvectors with small
   exactly ``k/N`` in expectation (and ``Beta(k/2, (N−k)/2)`` distributed);
 * :func:`gap_components` and :func:`random_gap_expected` — the eigen-components
   of the gap, and the gap ``‖r0‖² tr(K_n)/N`` a random direction would give;
-* :func:`alignment_curve` — all of the above along a kernel-training run
-  (``r(t)`` from :func:`gramlib.ntk.kernel_residuals`, ``K_n(t)`` from
-  :func:`gramlib.effective_gram.effective_gram`);
+* :func:`effective_grams` and :func:`alignment_curve` — all of the above along
+  a kernel-training run (``r(t)`` from :func:`gramlib.ntk.kernel_residuals`,
+  ``K_n(t)`` from :func:`gramlib.effective_gram.effective_gram`, computed once
+  per kernel and shared by every set of labels);
 * :func:`linearized_test_residuals` — the held-out residuals of the linearized
   (kernel) model, so that each alignment can be paired with a test loss.
 
@@ -30,7 +31,9 @@ algebraic eigenvalue. When eigenvalues repeat, the bottom-``k`` subspace is
 only defined up to a rotation inside the repeated eigenspace; the shares are
 then those of the eigenvectors ``numpy``/``jax`` return.
 
-``reproduce_ch6(out_dir)`` regenerates the chapter's tables (CSV) and figures
+The chapter's experiments (:func:`chapter_settings`, :func:`label_run`,
+:func:`network_losses`, :func:`noisy_labels`, the ``plot_*`` figures) and
+``reproduce_ch6(out_dir)``, which regenerates the chapter's tables (CSV) and figures
 (PNG); ``python -m gramlib reproduce ch6`` calls it.
 """
 
@@ -328,7 +331,7 @@ def alignment_curve(theta, r0, t=None, *, fraction=0.1, outputs=1, lr=None, gram
 #: minute; ``"paper"`` is for a GPU (Colab); ``"smoke"`` is a seconds-long run for the tests.
 SCALES = {
     "default": dict(n_train=200, n_test=500, width=512, channels=16, steps=3000, lr=1.0,
-                    times=6, noise=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
+                    times=5, noise=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
                     fraction=0.1, samples=2000, batch_size=250),
     "paper": dict(n_train=1000, n_test=2000, width=2048, channels=64, steps=10000, lr=1.0,
                   times=16, noise=tuple(np.round(np.linspace(0.0, 0.5, 21), 3)),

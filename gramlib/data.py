@@ -7,6 +7,12 @@ normalized as documented per loader; targets are ``±1`` for binary tasks
 Shipped data lives in the repository's ``data/`` folder and is listed, with its
 source, license and sha256, in ``data/MANIFEST.json``; every load verifies the
 checksum.
+
+Loaders: :func:`digits` (shipped), :func:`mnist1d` (generated offline, an
+equivalent of Greydanus 2020), :func:`teacher` (labels from a random network),
+:func:`images` (MNIST, Fashion-MNIST, CIFAR-10: downloaded once into
+``data/cache/``, see :func:`fetch`), and :func:`random_labels` for any of them.
+Class subsets and binary tasks through ``classes`` and ``task`` (:func:`split`).
 """
 
 from __future__ import annotations
