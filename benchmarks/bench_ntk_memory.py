@@ -22,7 +22,7 @@ CHILD = """
 import json, resource, sys, time
 import jax, jax.numpy as jnp
 from gramlib import models, ntk
-n, batch = int(sys.argv[1]), (None if sys.argv[2] == "none" else int(sys.argv[2]))
+n, batch = int(sys.argv[1]), (None if sys.argv[2].lower() == "none" else int(sys.argv[2]))
 model = models.mlp(64, width=512, depth=2, dtype=jnp.float32)
 params = model.init(jax.random.PRNGKey(0))
 x = jax.random.normal(jax.random.PRNGKey(1), (n, 64), jnp.float32)

@@ -604,13 +604,16 @@ def reproduce_ch6(out_dir, scale="default", *, progress=True):
     """
     from pathlib import Path
 
+    with jax.enable_x64(True):  # the theory checks run in float64 (the real networks train in float32)
+        return _reproduce_ch6(Path(out_dir), scale_config(scale), progress)
+
+
+def _reproduce_ch6(out, cfg, progress):
     from tqdm.auto import tqdm
 
     from . import data
     from .plotting import figure, label
 
-    cfg = scale_config(scale)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.PRNGKey(0)
     settings = chapter_settings(cfg, key=key, datasets=("digits", "mnist1d", "teacher"), progress=progress)
