@@ -22,7 +22,7 @@ so the gap is small when ``‖r0‖²`` sits in the eigenvectors with small
   a kernel-training run (``r(t)`` from :func:`gramlib.ntk.kernel_residuals`,
   ``K_n(t)`` from :func:`gramlib.effective_gram.effective_gram`, computed once
   per kernel and shared by every set of labels);
-* :func:`linearized_test_residuals` — the held-out residuals of the linearized
+* :func:`gramlib.ntk.kernel_test_residuals` — the held-out residuals of the linearized
   (kernel) model, so that each alignment can be paired with a test loss.
 
 ``K_n(t)`` need not be positive semi-definite at finite ``t`` (Chapter 6 shows
@@ -47,8 +47,7 @@ import numpy as np
 
 from . import _checks
 from .effective_gram import effective_gram
-from .ntk import check_descent_limit, kernel_problem, kernel_residuals
-from .ntk import spectrum as ntk_spectrum
+from .ntk import kernel_problem, kernel_residuals, kernel_test_residuals
 
 
 # ---------------------------------------------------------------- validation
@@ -176,53 +175,6 @@ def random_gap_expected(k_matrix, norm):
 
 
 @jax.jit
-def _integrated_decay(lam, t, scale, lr, tol):
-    """``φ(λ) = (1 − g(λ))/λ`` with ``g`` the residual decay of :func:`gramlib.ntk.decay`; ``scale = 1/n``.
-
-    ``Θ⁻¹(I − G_t) = U diag(φ(λ)) Uᵀ``. Flow: ``φ = −expm1(−λt/n)/λ``; descent
-    (``lr > 0``, ``t`` steps): ``φ = (1 − (1 − ηλ/n)^t)/λ``, via ``expm1``/``log1p``
-    while ``1 − ηλ/n > 0`` so that small ``λ`` lose no digits. On the null
-    space (``λ ≤ tol``) ``φ`` is its limit ``t/n`` (``ηt/n``), or 0 at ``t = ∞``.
-    """
-    t = t[:, None]
-    null = lam <= tol
-    lam = jnp.where(null, 1.0, lam)
-    tf = jnp.where(jnp.isinf(t), 0.0, t)
-    step = jnp.where(lr > 0, lr, 1.0) * scale
-    q = 1.0 - step * lam
-    gd = jnp.where(q > 0, -jnp.expm1(tf * jnp.log1p(-jnp.where(q > 0, step * lam, 0.0))),
-                   1.0 - jnp.where(jnp.mod(tf, 2.0) == 1.0, -1.0, 1.0) * jnp.abs(q) ** tf)
-    one_minus_g = jnp.where(lr > 0, gd, -jnp.expm1(-lam * tf * scale))
-    phi = jnp.where(jnp.isinf(t), 1.0 / lam, one_minus_g / lam)
-    limit = jnp.where(jnp.isinf(t), 0.0, jnp.where(lr > 0, lr, 1.0) * scale * tf)
-    return jnp.where(null, limit, phi)
-
-
-def linearized_test_residuals(theta, theta_test, r0, r0_test, t, *, outputs=1, lr=None):
-    """Held-out residuals of the linearized (kernel) model trained for ``t`` (Chapters 4 and 6).
-
-    ``f_t(x*) = f_0(x*) − Θ(x*, X) Θ⁻¹ (I − G_t) r0`` with ``G_t = e^{−Θt/n}``
-    (flow) or ``(I − (η/n)Θ)^t`` (descent, ``η = lr``), so the test residual is
-    ``r*_t = r0_test − Θ(x*, X) Θ⁻¹(I − G_t) r0``. ``Θ⁻¹(I − G_t)`` is formed in
-    the eigenbasis of ``Θ`` without inverting it (finite for singular ``Θ``;
-    ``t = ∞`` gives the interpolant closest to the initialization).
-    ``theta_test`` is ``Θ(x*, X)``, shape ``(M, N)``, rows ordered like
-    ``r0_test`` ``(M,)``. Returns ``(M,)`` or ``(len(t), M)``.
-    """
-    theta, r0, times, scalar, n, lr = kernel_problem(theta, r0, t, outputs, lr)
-    cross = _checks.array(theta_test, "theta_test", ndim=2)
-    if cross.shape[1] != theta.shape[0]:
-        raise ValueError(f"theta_test must have {theta.shape[0]} columns (one per training row), got shape {cross.shape}")
-    r0_test = _checks.array(r0_test, "r0_test", shape=(cross.shape[0],))
-    lam, u, tol = ntk_spectrum(theta)
-    if lr is not None and np.isinf(times).any():
-        check_descent_limit(lam, tol, n, lr)
-    phi = _integrated_decay(lam, jnp.asarray(times, theta.dtype), 1.0 / n, -1.0 if lr is None else lr, tol)
-    coef = ((r0 @ u) * phi) @ u.T  # Θ⁻¹(I − G_t) r0, one row per time
-    r = jnp.asarray(r0_test, theta.dtype) - coef @ jnp.asarray(cross, theta.dtype).T
-    return r[0] if scalar else r
-
-
 class AlignmentCurve(NamedTuple):
     """Alignment along a kernel-training run (leading axis: the times ``t``).
 
@@ -423,12 +375,12 @@ def label_run(setting, grams, y_train, y_test, *, fraction=0.1):
     ``grams = effective_grams(setting.theta, t)`` fixes the times and is
     shared by every set of labels on the same kernel. Returns a
     :class:`LabelRun`: alignment with ``K_n(t)`` and the held-out test loss of
-    :func:`linearized_test_residuals` at the same times.
+    :func:`gramlib.ntk.kernel_test_residuals` at the same times.
     """
     r0 = setting.f0_train - _checks.array(y_train, "y_train", shape=setting.f0_train.shape)
     r0_test = setting.f0_test - _checks.array(y_test, "y_test", shape=setting.f0_test.shape)
     curve = alignment_curve(setting.theta, r0, fraction=fraction, grams=grams)
-    rt = np.atleast_2d(np.asarray(linearized_test_residuals(setting.theta, setting.theta_test, r0, r0_test,
+    rt = np.atleast_2d(np.asarray(kernel_test_residuals(setting.theta, setting.theta_test, r0, r0_test,
                                                             grams.times, lr=grams.lr)))
     return LabelRun(curve, 0.5 * np.mean(rt**2, axis=-1), np.asarray(y_train), np.asarray(y_test))
 
