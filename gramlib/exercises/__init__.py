@@ -27,6 +27,15 @@ def not_answered(answer) -> bool:
     return False
 
 
+def call_answer(func, name, *args):
+    """``func(*args)`` as a float array, or ``None`` (and says why) if the student's code raised."""
+    try:
+        return np.asarray(func(*args), dtype=float)
+    except Exception as err:  # a student's bug must not stop the notebook
+        print(f"{FAIL} {name} raised {type(err).__name__}: {err}")
+        return None
+
+
 def compare(answer, expected, name, *, rtol=1e-6, atol=1e-9, hint="", labels=None) -> bool:
     """Compare an array answer with the expected one and explain any difference.
 

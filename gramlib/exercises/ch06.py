@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import FAIL, compare, not_answered
+from . import FAIL, call_answer, compare, not_answered
 
 
 def _problems():
@@ -18,21 +18,13 @@ def _problems():
     return out
 
 
-def _call(func, name, *args):
-    try:
-        return np.asarray(func(*args), dtype=float)
-    except Exception as err:  # a student's bug must not stop the notebook
-        print(f"{FAIL} {name} raised {type(err).__name__}: {err}")
-        return None
-
-
 def check_bottom_share(my_bottom_share) -> bool:
     """Check ``my_bottom_share(k_matrix, r, k)`` = share of ``‖r‖²`` in the ``k`` eigenvectors of smallest eigenvalue."""
     if not_answered(my_bottom_share):
         return False
     got, want = [], []
     for k_matrix, r, k in _problems():
-        value = _call(my_bottom_share, "my_bottom_share", k_matrix, r, k)
+        value = call_answer(my_bottom_share, "my_bottom_share", k_matrix, r, k)
         if value is None:
             return False
         lam, vecs = np.linalg.eigh(k_matrix)
@@ -49,7 +41,7 @@ def check_random_gap(my_random_gap) -> bool:
         return False
     got, want = [], []
     for (k_matrix, r, _), norm in zip(_problems(), (1.0, 2.5, 0.3)):
-        value = _call(my_random_gap, "my_random_gap", k_matrix, norm)
+        value = call_answer(my_random_gap, "my_random_gap", k_matrix, norm)
         if value is None:
             return False
         got.append(value)
@@ -72,7 +64,7 @@ def check_gap_bounds(my_gap_bounds) -> bool:
     for (k_matrix, r, k), share in zip(_problems(), (0.9, 0.5, 0.99)):
         lam = np.linalg.eigvalsh(k_matrix)
         norm = float(np.linalg.norm(r))
-        value = _call(my_gap_bounds, "my_gap_bounds", lam, share, k, norm)
+        value = call_answer(my_gap_bounds, "my_gap_bounds", lam, share, k, norm)
         if value is None:
             return False
         if value.shape != (2,):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import FAIL, compare, not_answered
+from . import call_answer, compare, not_answered
 
 
 def _problems():
@@ -17,21 +17,13 @@ def _problems():
     return out
 
 
-def _call(func, name, *args):
-    try:
-        return np.asarray(func(*args), dtype=float)
-    except Exception as err:  # a student's bug must not stop the notebook
-        print(f"{FAIL} {name} raised {type(err).__name__}: {err}")
-        return None
-
-
 def check_perturbation_factor(my_perturbation_factor) -> bool:
     """Check ``my_perturbation_factor(theta, r, outputs)`` = ``(1/n²) rᵀ (Bdiag Θ − Θ/n) r``."""
     if not_answered(my_perturbation_factor):
         return False
     got, want = [], []
     for theta, r, c in _problems():
-        value = _call(my_perturbation_factor, "my_perturbation_factor", theta, r, c)
+        value = call_answer(my_perturbation_factor, "my_perturbation_factor", theta, r, c)
         if value is None:
             return False
         n = len(r) // c
@@ -49,7 +41,7 @@ def check_gcv(my_gcv) -> bool:
         return False
     got, want = [], []
     for (theta, r0, c), (steps, lr) in zip(_problems()[:2], ((7, 1.0), (30, 0.5))):
-        value = _call(my_gcv, "my_gcv", theta, r0, steps, lr)
+        value = call_answer(my_gcv, "my_gcv", theta, r0, steps, lr)
         if value is None:
             return False
         n = len(r0)
