@@ -59,7 +59,13 @@ def square_symmetric(x, name, *, rtol=1e-6, atol=1e-8):
 
 
 def integer(x, name, *, minimum=None):
-    """Check that ``x`` is an integer (not a bool), at least ``minimum``."""
+    """Check that ``x`` is an integer (not a bool), at least ``minimum``.
+
+    0-d integer arrays (NumPy or JAX) count as integers.
+    """
+    if not isinstance(x, numbers.Integral) and getattr(x, "shape", None) == () \
+            and np.asarray(x).dtype.kind in "iu":
+        x = int(np.asarray(x))
     if isinstance(x, bool) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {x!r} ({type(x).__name__})")
     if minimum is not None and x < minimum:
