@@ -7,7 +7,7 @@ export JAX_PLATFORMS ?= cpu
 export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test unit notebooks book-check student site-check bench lock clean
+.PHONY: book test student site-check bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
