@@ -222,7 +222,7 @@ def mathjax_source(html_dir: Path):
 class Handler(http.server.SimpleHTTPRequestHandler):
     """Serves the site; injects the probe into HTML and maps the MathJax CDN to a local copy."""
 
-    requests: list = []
+    failed: list = []  # paths that got an HTTP error (list.append is atomic across threads)
     mathjax_url = None
     mathjax_dir = None
 
@@ -236,14 +236,13 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         return super().translate_path(path)
 
     def send_head(self):
-        self.requests.append(self.path)
         path = Path(self.translate_path(self.path))
         if path.is_dir():
             path = path / "index.html"
         if path.suffix != ".html" or not path.is_file():
             result = super().send_head()
             if result is None:
-                self.requests[-1] = f"{self.path} -> HTTP error"
+                self.failed.append(self.path)
             return result
         text = path.read_text(encoding="utf-8")
         if isinstance(self.mathjax_dir, Path):
@@ -346,7 +345,7 @@ def check(html_dir: Path, executed: bool, site_pages=None, browser=None) -> int:
     failures, notes = 0, set()
     try:
         for rel, notebook in site_pages:
-            Handler.requests.clear()
+            Handler.failed.clear()
             url = base + rel
             problems = []
             if not (html_dir / rel).is_file():
@@ -368,8 +367,8 @@ def check(html_dir: Path, executed: bool, site_pages=None, browser=None) -> int:
                             notes.add(f"{error.split(' (http')[0]}: known upstream, harmless ({known})")
                         else:
                             problems.append(error)
-                    problems += [f"resource not served: {r}" for r in Handler.requests
-                                 if r.endswith("HTTP error") and not r.startswith("/favicon.ico")]
+                    problems += [f"resource not served: {r}" for r in Handler.failed
+                                 if not r.startswith("/favicon.ico")]
                     if mathjax_dir != "unavailable" and report["math"]:
                         if not report["mathjax"]:
                             problems.append("MathJax did not load")
