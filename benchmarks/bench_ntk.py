@@ -8,20 +8,12 @@ writes ``benchmarks/results/ntk.csv`` with the machine load next to each row.
 """
 
 import argparse
-import csv
-import os
-import platform
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gramlib import models, ntk
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
+from benchmarks import machine, median_time, write_rows  # noqa: E402
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,30 +33,13 @@ def main(argv=None):
         params = model.init(jax.random.PRNGKey(0))
         if model is not previous:
             reference, previous = None, model
-        load = os.getloadavg()[0]
-        start = time.perf_counter()
         out = jax.block_until_ready(ntk.empirical_ntk(model.apply, params, x, **kw))
-        first = time.perf_counter() - start
         reference = out if reference is None else reference
-        runs, cpu = [], []
-        for _ in range(args.repeats):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            jax.block_until_ready(ntk.empirical_ntk(model.apply, params, x, **kw))
-            runs.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-        rows.append({"benchmark": f"empirical_ntk {label}, n={args.n}, float32, {name}",
-                     "first_call_s": round(first, 3), "median_s": round(float(np.median(runs)), 3),
-                     "min_s": round(min(runs), 3), "median_cpu_s": round(float(np.median(cpu)), 3),
-                     "max_rel_diff_to_default": float(jnp.max(jnp.abs(out - reference)) / jnp.max(jnp.abs(reference))),
-                     "repeats": args.repeats, "load_1min": round(load, 2), "cores": os.cpu_count(),
-                     "machine": platform.node(), "device": str(jax.devices()[0])})
+        timing = median_time(lambda: ntk.empirical_ntk(model.apply, params, x, **kw), args.repeats)
+        rows.append({"benchmark": f"empirical_ntk {label}, n={args.n}, float32, {name}", **machine(), **timing,
+                     "max_rel_diff_to_default": float(jnp.max(jnp.abs(out - reference)) / jnp.max(jnp.abs(reference)))})
         print(rows[-1])
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "ntk.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
+    write_rows("ntk.csv", rows)
 
 if __name__ == "__main__":
     main()
