@@ -2,10 +2,13 @@
 
 Commands:
 
-``student``                 write student copies of chapter notebooks (see :mod:`gramlib.student`).
-``reproduce ch6|ch7``       regenerate a chapter's tables (CSV) and figures (PNG) under ``results/``,
-                            with progress bars; options ``--scale default|paper`` (``paper``: the
-                            larger GPU setting) and ``--out DIR``.
+``student``
+    write student copies of chapter notebooks (see :mod:`gramlib.student`).
+``reproduce ch6|ch7|ch7-noise``
+    regenerate a chapter's tables (CSV) and figures (PNG) under ``results/``, with progress
+    bars (``ch7-noise``: the sampling noise of leave-one-out at the scale of Chapter 7's
+    table); options ``--scale default|paper`` (``paper``: the larger GPU setting),
+    ``--out DIR`` and, for ``ch7`` and ``ch7-noise``, ``--archs mlp cnn``.
 """
 
 from __future__ import annotations
@@ -15,19 +18,25 @@ import sys
 
 
 def reproduce(argv) -> None:
-    """``reproduce ch6|ch7 [--scale default|paper] [--out results]``."""
+    """``reproduce ch6|ch7 [--scale default|paper] [--out results] [--archs mlp cnn]``."""
     parser = argparse.ArgumentParser(prog="python -m gramlib reproduce",
                                      description="Regenerate a chapter's tables and figures.")
-    parser.add_argument("chapter", choices=["ch6", "ch7"])
+    parser.add_argument("chapter", choices=["ch6", "ch7", "ch7-noise"])
     parser.add_argument("--scale", default="default", choices=["default", "paper", "smoke"],
                         help="default: the CPU scale of the book; paper: the larger GPU setting; "
                              "smoke: a seconds-long check of the pipeline")
     parser.add_argument("--out", default="results", help="output folder (default: results)")
+    parser.add_argument("--archs", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"],
+                        help="ch7 and ch7-noise: the architectures to run (default: both)")
     args = parser.parse_args(argv)
     if args.chapter == "ch7":
         from gramlib.predict import reproduce_ch7
 
-        reproduce_ch7(args.out, args.scale)
+        reproduce_ch7(args.out, args.scale, archs=args.archs)
+    elif args.chapter == "ch7-noise":
+        from gramlib.predict import reproduce_ch7_noise
+
+        reproduce_ch7_noise(args.out, args.scale, archs=args.archs)
     else:
         from gramlib.alignment import reproduce_ch6
 

@@ -307,7 +307,7 @@ def _segment(lam, u, f0, r, lr, n, outputs):
     ``F_{k+1} = Q F_k + (lr/n) Λ U_iᵀ d_k`` (column ``i``), so the own blocks obey
     the Volterra recursion ``e_k = U_i Q^k F_0[:, i] + Σ_{j<k} H_{k−1−j}[i] d_j``
     with ``H_l[i] = (lr/n) U_i Λ Q^l U_iᵀ`` (``C×C``). Cost ``O(N² s)`` in matrix
-    products plus ``O(n C² s²)``; returns ``(F_s, e_s)``.
+    products plus ``O(n C² s²)``; returns ``(F_s, e_s)`` and the ``d_k`` ``(s, n, C)``.
     """
     c = outputs
     s = r.shape[0]
@@ -332,47 +332,69 @@ def _segment(lam, u, f0, r, lr, n, outputs):
     history, e = lax.scan(step, jnp.zeros((s, n, c), lam.dtype), jnp.arange(s + 1))
     weights = (a * lam[None, :] * powers[s - 1::-1]).T @ history.reshape(s, big_n)  # (N_m, N): Σ_j aλ q^{s−1−j} d_j
     f = powers[s][:, None] * f0 + jnp.sum((u.T * weights).reshape(big_n, n, c), axis=2)
-    return f, e[s]
+    return f, e[s], history
 
 
-@partial(jax.jit, static_argnames=("n", "outputs", "s"))
-def _loo_trajectory(thetas, residuals, lr, n, outputs, s):
-    """Segments of constant kernel in its eigenbasis; ``O(N³)`` only at the ``K`` boundaries."""
-    count, big_n = thetas.shape[0], thetas.shape[1]
-    steps = residuals.shape[0] - 1
-
-    def full(carry, block):
-        u_prev, f_prev = carry
-        theta, r = block
-        lam, u = jnp.linalg.eigh(theta)
-        f = _segment(lam, u, u.T @ (u_prev @ f_prev), r, lr, n, outputs)[0]
-        return (u, f), None
-
-    start = (jnp.eye(big_n, dtype=thetas.dtype), jnp.zeros((big_n, n), thetas.dtype))
-    first = residuals[: (count - 1) * s].reshape(count - 1, s, big_n)
-    u_prev, f_prev = lax.scan(full, start, (thetas[:-1], first))[0]
-    lam, u = jnp.linalg.eigh(thetas[-1])
-    own = _segment(lam, u, u.T @ (u_prev @ f_prev), residuals[(count - 1) * s: steps], lr, n, outputs)[1]
-    return residuals[-1] + own.reshape(-1)
+_segment_jit = jax.jit(_segment, static_argnames=("n", "outputs"))
 
 
-def loo_trajectory(thetas, residuals, lr, *, outputs=1):
+def _own(v, n, outputs):
+    """``Bdiag(v)``: the ``(N, n)`` matrix whose column ``i`` holds ``v``'s ``C`` rows of sample ``i``, else 0."""
+    owner = jnp.repeat(jnp.arange(n), outputs)
+    return v[:, None] * (owner[:, None] == jnp.arange(n)[None, :])
+
+
+@partial(jax.jit, static_argnames=("n", "outputs"))
+def _segment_forces(lam, u, f0, history, lr, n, outputs):
+    """``A = Σ_{t<s} a_t`` with ``a_t = −(lr/n)(E_t − Bdiag(d_t))``, from a segment's eigen-coordinates.
+
+    ``E_{t+1} = E_t + Θ a_t``: ``a_t`` is the output-space force on every
+    twin, whose weight offset grows by ``J_kᵀ a_t`` (Chapter 7). With
+    ``Q = I − (lr/n) Λ``, ``Σ_t F_t = G_s F_0 + Σ_j (I − Q^{s−1−j}) U_iᵀ d_j``,
+    ``G_s = Σ_{l<s} Q^l`` (column ``i``), and ``Σ_t E_t = U Σ_t F_t``.
+    """
+    s, big_n = history.shape[0], lam.shape[0]
+    q = 1.0 - (lr / n) * lam
+    powers = jnp.concatenate([jnp.ones((1, big_n), lam.dtype), jnp.cumprod(jnp.broadcast_to(q, (s - 1, big_n)), axis=0)])
+    d = history.reshape(s, big_n)
+    weights = (1.0 - powers[::-1]).T @ d  # (N_m, N): Σ_j (1 − q_m^{s−1−j}) d_j
+    sum_f = jnp.sum(powers, axis=0)[:, None] * f0 + jnp.sum((u.T * weights).reshape(big_n, n, outputs), axis=2)
+    return -(lr / n) * (u @ sum_f - _own(jnp.sum(d, axis=0), n, outputs))
+
+
+def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None):
     """LOO residuals at the end of a real gradient-descent run, with a moving kernel (Chapter 7).
 
-    ``thetas`` ``(K, N, N)``: kernel snapshots, snapshot ``k`` used for steps
-    ``[k s, (k+1) s)`` with ``s = steps // K`` (leftover steps use the last
-    one); ``residuals`` ``((steps+1), N)``: the run's residuals ``r_k`` at every
-    step. Integrates all twins at once,
-    ``E_{k+1} = E_k − (lr/n) Θ_k (E_k − Bdiag(E_k) − Bdiag(r_k))`` from
-    ``E_0 = 0`` (column ``i`` is the twin's offset ``e^{(i)}``; ``Bdiag`` keeps
-    the ``C`` rows of sample ``i`` in column ``i``), and returns
-    ``ρ_i = r_i(T) + e^{(i)}_i``, shape ``(N,)``. Each segment of constant
-    kernel is solved in that kernel's eigenbasis, where only the twins' own
-    blocks need stepping (a Volterra recursion): cost ``K`` eigendecompositions
-    (``≈ 9 N³`` flops each) plus ``O(steps · N² C + n C² steps²/K)``, instead of
-    ``2 N² n`` per step for the literal recursion; the gain, about
-    ``2 steps / (9 K C)``, is large for one output and fades for many classes
-    with few steps per snapshot (appendix "Scaling up").
+    ``thetas`` ``(K, N, N)``: kernel snapshots ``Θ(t_k) = J_k J_kᵀ``, snapshot
+    ``k`` used for steps ``[k s, (k+1) s)`` with ``s = steps // K`` (leftover
+    steps use the last one); ``residuals`` ``((steps+1), N)``: the run's
+    residuals ``r_t`` at every step. All twins at once: column ``i`` of
+    ``E_t`` is twin ``i``'s offset ``e^{(i)}``, and the force on the twins is
+    ``a_t = −(lr/n) (E_t − Bdiag(E_t) − Bdiag(r_t))`` (``Bdiag`` keeps the
+    ``C`` rows of sample ``i`` in column ``i``). Returns
+    ``ρ_i = r_i(T) + e^{(i)}_i(T)``, shape ``(N,)``.
+
+    ``cross=None`` (one-time kernel, the matrix ODE of Chapter 5 with ``Θ``
+    piecewise constant): ``E_{t+1} = E_t + Θ(t_k) a_t`` from ``E_0 = 0``.
+
+    ``cross(k, l)`` given (two-time kernel): a function returning
+    ``Θ(t_k, t_l) = J_k J_lᵀ`` for ``0 ≤ l < k ≤ K``, index ``K`` standing for
+    the final weights ``w_T``. The twin's weight offset is
+    ``δ = Σ_l J_lᵀ A_l`` with ``A_l`` the forces summed over segment ``l``, and
+    the twin's outputs move with today's Jacobian: segment ``k`` starts from
+    ``E = Σ_{l<k} Θ(t_k, t_l) A_l`` and ``ρ`` is read out with ``J(w_T)``. As
+    ``K → steps`` this is the twin linearized around the real run with the
+    Gauss–Newton Hessian, exactly; the one-time kernel also drops the rotation
+    of the Jacobian (Chapter 7).
+
+    Each segment of constant kernel is solved in that kernel's eigenbasis,
+    where only the twins' own blocks need stepping (a Volterra recursion):
+    cost ``K`` eigendecompositions (``≈ 9 N³`` flops each) plus
+    ``O(steps · N² C + n C² steps²/K)``, instead of ``2 N² n`` per step for
+    the literal recursion; the gain, about ``2 steps / (9 K C)``, is large for
+    one output and fades for many classes with few steps per snapshot
+    (appendix "Scaling up"). The two-time kernel adds ``K(K+1)/2`` products
+    ``Θ(t_k, t_l) A_l`` (``N² n`` flops each).
     """
     th = _checks.array(thetas, "thetas", ndim=3)
     if th.shape[1] != th.shape[2] or th.shape[0] == 0:
@@ -386,9 +408,36 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1):
         raise ValueError(f"outputs={outputs} must divide the size of thetas ({big_n} rows)")
     res = _checks.array(residuals, "residuals", ndim=2, shape=(None, big_n))
     steps = res.shape[0] - 1
-    if steps < th.shape[0]:
-        raise ValueError(f"residuals must hold steps+1 rows with steps >= K={th.shape[0]}, got {res.shape[0]} rows")
+    count = th.shape[0]
+    if steps < count:
+        raise ValueError(f"residuals must hold steps+1 rows with steps >= K={count}, got {res.shape[0]} rows")
     lr = _checks.positive(lr, "lr")
+    if cross is not None and not callable(cross):
+        raise TypeError(f"cross must be a function (k, l) -> Θ(t_k, t_l), got {type(cross).__name__}")
     dtype = jnp.result_type(float, th.dtype, res.dtype)
-    return _loo_trajectory(jnp.asarray(th, dtype), jnp.asarray(res, dtype), lr,
-                           big_n // outputs, outputs, steps // th.shape[0])
+    th, res = jnp.asarray(th, dtype), jnp.asarray(res, dtype)
+    n, s = big_n // outputs, steps // count
+
+    def two_time(k, forces):
+        """``Σ_{l<k} Θ(t_k, t_l) A_l``, each ``Θ(t_k, t_l)`` checked for shape and finiteness."""
+        total = jnp.zeros((big_n, n), dtype)
+        for l, a in enumerate(forces):
+            block = _checks.array(cross(k, l), f"cross({k}, {l})", shape=(big_n, big_n))
+            total = total + jnp.asarray(block, dtype) @ a
+        return total
+
+    e, forces, u, f = jnp.zeros((big_n, n), dtype), [], None, None
+    for k in range(count):
+        stop = steps if k == count - 1 else (k + 1) * s
+        lam, u = jnp.linalg.eigh(th[k])
+        if cross is not None and k:
+            e = two_time(k, forces)
+        f0 = u.T @ e
+        f, own, history = _segment_jit(lam, u, f0, res[k * s: stop], lr, n, outputs)
+        if cross is not None:
+            forces.append(_segment_forces(lam, u, f0, history, lr, n, outputs))
+        e = u @ f
+    if cross is not None:
+        e = two_time(count, forces)
+    own = jnp.sum(e.reshape(n, outputs, n) * jnp.eye(n, dtype=dtype)[:, None, :], axis=2).reshape(-1)
+    return res[-1] + own

@@ -49,17 +49,17 @@ def _pad_batches(x, batch_size):
 
 
 @partial(jax.jit, static_argnames=("f", "batch_size"))
-def _ntk_jacobian(f, params, x1, x2, batch_size):
+def _ntk_jacobian(f, params, x1, x2, batch_size, params2):
     if batch_size is None:
         j1 = _sample_jacobian(f, params, x1)
-        j2 = _sample_jacobian(f, params, x2)
+        j2 = _sample_jacobian(f, params2, x2)
         return j1 @ j2.T
     n1, n2 = x1.shape[0], x2.shape[0]
     b1, b2 = _pad_batches(x1, batch_size), _pad_batches(x2, batch_size)
 
     def row(xa):
         ja = _sample_jacobian(f, params, xa)
-        return lax.map(lambda xb: ja @ _sample_jacobian(f, params, xb).T, b2)
+        return lax.map(lambda xb: ja @ _sample_jacobian(f, params2, xb).T, b2)
 
     tiles = lax.map(row, b1)  # (batches1, batches2, batch*C, batch*C)
     c = tiles.shape[2] // batch_size
@@ -123,9 +123,9 @@ def _contract_factors(structure, fa, fb):
 
 
 @partial(jax.jit, static_argnames=("f", "same"))
-def _ntk_structured(f, params, x1, x2, same):
+def _ntk_structured(f, params, x1, x2, same, params2):
     fa = _layer_factors(f.structure, params, x1)
-    return _contract_factors(f.structure, fa, fa if same else _layer_factors(f.structure, params, x2))
+    return _contract_factors(f.structure, fa, fa if same else _layer_factors(f.structure, params2, x2))
 
 
 _factors = jax.jit(_layer_factors, static_argnums=0)
@@ -144,7 +144,7 @@ def _join(layer, parts, n):
     return jnp.concatenate(parts)[:n]
 
 
-def _ntk_structured_tiled(f, params, x1, x2, batch_size):
+def _ntk_structured_tiled(f, params, x1, x2, batch_size, params2):
     """Tiles of ``batch_size`` samples: factors of ``x2`` tile by tile, then one row tile at a time.
 
     Peak memory: the result, the factors of ``x2`` (``O(n2 · width)``) and one
@@ -157,7 +157,7 @@ def _ntk_structured_tiled(f, params, x1, x2, batch_size):
         return [(b, min(batch_size, x.shape[0] - b * batch_size)) for b in range(padded.shape[0])], padded
 
     parts2, pad2 = tiles(x2)
-    fb = [_factors(structure, params, pad2[b]) for b, _ in parts2]
+    fb = [_factors(structure, params2, pad2[b]) for b, _ in parts2]
     fb = [_join(layer, [tile[l] for tile in fb], x2.shape[0]) for l, layer in enumerate(structure.layers)]
     parts1, pad1 = tiles(x1)
     out = None
@@ -170,7 +170,7 @@ def _ntk_structured_tiled(f, params, x1, x2, batch_size):
     return out
 
 
-def empirical_ntk(f, params, x1, x2=None, *, batch_size=None, method=None):
+def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, method=None):
     """The empirical NTK Gram matrix ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` of a JAX model (Chapter 4).
 
     ``f(params, x)`` maps a batch ``x`` of shape ``(n, ...)`` to outputs of shape
@@ -191,6 +191,11 @@ def empirical_ntk(f, params, x1, x2=None, *, batch_size=None, method=None):
     ``method="jacobian"`` (the default for any other ``f``) contracts
     per-sample Jacobians obtained with ``jax.jacrev``. The computation is
     jit-compiled and runs in the dtype of ``params`` and ``x``.
+
+    ``params2`` (same tree structure and shapes as ``params``) takes the
+    second Jacobian at other weights: ``J(x1; params) J(x2; params2)ᵀ``, the
+    two-time kernel ``Θ(t, s) = J(w_t) J(w_s)ᵀ`` of Chapter 7 for
+    ``params = w_t``, ``params2 = w_s``.
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
@@ -211,17 +216,63 @@ def empirical_ntk(f, params, x1, x2=None, *, batch_size=None, method=None):
             raise ValueError(f"x2 must be a non-empty batch shaped like x1 {('n',) + a1.shape[1:]}, got {a2.shape}")
     if batch_size is not None:
         batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
+    if params2 is None:
+        params2 = params
+    else:
+        shapes = [jax.tree_util.tree_structure(params), [np.shape(w) for w in jax.tree_util.tree_leaves(params)]]
+        shapes2 = [jax.tree_util.tree_structure(params2), [np.shape(w) for w in jax.tree_util.tree_leaves(params2)]]
+        if shapes != shapes2:
+            raise ValueError("params2 must have the tree structure and leaf shapes of params")
     x1 = jnp.asarray(x1)
-    same = x2 is None
-    x2 = x1 if same else jnp.asarray(x2)
+    same = x2 is None and params2 is params
+    x2 = x1 if x2 is None else jnp.asarray(x2)
     out = jax.eval_shape(f, params, x1[:1])
     if out.ndim not in (1, 2) or out.shape[0] != 1:
         raise ValueError(f"f(params, x) must return shape (n,) or (n, C); got {out.shape} for one sample")
     if method == "jacobian":
-        return _ntk_jacobian(f, params, x1, x2, batch_size)
+        return _ntk_jacobian(f, params, x1, x2, batch_size, params2)
     if batch_size is None:
-        return _ntk_structured(f, params, x1, x2, same)
-    return _ntk_structured_tiled(f, params, x1, x2, batch_size)
+        return _ntk_structured(f, params, x1, x2, same, params2)
+    return _ntk_structured_tiled(f, params, x1, x2, batch_size, params2)
+
+
+def two_time_kernel(f, weights, x, *, batch_size=None):
+    """The two-time kernel ``Θ(t_k, t_l) = J(X; w_k) J(X; w_l)ᵀ`` of a run, as a function of ``(k, l)`` (Chapter 7).
+
+    ``weights`` is a sequence of parameter trees ``w_0, w_1, …`` (e.g. the
+    snapshots of :class:`gramlib.train.TrainResult`), ``x`` the training
+    inputs. ``Θ(t_k, t_k)`` is the empirical NTK at ``w_k``; for ``k ≠ l`` it
+    says how a step taken with the Jacobian of time ``t_l`` moves the outputs
+    as seen at time ``t_k``. Returns ``theta(k, l)``, an ``(N, N)`` array.
+    For models of :mod:`gramlib.models` without ``batch_size``, the layer
+    factors of each ``w_k`` are computed once and kept, so that ``m`` weights
+    cost ``m`` factor passes and one contraction per pair.
+    """
+    if not callable(f):
+        raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
+    weights = list(weights)
+    if not weights:
+        raise ValueError("weights must hold at least one parameter tree")
+    a = _checks.array(x, "x")
+    if a.ndim < 1 or a.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch with samples along axis 0, got shape {a.shape}")
+    x = jnp.asarray(x)
+    structure = getattr(f, "structure", None)
+    factors = {}
+
+    def theta(k, l):
+        for name, i in (("k", k), ("l", l)):
+            _checks.integer(i, name, minimum=0)
+            if i >= len(weights):
+                raise ValueError(f"{name} must index the {len(weights)} weights, got {i}")
+        if structure is None or batch_size is not None:
+            return empirical_ntk(f, weights[k], x, params2=weights[l], batch_size=batch_size)
+        for i in (k, l):
+            if i not in factors:
+                factors[i] = _factors(structure, weights[i], x)
+        return _contract(structure, factors[k], factors[l])
+
+    return theta
 
 
 # ----------------------------------------------------------------------------- kernel problems

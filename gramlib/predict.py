@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from tqdm.auto import tqdm
 
 from . import _checks
 
@@ -40,7 +43,8 @@ class Prediction(NamedTuple):
     ``brute_force_loo`` (empty when ``brute_force=0``).
     """
 
-    predicted: float          # (1/2n) Σ ‖ρ_i(T)‖², trajectory (moving-kernel) prediction
+    predicted: float          # (1/2n) Σ ‖ρ_i(T)‖², trajectory prediction (two-time kernel)
+    one_time: float           # the same with the one-time kernel Θ(t_k) only
     held_out: float           # test loss on the held-out set
     train_loss: float         # L_S(w_T)
     gcv: float                # GCV on the initial kernel
@@ -51,6 +55,7 @@ class Prediction(NamedTuple):
     subset: np.ndarray
     brute_force_loo: np.ndarray
     run: Any                  # the gramlib.train.TrainResult
+    cross: Any                # the run's two-time kernel (k, l) ↦ Θ(t_k, t_l)
 
     @property
     def relative_error(self) -> float:
@@ -82,7 +87,9 @@ class Prediction(NamedTuple):
         """The scalar results as a flat dict (one row of Chapter 7's table)."""
         return {
             "predicted": self.predicted, "held_out": self.held_out,
-            "relative_error": self.relative_error, "train_loss": self.train_loss,
+            "relative_error": self.relative_error, "one_time": self.one_time,
+            "one_time_relative_error": abs(self.one_time - self.held_out) / self.held_out,
+            "train_loss": self.train_loss,
             "gcv": self.gcv, "gcv_relative_error": abs(self.gcv - self.held_out) / self.held_out,
             "linearized": self.linearized, "ntk_bound": self.ntk_bound,
             "contraction_free": self.contraction_free,
@@ -91,22 +98,31 @@ class Prediction(NamedTuple):
         }
 
 
-def trajectory_loo(run, snapshots=None):
+def trajectory_loo(run, snapshots=None, *, cross=None):
     """Predicted LOO residuals ``ρ(T)`` ``(n, C)``-stacked ``(N,)`` from a :class:`gramlib.train.TrainResult`.
 
-    ``snapshots`` (a divisor of the run's snapshot count ``K``) keeps only
-    every ``K/snapshots``-th kernel, each then standing for ``steps/snapshots``
+    ``cross``: the run's two-time kernel ``(k, l) ↦ Θ(t_k, t_l)`` over its
+    ``K`` snapshots and the final weights (:func:`gramlib.ntk.two_time_kernel`
+    of ``run.weights``), the prediction of Chapter 7; ``None`` uses the
+    one-time kernel ``Θ(t_k)`` only (the matrix ODE with ``Θ`` piecewise
+    constant). ``snapshots`` (a divisor of ``K``) keeps only every
+    ``K/snapshots``-th snapshot, each then standing for ``steps/snapshots``
     steps: the error of using fewer kernels, measured on the same run.
     """
     from . import effective_gram
 
-    thetas = run.thetas
+    thetas, stride = run.thetas, 1
     if snapshots is not None:
         k = _checks.integer(snapshots, "snapshots", minimum=1)
         if len(thetas) % k:
             raise ValueError(f"snapshots must divide the run's {len(thetas)} snapshots, got {k}")
-        thetas = thetas[:: len(thetas) // k]
-    return np.asarray(effective_gram.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs))
+        stride = len(thetas) // k
+        thetas = thetas[::stride]
+    if cross is not None and stride > 1:
+        full = cross
+        cross = lambda k, l: full(k * stride if k < len(thetas) else len(run.thetas), l * stride)  # noqa: E731
+    return np.asarray(effective_gram.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs,
+                                                    cross=cross))
 
 
 def held_out_loss(apply, params, x, y):
@@ -123,14 +139,15 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     :class:`gramlib.data.Dataset`; ``key`` draws the initialization and the
     brute-force subset. Full-batch gradient descent with step ``lr`` for
     ``steps`` steps records ``snapshots`` kernels; the prediction is the
-    leave-one-out loss of :func:`trajectory_loo`. Baselines: GCV and the
+    leave-one-out loss of :func:`trajectory_loo` with the run's two-time
+    kernel, ``one_time`` the same with the one-time kernel. Baselines: GCV and the
     linearized LOO loss on the initial kernel ``Θ_0`` (exact gradient descent
     for ``N ≤`` :data:`EXACT_DESCENT_MAX_ROWS`, else gradient flow at
     ``t = lr·steps``), the NTK-norm bound on ``Θ_0``, the contraction-free
     integral, and leave-one-out retraining of ``brute_force`` random samples
     (``0`` to skip). ``dtype`` casts the parameters (default: as initialized).
     """
-    from . import baselines, train
+    from . import baselines, ntk, train
 
     steps = _checks.integer(steps, "steps", minimum=1)
     snapshots = _checks.integer(snapshots, "snapshots", minimum=1)
@@ -142,7 +159,8 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     run = train.gradient_descent(model.apply, params, dataset.x_train, dataset.y_train, lr=lr,
                                  steps=steps, snapshots=snapshots, batch_size=batch_size,
                                  progress=progress)
-    rho = trajectory_loo(run)
+    cross = ntk.two_time_kernel(model.apply, run.weights, dataset.x_train, batch_size=batch_size)
+    rho = trajectory_loo(run, cross=cross)
     n, c = run.n, run.outputs
     theta0, r0 = run.thetas[0], run.residuals[0]
     exact = len(r0) <= EXACT_DESCENT_MAX_ROWS
@@ -158,14 +176,43 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     loo = rho if c == 1 else rho.reshape(n, c)
     return Prediction(
         predicted=0.5 * float(np.sum(rho**2)) / n,
+        one_time=0.5 * float(np.sum(trajectory_loo(run) ** 2)) / n,
         held_out=held_out_loss(model.apply, run.params, dataset.x_test, dataset.y_test),
         train_loss=float(run.train_loss[-1]),
         gcv=float(gcv),
         linearized=float(linear),
         ntk_bound=baselines.ntk_norm_bound(theta0, dataset.y_train),
         contraction_free=baselines.contraction_free_loss(run.thetas, run.residuals, lr, outputs=c),
-        loo=loo, subset=subset, brute_force_loo=bf, run=run,
+        loo=loo, subset=subset, brute_force_loo=bf, run=run, cross=cross,
     )
+
+
+def frozen_kernel_losses(model, dataset, *, key, time):
+    """Exact leave-one-out loss and held-out loss of the linearized network on one split (Chapter 7).
+
+    The network linearized at its initialization ``w_0`` (drawn with ``key``)
+    is kernel regression with the frozen NTK ``Θ_0``. Trained by gradient
+    flow for ``time`` (``η T`` for ``T`` steps of size ``η``), its
+    leave-one-out loss is exact (:func:`gramlib.baselines.linearized_loss`)
+    and so is its test residual
+    ``r_test = r0_test − Θ_0(X_test, X) Θ_0⁻¹ (I − e^{−Θ_0 t/n}) r0``
+    (:func:`gramlib.ntk.kernel_test_residuals`). Their difference over many
+    splits is the sampling noise of leave-one-out itself, with no
+    approximation in the predictor. Returns ``(loo, held_out)``.
+    """
+    from . import baselines, ntk
+
+    time = _checks.positive(time, "time")
+    params = model.init(key)
+    x, xt = jnp.asarray(dataset.x_train), jnp.asarray(dataset.x_test)
+    r0 = (np.asarray(model.apply(params, x)) - dataset.y_train).reshape(-1)
+    r0_test = (np.asarray(model.apply(params, xt)) - dataset.y_test).reshape(-1)
+    outputs = len(r0) // len(x)
+    theta = ntk.empirical_ntk(model.apply, params, x)
+    theta_test = ntk.empirical_ntk(model.apply, params, xt, x)
+    loo, _ = baselines.linearized_loss(theta, r0, time, outputs=outputs)
+    r_test = np.asarray(ntk.kernel_test_residuals(theta, theta_test, r0, r0_test, time, outputs=outputs))
+    return float(loo), 0.5 * float(np.sum(r_test**2)) / len(xt)
 
 
 # ----------------------------------------------------------------------------- Chapter 7's table
@@ -179,13 +226,15 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
 SCALES = {
     "default": dict(datasets=("digits", "mnist1d", "teacher"), n_train=300, n_test=1000, task="parity",
                     width=512, channels=16, lr=1.0, steps=3000, snapshots=30, brute_force=30,
-                    seeds=(0, 1, 2), random_label_seeds=(0,), snapshot_counts=(1, 2, 3, 5, 10, 15, 30)),
+                    seeds=(0, 1, 2), random_label_seeds=(0,), snapshot_counts=(1, 2, 3, 5, 10, 15, 30),
+                    noise_splits=20),
     "paper": dict(datasets=("mnist", "fashion_mnist", "cifar10"), n_train=500, n_test=2000, task="onehot",
                   width=512, channels=32, lr=1.0, steps=1000, snapshots=20, brute_force=20,
-                  seeds=(0, 1, 2), random_label_seeds=(0,), snapshot_counts=(1, 2, 5, 10, 20)),
+                  seeds=(0, 1, 2), random_label_seeds=(0,), snapshot_counts=(1, 2, 5, 10, 20),
+                  noise_splits=10),
     "smoke": dict(datasets=("digits", "mnist1d", "teacher"), n_train=40, n_test=100, task="parity",
                   width=32, channels=4, lr=1.0, steps=40, snapshots=4, brute_force=4,
-                  seeds=(0,), random_label_seeds=(0,), snapshot_counts=(1, 2, 4)),
+                  seeds=(0,), random_label_seeds=(0,), snapshot_counts=(1, 2, 4), noise_splits=3),
 }
 
 
@@ -230,7 +279,7 @@ def _loss(rho, n):
     return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
 
 
-def reproduce_ch7(out_dir="results", scale="default", *, progress=True):
+def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), progress=True):
     """Regenerate Chapter 7's tables (CSV) and figures (PNG) under ``out_dir``.
 
     ``ch7_table.csv``: one row per run (data set, architecture, true or random
@@ -239,12 +288,16 @@ def reproduce_ch7(out_dir="results", scale="default", *, progress=True):
     errors; ``ch7_snapshots.csv``: the prediction with fewer kernel
     snapshots; ``ch7_limits.csv``: a 4-layer ReLU MLP at growing learning
     rates (strong feature learning); ``ch7_predicted_vs_heldout.png`` and
-    ``ch7_snapshots.png``. Runs in float64. Returns the summary rows.
+    ``ch7_snapshots.png``. ``archs`` restricts the architectures (the
+    limits need ``"mlp"``). Runs in float64. Returns the summary rows.
     """
     from . import data
 
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
+    archs = tuple(archs)
+    if not archs or set(archs) - {"mlp", "cnn"}:
+        raise ValueError(f"archs must be a non-empty subset of ('mlp', 'cnn'), got {archs}")
     jax.config.update("jax_enable_x64", True)
     setting = SCALES[scale]
     out = Path(out_dir)
@@ -252,7 +305,7 @@ def reproduce_ch7(out_dir="results", scale="default", *, progress=True):
     dtype = np.float64
     rows, snaps, limits = [], [], []
     for name in setting["datasets"]:
-        for arch in ("mlp", "cnn"):
+        for arch in archs:
             model = None  # one model object per cell, so that compiled code is reused across seeds
             for labels, seeds in (("true", setting["seeds"]), ("random", setting["random_label_seeds"])):
                 for seed in seeds:
@@ -274,10 +327,12 @@ def reproduce_ch7(out_dir="results", scale="default", *, progress=True):
                     _write_csv(out / "ch7_table.csv", rows)
                     if labels == "true":
                         for k in setting["snapshot_counts"]:
-                            pred = _loss(trajectory_loo(p.run, k), p.run.n)
+                            pred = _loss(trajectory_loo(p.run, k, cross=p.cross), p.run.n)
+                            one = _loss(trajectory_loo(p.run, k), p.run.n)
                             snaps.append({"dataset": name, "arch": arch, "seed": seed, "snapshots": k,
-                                          "predicted": pred, "held_out": p.held_out,
-                                          "relative_error": abs(pred - p.held_out) / p.held_out})
+                                          "predicted": pred, "one_time": one, "held_out": p.held_out,
+                                          "relative_error": abs(pred - p.held_out) / p.held_out,
+                                          "one_time_relative_error": abs(one - p.held_out) / p.held_out})
                         _write_csv(out / "ch7_snapshots.csv", snaps)
                     if progress:
                         print(f"{name:8s} {arch} {labels:6s} seed {seed}: predicted {p.predicted:.4f} "
@@ -285,7 +340,7 @@ def reproduce_ch7(out_dir="results", scale="default", *, progress=True):
                               f"({row['seconds']:.0f} s)", flush=True)
     summary = summarize(rows)
     _write_csv(out / "ch7_summary.csv", summary)
-    if setting["task"] == "parity":
+    if setting["task"] == "parity" and "mlp" in archs:
         ds, shape = dataset("digits", setting["n_train"], setting["n_test"], key=jax.random.PRNGKey(0))
         deep = architecture_deep_relu(shape, setting, dtype)
         for lr in (setting["lr"] / 2, setting["lr"], 2 * setting["lr"]):
@@ -304,6 +359,45 @@ def reproduce_ch7(out_dir="results", scale="default", *, progress=True):
     return summary
 
 
+def reproduce_ch7_noise(out_dir="results", scale="default", *, archs=("mlp", "cnn"), progress=True):
+    """The sampling noise of leave-one-out at the scale of Chapter 7's table: ``ch7_noise.csv``.
+
+    For each data set and architecture, ``noise_splits`` fresh splits (seeds
+    1000, 1001, …, disjoint from the table's) and initializations: the exact
+    leave-one-out loss and the held-out loss of the linearized network
+    (:func:`frozen_kernel_losses`, gradient flow for ``time = η T``). One row
+    per cell: their means, the mean, median and 90th percentile of
+    ``|LOO − held-out| / held-out``, and the share of splits above 10%.
+    Returns the rows.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
+    jax.config.update("jax_enable_x64", True)
+    setting = SCALES[scale]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    cells = [(name, arch) for name in setting["datasets"] for arch in archs]
+    for name, arch in tqdm(cells, desc="noise floor", disable=not progress):
+        model, pairs = None, []
+        for seed in range(1000, 1000 + setting["noise_splits"]):
+            k_data, k_run = jax.random.split(jax.random.PRNGKey(seed))
+            ds, shape = dataset(name, setting["n_train"], setting["n_test"], key=k_data, task=setting["task"])
+            if model is None:
+                outputs = 1 if ds.y_train.ndim == 1 else ds.y_train.shape[1]
+                model = architecture(arch, shape, outputs, setting, np.float64)
+            pairs.append(frozen_kernel_losses(model, ds, key=k_run, time=setting["lr"] * setting["steps"]))
+        loo, held = np.array(pairs).T
+        rel = np.abs(loo - held) / held
+        rows.append({"dataset": name, "arch": arch, "splits": len(loo), "loo": float(loo.mean()),
+                     "held_out": float(held.mean()), "mean_relative_error": float(rel.mean()),
+                     "median_relative_error": float(np.median(rel)),
+                     "p90_relative_error": float(np.quantile(rel, 0.9)),
+                     "share_above_10pct": float(np.mean(rel > 0.10))})
+        _write_csv(out / "ch7_noise.csv", rows)
+    return rows
+
+
 def summarize(rows):
     """Per (data set, architecture): means over seeds of the true-label runs, and the random-label means."""
     cells = []
@@ -317,7 +411,8 @@ def summarize(rows):
             cells.append({
                 "dataset": name, "arch": arch, "runs": len(true),
                 "predicted": mean(true, "predicted"), "held_out": mean(true, "held_out"),
-                "relative_error": mean(true, "relative_error"), "gcv": mean(true, "gcv"),
+                "relative_error": mean(true, "relative_error"), "one_time": mean(true, "one_time"),
+                "one_time_relative_error": mean(true, "one_time_relative_error"), "gcv": mean(true, "gcv"),
                 "gcv_relative_error": mean(true, "gcv_relative_error"),
                 "linearized": mean(true, "linearized"), "ntk_bound": mean(true, "ntk_bound"),
                 "contraction_free": mean(true, "contraction_free"), "brute_force": mean(true, "brute_force"),
@@ -363,18 +458,22 @@ def plot_predicted_vs_heldout(ax, rows):
 
 
 def plot_snapshot_error(ax, snaps):
-    """Mean relative error of the prediction against the number of kernel snapshots, per cell."""
+    """Mean relative error against the number of kernel snapshots, per cell (dashed: one-time kernel)."""
     from . import plotting
 
     cells = dict.fromkeys((s["dataset"], s["arch"]) for s in snaps)
     ks = sorted({s["snapshots"] for s in snaps})
+    keys = [("relative_error", "-")] + ([("one_time_relative_error", "--")] if "one_time_relative_error" in snaps[0]
+                                       else [])
     for (name, arch), c in zip(cells, plotting.PALETTE):
-        err = [np.mean([s["relative_error"] for s in snaps
-                        if (s["dataset"], s["arch"], s["snapshots"]) == (name, arch, k)]) for k in ks]
-        ax.plot(ks, err, marker="o", color=c, label=f"{name} {arch.upper()}")
+        for key, style in keys:
+            err = [np.mean([s[key] for s in snaps
+                            if (s["dataset"], s["arch"], s["snapshots"]) == (name, arch, k)]) for k in ks]
+            ax.plot(ks, err, marker="o", ls=style, color=c,
+                    label=f"{name} {arch.upper()}" if style == "-" else None)
     ax.set_xscale("log")
     plotting.label(ax, "number of kernel snapshots K", "mean relative error",
-                   "Prediction error against the number of kernel snapshots")
+                   "Error against the number of snapshots (dashed: one-time)")
 
 
 def figures(rows, snaps, out):

@@ -76,10 +76,10 @@ def sharded_ntk(f, params, x1, x2=None, *, mesh=None):
     x2 = jnp.asarray(a2 if x2 is not None else x1)
     if getattr(f, "structure", None) is not None:
         def block(p, xa, xb):
-            return _ntk_structured(f, p, xa, xb, False)
+            return _ntk_structured(f, p, xa, xb, False, p)
     else:
         def block(p, xa, xb):
-            return _ntk_jacobian(f, p, xa, xb, None)
+            return _ntk_jacobian(f, p, xa, xb, None, p)
     run = jax.jit(jax.shard_map(block, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(AXIS),
                                 check_vma=False))
     return run(params, x1p, x2)[: a1.shape[0] * c]

@@ -28,7 +28,9 @@ class TrainResult(NamedTuple):
     """What a gradient-descent run leaves behind (Chapter 7).
 
     ``residuals`` ``(steps + 1, N)``, ``N = n × outputs``; ``thetas``
-    ``(K, N, N)`` taken at ``snapshot_steps`` (``K = 0``: none).
+    ``(K, N, N)`` taken at ``snapshot_steps`` (``K = 0``: none); ``weights``
+    the ``K`` parameter trees at ``snapshot_steps`` followed by the final
+    ``params`` (for the two-time kernel, :func:`gramlib.ntk.two_time_kernel`).
     """
 
     params: Any
@@ -37,6 +39,7 @@ class TrainResult(NamedTuple):
     snapshot_steps: np.ndarray
     lr: float
     outputs: int
+    weights: tuple = ()
 
     @property
     def steps(self) -> int:
@@ -108,13 +111,14 @@ def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, c
     outputs = 1 if y.ndim == 1 else y.shape[1]
     mask = jnp.ones((x.shape[0],), dtype)
     segment = steps // snapshots if snapshots else steps
-    thetas, residuals = [], []
+    thetas, residuals, weights = [], [], []
     with tqdm(total=steps, desc="gradient descent", disable=not progress, leave=False) as bar:
         for start in range(0, steps, segment):
             if snapshots:
                 from . import ntk
 
                 thetas.append(np.asarray(ntk.empirical_ntk(apply, params, x, batch_size=batch_size)))
+                weights.append(params)
             done = 0
             while done < segment:
                 length = min(chunk, segment - done)
@@ -128,7 +132,8 @@ def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, c
         raise FloatingPointError(f"gradient descent diverged (lr = {lr} is too large for this model)")
     n_theta = residuals.shape[1]
     thetas = np.stack(thetas) if thetas else np.zeros((0, n_theta, n_theta))
-    return TrainResult(params, residuals, thetas, np.arange(snapshots) * segment, lr, outputs)
+    weights = tuple(weights + [params]) if snapshots else ()
+    return TrainResult(params, residuals, thetas, np.arange(snapshots) * segment, lr, outputs, weights)
 
 
 def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, progress=True):

@@ -8,7 +8,7 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from gramlib import baselines, data, effective_gram, models, predict  # noqa: E402
+from gramlib import baselines, data, effective_gram, models, ntk, predict  # noqa: E402
 
 KEY = jax.random.PRNGKey(0)
 
@@ -24,9 +24,13 @@ def run():
 
 def test_prediction_is_the_loo_loss_of_the_trajectory(run):
     model, ds, p = run
-    rho = np.asarray(effective_gram.loo_trajectory(p.run.thetas, p.run.residuals, 1.0))
-    assert np.allclose(p.loo, rho)
+    cross = ntk.two_time_kernel(model.apply, p.run.weights, ds.x_train)
+    rho = np.asarray(effective_gram.loo_trajectory(p.run.thetas, p.run.residuals, 1.0, cross=cross))
+    assert np.allclose(p.loo, rho, rtol=0, atol=1e-12)
     assert abs(p.predicted - 0.5 * np.mean(rho**2)) < 1e-14
+    one = np.asarray(effective_gram.loo_trajectory(p.run.thetas, p.run.residuals, 1.0))
+    assert abs(p.one_time - 0.5 * np.mean(one**2)) < 1e-14
+    assert len(p.run.weights) == len(p.run.thetas) + 1
     f = np.asarray(model.apply(p.run.params, ds.x_test))
     assert abs(p.held_out - 0.5 * np.mean((f - ds.y_test) ** 2)) < 1e-12
     assert abs(p.train_loss - p.run.train_loss[-1]) < 1e-14
@@ -61,13 +65,14 @@ def test_fewer_snapshots_and_constant_kernel_reduce_to_the_linearized_prediction
 
 def test_summarize_averages_cells():
     rows = [{"dataset": "d", "arch": "mlp", "labels": "true", "seed": s, "predicted": 1.0 + s, "held_out": 2.0,
-             "relative_error": 0.1 * s, "gcv": 1.0, "gcv_relative_error": 0.5, "linearized": 1.0,
+             "relative_error": 0.1 * s, "one_time": 0.5, "one_time_relative_error": 0.75, "gcv": 1.0, "gcv_relative_error": 0.5, "linearized": 1.0,
              "ntk_bound": 3.0, "contraction_free": 4.0, "brute_force": 1.0, "predicted_on_subset": 1.0,
              "correlation": 0.99 + 0.001 * s} for s in range(3)]
     rows.append(dict(rows[0], labels="random", predicted=7.0, held_out=8.0))
     (cell,) = predict.summarize(rows)
     assert cell["runs"] == 3 and cell["predicted"] == 2.0 and abs(cell["relative_error"] - 0.1) < 1e-15
     assert cell["min_correlation"] == 0.99 and cell["random_predicted"] == 7.0
+    assert cell["one_time"] == 0.5 and cell["one_time_relative_error"] == 0.75
 
 
 def test_command_line_refuses_unknown_choices():
@@ -79,3 +84,42 @@ def test_command_line_refuses_unknown_choices():
         main(["reproduce", "ch7", "--scale", "huge"])
     with pytest.raises(ValueError, match="scale"):
         predict.reproduce_ch7("/tmp/never-written", "huge")
+
+
+def test_frozen_kernel_losses_match_parameter_space_gradient_flow():
+    """A linear model is its own linearization: retrain it in parameter space by ``expm``."""
+    from scipy.linalg import expm
+
+    rng = np.random.default_rng(5)
+    n, m, d, t = 12, 9, 5, 7.3
+    x, xt = rng.standard_normal((n, d)), rng.standard_normal((m, d))
+    y, yt = np.sign(rng.standard_normal(n)), np.sign(rng.standard_normal(m))
+    lin = models.mlp(d, 1, depth=1, dtype=jnp.float64)
+    key = jax.random.PRNGKey(2)
+    w0 = np.asarray(lin.init(key)[0]["w"])[:, 0]
+    phi, phit = x / np.sqrt(d), xt / np.sqrt(d)
+
+    def flow(keep):
+        """w(t) for ẇ = −(1/n) Φ_Sᵀ (Φ_S w − y_S) on the kept samples, by one augmented matrix exponential."""
+        a = np.zeros((d + 1, d + 1))
+        a[:d, :d] = -phi[keep].T @ phi[keep] / n
+        a[:d, d] = phi[keep].T @ y[keep] / n
+        return (expm(a * t) @ np.append(w0, 1.0))[:d]
+
+    every = np.ones(n, bool)
+    held = 0.5 * np.mean((phit @ flow(every) - yt) ** 2)
+    loo = 0.5 * np.mean([(phi[i] @ flow(np.arange(n) != i) - y[i]) ** 2 for i in range(n)])
+    got = predict.frozen_kernel_losses(lin, data.Dataset(x, y, xt, yt, y, yt), key=key, time=t)
+    np.testing.assert_allclose(got, (loo, held), rtol=1e-9)
+    with pytest.raises(ValueError, match="time"):
+        predict.frozen_kernel_losses(lin, data.Dataset(x, y, xt, yt, y, yt), key=key, time=-1.0)
+
+
+def test_noise_table_of_the_command_line(tmp_path):
+    rows = predict.reproduce_ch7_noise(tmp_path, "smoke", archs=("mlp",), progress=False)
+    assert [(r["dataset"], r["arch"]) for r in rows] == [("digits", "mlp"), ("mnist1d", "mlp"), ("teacher", "mlp")]
+    back = predict.read_table(tmp_path / "ch7_noise.csv")
+    for r, b in zip(rows, back):
+        assert b["splits"] == 3 and 0 <= b["share_above_10pct"] <= 1
+        assert abs(b["mean_relative_error"] - r["mean_relative_error"]) < 1e-12
+        assert b["median_relative_error"] <= b["p90_relative_error"]

@@ -1,0 +1,151 @@
+"""Chapter 7's two-time kernel ``Θ(t, s) = J(w_t) J(w_s)ᵀ`` and the trajectory prediction built on it.
+
+Ground truths are computed in weight space with dense ``jax.jacrev`` Jacobians
+and explicit loops: the leave-one-out twin of a real gradient-descent run,
+linearized around that run with the Gauss–Newton Hessian,
+
+    δ_{t+1} = δ_t − (η/n) J_tᵀ (P_{−i} J_t δ_t − e_i r_i(t)),    ρ_i = r_i(T) + J_i(w_T) δ_T,
+
+with ``J_t`` the Jacobian at step ``t`` (or frozen at the snapshot that
+starts its segment). No function-space formula of gramlib is involved.
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+from gramlib import effective_gram as eg  # noqa: E402
+from gramlib import models, ntk, train  # noqa: E402
+
+KEY = jax.random.PRNGKey(4)
+
+
+def jacobian(apply, params, x):
+    """Dense ``(n*C, P)`` Jacobian, rows ordered (sample, output), by ``jax.jacrev`` of the whole batch."""
+    jac = jax.jacrev(lambda p: apply(p, x).reshape(-1))(params)
+    return np.concatenate([np.asarray(leaf).reshape(jac_rows(apply, params, x), -1)
+                           for leaf in jax.tree_util.tree_leaves(jac)], axis=1)
+
+
+def jac_rows(apply, params, x):
+    return int(np.prod(jax.eval_shape(apply, params, x).shape))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("method", ["structured", "jacobian"])
+def test_cross_kernel_is_the_product_of_jacobians_at_two_weights(arch, method):
+    if arch == "mlp":
+        model = models.mlp(5, 7, depth=3, outputs=2, dtype=jnp.float64)
+        x = jax.random.normal(KEY, (6, 5), jnp.float64)
+    else:
+        model = models.cnn((5, 5, 1), 3, 2, outputs=2, dtype=jnp.float64)
+        x = jax.random.normal(KEY, (6, 5, 5, 1), jnp.float64)
+    w1, w2 = model.init(jax.random.PRNGKey(1)), model.init(jax.random.PRNGKey(2))
+    want = jacobian(model.apply, w1, x) @ jacobian(model.apply, w2, x).T
+    got = ntk.empirical_ntk(model.apply, w1, x, params2=w2, method=method)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    tiled = ntk.empirical_ntk(model.apply, w1, x, x[:4], params2=w2, method=method, batch_size=4)
+    np.testing.assert_allclose(tiled, want[:, : 4 * 2], rtol=1e-10, atol=1e-12)
+    theta = ntk.two_time_kernel(model.apply, [w1, w2], x)
+    np.testing.assert_allclose(theta(0, 1), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(theta(1, 0), want.T, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(theta(1, 1), ntk.empirical_ntk(model.apply, w2, x), rtol=1e-12)
+
+
+def random_run(rng, k, n, outputs, steps):
+    """Random PSD snapshots and residuals for the function-space recursion."""
+    big_n = n * outputs
+    thetas = []
+    for _ in range(k):
+        a = rng.standard_normal((big_n, big_n + 2))
+        thetas.append(a @ a.T / big_n)
+    return np.stack(thetas), rng.standard_normal((steps + 1, big_n))
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_one_time_kernel_as_cross_reproduces_the_one_time_recursion(outputs):
+    """``Θ(t_k, t_l) := Θ(t_l)`` re-reads every past force as it was written: the one-time result.
+
+    This checks the forces ``A_l`` summed in each segment's eigenbasis (steps
+    not divisible by ``K`` leave a longer last segment).
+    """
+    rng = np.random.default_rng(outputs)
+    thetas, res = random_run(rng, 4, 6, outputs, 23)
+    plain = np.asarray(eg.loo_trajectory(thetas, res, 0.3, outputs=outputs))
+    cross = np.asarray(eg.loo_trajectory(thetas, res, 0.3, outputs=outputs,
+                                         cross=lambda k, l: thetas[l]))
+    np.testing.assert_allclose(cross, plain, rtol=1e-11, atol=1e-12)
+
+
+def weight_trajectory(apply, params, x, y, lr, steps):
+    n = x.shape[0]
+    loss = jax.jit(jax.grad(lambda p: 0.5 * jnp.sum((apply(p, x) - y) ** 2) / n))
+    ws = [params]
+    for _ in range(steps):
+        g = loss(params)
+        params = jax.tree_util.tree_map(lambda w, d: w - lr * d, params, g)
+        ws.append(params)
+    return ws
+
+
+@pytest.mark.parametrize("outputs, every", [(1, 1), (1, 4), (2, 1), (2, 3)])
+def test_two_time_prediction_is_the_gauss_newton_tangent_twin(outputs, every):
+    n, steps, lr = 8, 24, 0.9
+    model = models.mlp(3, 6, depth=2, outputs=outputs, dtype=jnp.float64)
+    x = jax.random.normal(KEY, (n, 3), jnp.float64)
+    y = jnp.sign(jax.random.normal(jax.random.PRNGKey(9), (n,) if outputs == 1 else (n, outputs)))
+    params = model.init(jax.random.PRNGKey(3))
+    run = train.gradient_descent(model.apply, params, x, y, lr=lr, steps=steps, snapshots=steps // every,
+                                 progress=False)
+    got = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs,
+                                       cross=ntk.two_time_kernel(model.apply, run.weights, x)))
+
+    ws = weight_trajectory(model.apply, params, x, y, lr, steps)
+    jacs = [jacobian(model.apply, w, x) for w in ws]
+    big_n, p = jacs[0].shape
+    owner = np.repeat(np.arange(n), outputs)
+    want = np.zeros(big_n)
+    for i in range(n):
+        rows = owner == i
+        keep = (~rows).astype(float)
+        delta = np.zeros(p)
+        for t in range(steps):
+            jt = jacs[(t // every) * every]  # frozen at the snapshot that starts the segment
+            force = -keep * (jt @ delta)
+            force[rows] += run.residuals[t][rows]
+            delta = delta + (lr / n) * jt.T @ force
+        want[rows] = run.residuals[-1][rows] + jacs[-1][rows] @ delta
+    for a, b in zip(jax.tree_util.tree_leaves(ws[-1]), jax.tree_util.tree_leaves(run.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)  # the same run as gramlib.train
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
+    one = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs))
+    assert np.max(np.abs(one - want)) > 1e3 * np.max(np.abs(got - want))  # the rotation of J matters
+
+
+def test_bad_input_is_refused():
+    rng = np.random.default_rng(0)
+    thetas, res = random_run(rng, 2, 4, 1, 6)
+    with pytest.raises(TypeError, match="cross"):
+        eg.loo_trajectory(thetas, res, 0.5, cross=thetas)
+    with pytest.raises(ValueError, match="cross"):
+        eg.loo_trajectory(thetas, res, 0.5, cross=lambda k, l: thetas[l][:-1])
+    with pytest.raises(ValueError, match="cross"):
+        eg.loo_trajectory(thetas, res, 0.5, cross=lambda k, l: np.full((4, 4), np.nan))
+    model = models.mlp(3, 4, dtype=jnp.float64)
+    w = model.init(KEY)
+    x = jnp.ones((5, 3))
+    with pytest.raises(ValueError, match="k must index"):
+        ntk.two_time_kernel(model.apply, [w], x)(1, 0)
+    with pytest.raises(ValueError, match="weights"):
+        ntk.two_time_kernel(model.apply, [], x)
+    with pytest.raises(TypeError, match="function"):
+        ntk.two_time_kernel(None, [w], x)
+    with pytest.raises(ValueError, match="params2"):
+        ntk.empirical_ntk(model.apply, w, x, params2=models.mlp(3, 5, dtype=jnp.float64).init(KEY))
