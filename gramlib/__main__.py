@@ -4,10 +4,10 @@ Commands:
 
 ``student``
     write student copies of chapter notebooks (see :mod:`gramlib.student`).
-``reproduce ch6|ch7|ch7-noise``
+``reproduce ch6|ch7|ch7-noise|ch7-limits``
     regenerate a chapter's tables (CSV) and figures (PNG) under ``results/``, with progress
     bars (``ch7-noise``: the sampling noise of leave-one-out at the scale of Chapter 7's
-    table); options ``--scale default|paper`` (``paper``: the larger GPU setting),
+    table; ``ch7-limits``: a deep ReLU network at three learning rates); options ``--scale default|paper`` (``paper``: the larger GPU setting),
     ``--out DIR`` and, for ``ch7`` and ``ch7-noise``, ``--archs mlp cnn``.
 """
 
@@ -21,7 +21,7 @@ def reproduce(argv) -> None:
     """``reproduce ch6|ch7 [--scale default|paper] [--out results] [--archs mlp cnn]``."""
     parser = argparse.ArgumentParser(prog="python -m gramlib reproduce",
                                      description="Regenerate a chapter's tables and figures.")
-    parser.add_argument("chapter", choices=["ch6", "ch7", "ch7-noise"])
+    parser.add_argument("chapter", choices=["ch6", "ch7", "ch7-noise", "ch7-limits"])
     parser.add_argument("--scale", default="default", choices=["default", "paper", "smoke"],
                         help="default: the CPU scale of the book; paper: the larger GPU setting; "
                              "smoke: a seconds-long check of the pipeline")
@@ -37,6 +37,10 @@ def reproduce(argv) -> None:
         from gramlib.predict import reproduce_ch7_noise
 
         reproduce_ch7_noise(args.out, args.scale, archs=args.archs)
+    elif args.chapter == "ch7-limits":
+        from gramlib.predict import reproduce_ch7_limits
+
+        reproduce_ch7_limits(args.out, args.scale)
     else:
         from gramlib.alignment import reproduce_ch6
 

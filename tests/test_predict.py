@@ -123,3 +123,23 @@ def test_noise_table_of_the_command_line(tmp_path):
         assert b["splits"] == 3 and 0 <= b["share_above_10pct"] <= 1
         assert abs(b["mean_relative_error"] - r["mean_relative_error"]) < 1e-12
         assert b["median_relative_error"] <= b["p90_relative_error"]
+
+
+def test_table_and_limits_of_the_command_line(tmp_path):
+    summary = predict.reproduce_ch7(tmp_path, "smoke", archs=("mlp",), progress=False)
+    table = predict.read_table(tmp_path / "ch7_table.csv")
+    assert [(r["dataset"], r["labels"]) for r in table] == [
+        ("digits", "true"), ("digits", "random"), ("mnist1d", "true"), ("mnist1d", "random"),
+        ("teacher", "true"), ("teacher", "random")]
+    assert [c["dataset"] for c in summary] == ["digits", "mnist1d", "teacher"]
+    for r in table:
+        assert abs(r["relative_error"] - abs(r["predicted"] - r["held_out"]) / r["held_out"]) < 1e-12
+        assert abs(r["one_time_relative_error"] - abs(r["one_time"] - r["held_out"]) / r["held_out"]) < 1e-12
+    snaps = predict.read_table(tmp_path / "ch7_snapshots.csv")
+    assert sorted({s["snapshots"] for s in snaps}) == [1, 2, 4]
+    assert (tmp_path / "ch7_predicted_vs_heldout.png").stat().st_size > 0
+    limits = predict.reproduce_ch7_limits(tmp_path, "smoke", progress=False)
+    assert [r["lr"] for r in limits] == [0.5, 1.0, 2.0]
+    assert all(r["diverged"] or r["loo_ratio_to_brute_force"] > 0 for r in limits)
+    with pytest.raises(ValueError, match="parity"):
+        predict.reproduce_ch7_limits(tmp_path, "paper")
