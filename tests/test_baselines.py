@@ -151,3 +151,37 @@ def test_exercise_checks_accept_correct_and_reject_wrong_answers(capsys):
     assert ch07.check_gcv(None) is False
     out = capsys.readouterr().out
     assert "✅" in out and "❌" in out and "Not answered yet" in out
+
+
+def test_linearized_twins_self_check(capsys):
+    from gramlib.exercises import ch07
+
+    def good(jacobians, residuals, lr):
+        n, steps = residuals.shape[1], residuals.shape[0] - 1
+        rho = np.zeros(n)
+        for i in range(n):
+            delta = np.zeros(jacobians[0].shape[1])
+            for t in range(steps):
+                force = -(jacobians[t] @ delta)
+                force[i] = residuals[t, i]
+                delta = delta + lr / n * jacobians[t].T @ force
+            rho[i] = residuals[-1, i] + jacobians[-1][i] @ delta
+        return rho
+
+    def one_time(jacobians, residuals, lr):             # reads δ through the Jacobian that wrote it
+        n, steps = residuals.shape[1], residuals.shape[0] - 1
+        rho = np.zeros(n)
+        for i in range(n):
+            e = np.zeros(n)
+            for t in range(steps):
+                force = -e.copy()
+                force[i] = residuals[t, i]
+                e = e + lr / n * jacobians[t] @ jacobians[t].T @ force
+            rho[i] = residuals[-1, i] + e[i]
+        return rho
+
+    assert ch07.check_linearized_twins(good) is True
+    assert ch07.check_linearized_twins(one_time) is False
+    assert ch07.check_linearized_twins(None) is False
+    out = capsys.readouterr().out
+    assert "✅" in out and "❌" in out

@@ -51,3 +51,40 @@ def check_gcv(my_gcv) -> bool:
         want.append(0.5 * (r @ r) / n / (np.trace(m) / n) ** 2)
     return compare(got, want, "GCV", rtol=1e-8, atol=1e-12,
                    hint="I − S_k = (I − (η/n)Θ)^k; its trace over N replaces each 1 − [S_k]_ii.")
+
+
+def _twin_problem():
+    """A made-up run: Jacobians ``J_0 … J_T`` that rotate step by step, residuals ``r_0 … r_T``, a step size."""
+    rng = np.random.default_rng(717)
+    n, p, steps = 6, 9, 8
+    base, drift = rng.normal(size=(n, p)) / np.sqrt(p), rng.normal(size=(n, p)) / np.sqrt(p)
+    jacobians = [base + 0.15 * t * drift for t in range(steps + 1)]
+    return jacobians, rng.normal(size=(steps + 1, n)), 0.8
+
+
+def check_linearized_twins(my_linearized_twins) -> bool:
+    """Check ``my_linearized_twins(jacobians, residuals, lr)`` against the two-time recursion.
+
+    ``jacobians``: ``J_0, …, J_T`` ``(n, P)``; ``residuals`` ``(T + 1, n)``.
+    Expected: ``ρ_i = r_i(T) + J_i(T) δ^{(i)}_T`` with
+    ``δ_{t+1} = δ_t − (lr/n) J_tᵀ (P_{−i} J_t δ_t − e_i r_i(t))``, computed here in
+    function space by :func:`gramlib.effective_gram.loo_trajectory` with
+    ``cross(k, l) = J_k J_lᵀ`` (one snapshot per step).
+    """
+    from .. import effective_gram
+
+    if not_answered(my_linearized_twins):
+        return False
+    jacobians, residuals, lr = _twin_problem()
+    value = call_answer(my_linearized_twins, "my_linearized_twins", [j.copy() for j in jacobians],
+                        residuals.copy(), lr)
+    if value is None:
+        return False
+    thetas = np.stack([j @ j.T for j in jacobians[:-1]])
+    want = np.asarray(effective_gram.loo_trajectory(thetas, residuals, lr,
+                                                    cross=lambda k, l: jacobians[k] @ jacobians[l].T))
+    return compare(value, want, "leave-one-out residuals ρ_i", rtol=1e-8, atol=1e-12,
+                   labels=[f"ρ_{i}" for i in range(len(want))],
+                   hint="One δ per sample i, all starting at 0. At step t the force is −(lr/n)·(J_t δ with "
+                        "row i set to 0, minus r_i(t) in row i); δ grows by J_tᵀ times the force. Read the "
+                        "twin out with the LAST Jacobian: ρ_i = r_i(T) + (J_T δ)_i.")
