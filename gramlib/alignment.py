@@ -32,7 +32,7 @@ only defined up to a rotation inside the repeated eigenspace; the shares are
 then those of the eigenvectors ``numpy``/``jax`` return.
 
 The chapter's experiments (:func:`chapter_settings`, :func:`label_run`,
-:func:`network_losses`, :func:`noisy_labels`, the ``plot_*`` figures) and
+:func:`network_losses`, the ``plot_*`` figures) and
 ``reproduce_ch6(out_dir)``, which regenerates the chapter's tables (CSV) and figures
 (PNG); ``python -m gramlib reproduce ch6`` calls it.
 """
@@ -298,26 +298,6 @@ def scale_config(scale="default"):
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
     return dict(SCALES[scale])
-
-
-def noisy_labels(y, fraction, *, key):
-    """``±1`` targets with ``round(fraction · len(y))`` of them flipped, chosen at random.
-
-    The flipped samples are the first ones of one random permutation drawn from
-    ``key``, so with the same key the noisy sets are nested as ``fraction``
-    grows. ``fraction = 0.5`` leaves labels that carry no information about the
-    inputs (each label is flipped with probability 1/2).
-    """
-    y = _checks.array(y, "y", ndim=1)
-    if not np.all(np.abs(y) == 1):
-        raise ValueError("y must hold ±1 targets")
-    fraction = _checks.positive(fraction, "fraction", allow_zero=True)
-    if fraction > 1:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    flip = np.asarray(jax.random.permutation(key, len(y)))[: int(round(fraction * len(y)))]
-    out = np.array(y, dtype=float)
-    out[flip] *= -1.0
-    return out
 
 
 class Setting(NamedTuple):
@@ -594,8 +574,8 @@ def _reproduce_ch6(out, cfg, progress):
     base = settings["MLP / digits"]
     noise_rows = []
     for p in cfg["noise"]:
-        y_tr = noisy_labels(base.dataset.y_train, p, key=jax.random.fold_in(key, 400))
-        y_te = noisy_labels(base.dataset.y_test, p, key=jax.random.fold_in(key, 401))
+        y_tr = data.noisy_labels(base.dataset.y_train, p, key=jax.random.fold_in(key, 400))
+        y_te = data.noisy_labels(base.dataset.y_test, p, key=jax.random.fold_in(key, 401))
         run = label_run(base, grams_of["MLP / digits"], y_tr, y_te, fraction=cfg["fraction"])
         noise_rows.append({"flip_fraction": float(p), "share_r0": float(run.curve.share_r0[-1]),
                            "random_share": run.curve.random_share, "gap": float(run.curve.gap[-1]),

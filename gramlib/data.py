@@ -178,6 +178,27 @@ def random_labels(dataset, *, key):
     return Dataset(dataset.x_train, y_tr, dataset.x_test, y_te, l_tr, l_te)
 
 
+def noisy_labels(y, fraction, *, key):
+    """``±1`` targets with ``round(fraction · len(y))`` of them flipped, chosen at random.
+
+    The flipped samples are the first ones of one random permutation drawn from
+    ``key``, so with the same key the noisy sets are nested as ``fraction``
+    grows. ``fraction = 0.5`` leaves labels that carry no information about the
+    inputs (each label is flipped with probability 1/2).
+    """
+    y = _checks.array(y, "y", ndim=1)
+    if not np.all(np.abs(y) == 1):
+        raise ValueError("y must hold ±1 targets")
+    fraction = _checks.positive(fraction, "fraction", allow_zero=True)
+    if fraction > 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    flip = np.asarray(jax.random.permutation(key, len(y)))[: int(round(fraction * len(y)))]
+    out = np.array(y, dtype=float)
+    out[flip] *= -1.0
+    return out
+
+
+
 # --- MNIST-1D ----------------------------------------------------------------------
 
 #: Ten 1-D "digit" templates of 12 points each, one per class: bumps, dips,

@@ -6,7 +6,7 @@ import pytest
 from jax.scipy.linalg import expm
 
 from gramlib import alignment as al
-from gramlib import ntk
+from gramlib import data, ntk
 
 jax.config.update("jax_enable_x64", True)
 
@@ -234,13 +234,13 @@ def test_two_outputs_leave_out_both_rows_of_a_sample():
 def test_noisy_labels_flip_the_requested_number_and_are_nested():
     y = np.where(np.arange(40) % 3 == 0, 1.0, -1.0)
     key = jax.random.PRNGKey(3)
-    flips = [np.flatnonzero(al.noisy_labels(y, f, key=key) != y) for f in (0.0, 0.1, 0.25, 0.5)]
+    flips = [np.flatnonzero(data.noisy_labels(y, f, key=key) != y) for f in (0.0, 0.1, 0.25, 0.5)]
     assert [len(f) for f in flips] == [0, 4, 10, 20]
     assert set(flips[1]) <= set(flips[2]) <= set(flips[3])
     with pytest.raises(ValueError, match="y"):
-        al.noisy_labels(y * 0.5, 0.1, key=key)
+        data.noisy_labels(y * 0.5, 0.1, key=key)
     with pytest.raises(ValueError, match="fraction"):
-        al.noisy_labels(y, 1.5, key=key)
+        data.noisy_labels(y, 1.5, key=key)
 
 
 # ------------------------------------------------------------------ bad inputs
