@@ -142,6 +142,15 @@ def contraction_free_loss(thetas, residuals, lr, *, outputs=1):
     return 0.5 * float(np.sum(res[-1] ** 2)) / n + lr * float(np.sum(eps))
 
 
+def brute_force_subset(key, n, size):
+    """The ``size`` distinct indices out of ``n`` that :func:`brute_force_loo` retrains, sorted."""
+    n = _checks.integer(n, "n", minimum=1)
+    size = _checks.integer(size, "size", minimum=1)
+    if size > n:
+        raise ValueError(f"size must be at most the {n} training samples, got {size}")
+    return np.sort(np.asarray(jax.random.choice(key, n, (size,), replace=False)))
+
+
 def brute_force_loo(apply, params, x, y, *, lr, steps, size, key, progress=True):
     """Leave-one-out retraining of the network on ``size`` random samples (ground truth).
 
@@ -152,8 +161,5 @@ def brute_force_loo(apply, params, x, y, *, lr, steps, size, key, progress=True)
     """
     from . import train
 
-    size = _checks.integer(size, "size", minimum=1)
-    if size > len(x):
-        raise ValueError(f"size must be at most the {len(x)} training samples, got {size}")
-    idx = np.sort(np.asarray(jax.random.choice(key, len(x), (size,), replace=False)))
+    idx = brute_force_subset(key, len(x), size)
     return idx, train.retrain_without(apply, params, x, y, idx, lr=lr, steps=steps, progress=progress)

@@ -40,7 +40,7 @@ class Prediction(NamedTuple):
     Losses are ``½‖f(x) − y‖²`` averaged over samples. ``loo`` holds the
     predicted leave-one-out residuals ``ρ_i`` of all training samples;
     ``subset`` the brute-force indices, with the retrained residuals in
-    ``brute_force_loo`` (empty when ``brute_force=0``).
+    ``brute_force_loo`` (empty when ``brute_force=0`` or ``retrain=False``).
     """
 
     predicted: float          # (1/2n) Σ ‖ρ_i(T)‖², trajectory prediction (two-time kernel)
@@ -65,8 +65,8 @@ class Prediction(NamedTuple):
 
     @property
     def brute_force(self) -> float:
-        """Leave-one-out loss of the retrained twins on the subset (``nan`` without one)."""
-        if not len(self.subset):
+        """Leave-one-out loss of the retrained twins on the subset (``nan`` without retraining)."""
+        if not len(self.brute_force_loo):
             return float("nan")
         return 0.5 * float(np.sum(self.brute_force_loo**2)) / len(self.subset)
 
@@ -80,7 +80,7 @@ class Prediction(NamedTuple):
     @property
     def correlation(self) -> float:
         """Pearson correlation of predicted and retrained ``ρ_i`` on the subset (``nan`` without one)."""
-        if len(self.subset) < 2:
+        if len(self.brute_force_loo) < 2:
             return float("nan")
         return float(np.corrcoef(self.loo[self.subset].ravel(), self.brute_force_loo.ravel())[0, 1])
 
@@ -135,7 +135,7 @@ def held_out_loss(apply, params, x, y):
 
 
 def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, brute_force=30,
-                      batch_size=None, dtype=None, progress=True) -> Prediction:
+                      retrain=True, batch_size=None, dtype=None, progress=True) -> Prediction:
     """Train ``model`` on ``dataset`` and predict its test loss from the run (Chapter 7).
 
     ``model`` is a :class:`gramlib.models.Model`, ``dataset`` a
@@ -148,7 +148,9 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     for ``N ≤`` :data:`EXACT_DESCENT_MAX_ROWS`, else gradient flow at
     ``t = lr·steps``), the NTK-norm bound on ``Θ_0``, the contraction-free
     integral, and leave-one-out retraining of ``brute_force`` random samples
-    (``0`` to skip). ``dtype`` casts the parameters (default: as initialized).
+    (``0`` to skip; ``retrain=False`` draws the same subset and reports the
+    prediction on it without retraining, for runs whose twins were retrained
+    elsewhere). ``dtype`` casts the parameters (default: as initialized).
     """
     from . import baselines, ntk, train
 
@@ -171,12 +173,13 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     linear, _ = baselines.linearized_loss(theta0, r0, steps if exact else lr * steps, outputs=c,
                                           lr=lr if exact else None)
     gcv = baselines.gcv(theta0, r0, steps if exact else lr * steps, outputs=c, lr=lr if exact else None)
-    if brute_force:
+    subset, bf = np.zeros(0, int), np.zeros((0,) if c == 1 else (0, c))
+    if brute_force and retrain:
         subset, bf = baselines.brute_force_loo(model.apply, params, dataset.x_train, dataset.y_train,
                                                lr=lr, steps=steps, size=brute_force, key=k_subset,
                                                progress=progress)
-    else:
-        subset, bf = np.zeros(0, int), np.zeros((0,) if c == 1 else (0, c))
+    elif brute_force:
+        subset = baselines.brute_force_subset(k_subset, n, brute_force)
     loo = rho if c == 1 else rho.reshape(n, c)
     return Prediction(
         predicted=0.5 * float(np.sum(rho**2)) / n,
@@ -284,7 +287,7 @@ def _loss(rho, n):
     return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
 
 
-def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), progress=True):
+def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), retrain=True, progress=True):
     """Regenerate Chapter 7's tables (CSV) and figures (PNG) under ``out_dir``.
 
     ``ch7_table.csv``: one row per run (data set, architecture, true or random
@@ -292,8 +295,11 @@ def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), p
     ``ch7_summary.csv``: per cell, the means over seeds and the mean relative
     errors; ``ch7_snapshots.csv``: the prediction with fewer kernel
     snapshots; ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``.
-    ``archs`` restricts the architectures. Runs in float64. Returns the
-    summary rows. The limits are :func:`reproduce_ch7_limits`.
+    ``archs`` restricts the architectures; ``retrain=False`` skips the
+    brute-force retraining but still reports the predictions on the subsets it
+    would retrain (their ``brute_force`` and ``correlation`` are then empty).
+    Runs in float64. Returns the summary rows. The limits are
+    :func:`reproduce_ch7_limits`.
     """
     from . import data
 
@@ -324,7 +330,8 @@ def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), p
                     start = time.time()
                     p = predict_test_loss(model, ds, key=k_run, lr=setting["lr"], steps=setting["steps"],
                                           snapshots=setting["snapshots"],
-                                          brute_force=setting["brute_force"], progress=progress)
+                                          brute_force=setting["brute_force"], retrain=retrain,
+                                          progress=progress)
                     row = {"dataset": name, "arch": arch, "labels": labels, "seed": seed, **p.row(),
                            "seconds": time.time() - start}
                     rows.append(row)
