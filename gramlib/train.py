@@ -63,6 +63,19 @@ def loss(apply, params, x, y):
     return 0.5 * jnp.sum(r**2) / x.shape[0], r
 
 
+def _unroll(apply, length):
+    """How many steps one iteration of the ``lax.scan`` loop holds: 1, or all of them.
+
+    XLA's CPU backend runs a convolution inside a loop body about 4 times
+    slower than outside one (jax-ml/jax issue 12868; 350 against 80 ms per step
+    for Chapter 7's digits CNN, measured with ``benchmarks/train_steps.py``), so
+    on the CPU a model with convolutional layers unrolls the whole chunk.
+    """
+    structure = getattr(apply, "structure", None)
+    convolutional = structure is not None and any(layer.kind == "conv" for layer in structure.layers)
+    return length if convolutional and jax.default_backend() == "cpu" else 1
+
+
 def _steps(apply, length, record, params, x, y, lr, mask):
     """``length`` gradient steps on ``(1/2n) Σ_j mask_j ‖f(x_j) − y_j‖²`` in one ``lax.scan``.
 
@@ -77,7 +90,7 @@ def _steps(apply, length, record, params, x, y, lr, mask):
         (_, r), g = jax.value_and_grad(masked, has_aux=True)(p)
         return jax.tree_util.tree_map(lambda w, d: w - lr * d, p, g), (r if record else None)
 
-    return jax.lax.scan(step, params, None, length=length)
+    return jax.lax.scan(step, params, None, length=length, unroll=_unroll(apply, length))
 
 
 _steps_jit = jax.jit(_steps, static_argnums=(0, 1, 2))

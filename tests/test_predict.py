@@ -47,6 +47,20 @@ def test_loo_residuals_agree_with_brute_force_retraining(run):
     assert abs(p.brute_force - 0.5 * np.mean(p.brute_force_loo**2)) < 1e-14
 
 
+def test_without_retraining_the_same_subset_is_drawn_and_predicted(run):
+    # The CPU job for the CNN cells skips retraining; its subset-level numbers must be those of a full run.
+    model, ds, p = run
+    q = predict.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=60, snapshots=6,
+                                  brute_force=8, retrain=False, progress=False)
+    assert np.array_equal(q.subset, p.subset) and len(q.brute_force_loo) == 0
+    assert q.predicted_on_subset == p.predicted_on_subset and q.predicted == p.predicted
+    row = q.row()
+    assert row["one_time_on_subset"] == p.row()["one_time_on_subset"]
+    assert np.isnan(row["brute_force"]) and np.isnan(row["correlation"])
+    with pytest.raises(ValueError, match="at most"):
+        baselines.brute_force_subset(KEY, 5, 6)
+
+
 def test_fewer_snapshots_and_constant_kernel_reduce_to_the_linearized_prediction(run):
     _, _, p = run
     one = predict.trajectory_loo(p.run, 1)
