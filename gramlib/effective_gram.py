@@ -419,11 +419,17 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None):
     n, s = big_n // outputs, steps // count
 
     def two_time(k, forces):
-        """``Σ_{l<k} Θ(t_k, t_l) A_l``, each ``Θ(t_k, t_l)`` checked for shape and finiteness."""
+        """``Σ_{l<k} Θ(t_k, t_l) A_l``, on the device; a block of the wrong shape or with NaN/inf is named."""
         total = jnp.zeros((big_n, n), dtype)
         for l, a in enumerate(forces):
-            block = _checks.array(cross(k, l), f"cross({k}, {l})", shape=(big_n, big_n))
+            block = cross(k, l)
+            if np.shape(block) != (big_n, big_n):
+                raise ValueError(f"cross({k}, {l}) must have shape ({big_n}, {big_n}), got {np.shape(block)}")
             total = total + jnp.asarray(block, dtype) @ a
+        if not bool(jnp.all(jnp.isfinite(total))):  # one check per segment; find the culprit only on failure
+            for l in range(k):
+                _checks.array(cross(k, l), f"cross({k}, {l})")
+            raise FloatingPointError(f"the two-time sum of segment {k} overflowed")
         return total
 
     e, forces, u, f = jnp.zeros((big_n, n), dtype), [], None, None

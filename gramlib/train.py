@@ -68,7 +68,7 @@ def _unroll(apply, length):
 
     XLA's CPU backend runs a convolution inside a loop body about 4 times
     slower than outside one (jax-ml/jax issue 12868; 350 against 80 ms per step
-    for Chapter 7's digits CNN, measured with ``benchmarks/train_steps.py``), so
+    for Chapter 7's digits CNN, measured by ``benchmarks/bench_train_steps.py``), so
     on the CPU a model with convolutional layers unrolls the whole chunk.
     """
     structure = getattr(apply, "structure", None)
