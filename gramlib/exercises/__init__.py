@@ -28,9 +28,13 @@ def not_answered(answer) -> bool:
 
 
 def call_answer(func, name, *args):
-    """``func(*args)`` as a float array, or ``None`` (and says why) if the student's code raised."""
+    """``func(*args)`` as a float array, or ``None`` (and says why) if the student's code raised or returned nothing.
+
+    A skeleton whose body is still ``...`` returns ``None``: reported as not answered.
+    """
     try:
-        return np.asarray(func(*args), dtype=float)
+        value = func(*args)
+        return None if not_answered(value) else np.asarray(value, dtype=float)
     except Exception as err:  # a student's bug must not stop the notebook
         print(f"{FAIL} {name} raised {type(err).__name__}: {err}")
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gramlib import gap
-from gramlib.exercises import FAIL, compare, not_answered
+from gramlib.exercises import call_answer, compare, not_answered
 
 #: (n, steps k, learning rate η) at which an answer is checked: small and large n,
 #: early and late training, a step size with ηn_j/n > 1 (oscillating residuals).
@@ -19,14 +19,10 @@ def check_two_point_gd_gap(answer) -> bool:
         return False
     got = []
     for n, k, lr in CASES:
-        try:
-            value = answer(n, k, lr)
-            if not_answered(value):  # the skeleton's `...` body returns None
-                return False
-            got.append(float(value))
-        except Exception as err:  # report, never raise
-            print(f"{FAIL} answer({n}, {k}, {lr}) raised {type(err).__name__}: {err}")
+        value = call_answer(answer, f"answer({n}, {k}, {lr})", n, k, lr)
+        if value is None:
             return False
+        got.append(float(value))
     want = np.array([gap.two_point_gap(n, k, lr=lr) for n, k, lr in CASES])
     return compare(
         np.array(got), want, "two-point gap under gradient descent", rtol=1e-8, atol=1e-14,
