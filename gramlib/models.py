@@ -78,15 +78,15 @@ def _tap(z, taps, l):
     return z if taps is None else z + taps[l]
 
 
-def _activation(name):
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
-    return ACTIVATIONS[name]
-
-
-def _check_parameterization(parameterization):
+def _architecture(activation, parameterization, minimum=None, **sizes):
+    """Check a model's arguments (every size an integer ``≥ minimum.get(name, 1)``); return the activation."""
+    for name, value in sizes.items():
+        _checks.integer(value, name, minimum=(minimum or {}).get(name, 1))
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    return ACTIVATIONS[activation]
 
 
 def dense_init(key, fan_in, fan_out, parameterization, sigma_w, dtype):
@@ -113,12 +113,7 @@ def mlp(in_dim, width=512, depth=2, outputs=1, *, activation="tanh", parameteriz
     Returns a :class:`Model`; outputs have shape ``(n,)`` if ``outputs == 1``
     else ``(n, outputs)``.
     """
-    _checks.integer(in_dim, "in_dim", minimum=1)
-    _checks.integer(width, "width", minimum=1)
-    _checks.integer(depth, "depth", minimum=1)
-    _checks.integer(outputs, "outputs", minimum=1)
-    _check_parameterization(parameterization)
-    act = _activation(activation)
+    act = _architecture(activation, parameterization, in_dim=in_dim, width=width, depth=depth, outputs=outputs)
     dims = [in_dim] + [width] * (depth - 1) + [outputs]
     gain = sigma_w
 
@@ -185,14 +180,9 @@ def cnn(input_shape, channels=16, depth=3, outputs=1, *, kernel_size=3, activati
         raise ValueError(
             f"input_shape must be (height, width, channels) or (length, channels), got {input_shape}"
         )
-    for i, s in enumerate(input_shape):
-        _checks.integer(s, f"input_shape[{i}]", minimum=1)
-    _checks.integer(channels, "channels", minimum=1)
-    _checks.integer(depth, "depth", minimum=2)
-    _checks.integer(outputs, "outputs", minimum=1)
-    _checks.integer(kernel_size, "kernel_size", minimum=1)
-    _check_parameterization(parameterization)
-    act = _activation(activation)
+    act = _architecture(activation, parameterization, {"depth": 2}, channels=channels, depth=depth,
+                        outputs=outputs, kernel_size=kernel_size,
+                        **{f"input_shape[{i}]": s for i, s in enumerate(input_shape)})
     window = (kernel_size,) * (len(input_shape) - 1)
     c_ins = [input_shape[-1]] + [channels] * (depth - 2)
     flat = math.prod(input_shape[:-1]) * channels
