@@ -1,11 +1,12 @@
-"""Benchmark: gradient-descent steps of Chapter 7's models, with and without unrolling the ``lax.scan`` loop.
+"""Benchmark: gradient-descent steps of Chapter 7's models, inside a ``lax.scan`` loop or one call per step.
 
 Run ``python benchmarks/bench_train_steps.py [--steps 100] [--repeats 3]``.
 Times ``gramlib.train.gradient_descent`` (no snapshots) for ``--steps``
 steps of the table's MLP and CNN on the digits (n = 300, float64) twice: as
-the library runs it (``train._unroll`` unrolls the chunk of a convolutional
-model on the CPU), and with the same network hidden behind a plain function,
-which ``train`` cannot see into and therefore steps inside the loop. Prints
+the library runs it (``train._loop_free``: on the CPU a convolutional model
+takes one compiled step per call), and with the same network hidden behind a
+plain function, which ``train`` cannot see into and therefore steps inside a
+``lax.scan`` loop. Prints
 the time per step and writes ``benchmarks/results/train_steps.csv``; the
 residuals of the two must agree to rounding.
 """
@@ -42,7 +43,7 @@ def main(argv=None):
             timing = median_time(run, args.repeats)
             per_step = timing["median_s"] / args.steps
             rows.append({"benchmark": f"{args.steps} gradient-descent steps, {arch.upper()}, digits n=300, float64",
-                         "variant": name, "unroll": train._unroll(apply, args.steps), **machine(), **timing,
+                         "variant": name, "one_call_per_step": train._loop_free(apply), **machine(), **timing,
                          "ms_per_step": round(1e3 * per_step, 2)})
             print(f"{arch.upper()} {name:10s}: {1e3 * per_step:7.2f} ms per step "
                   f"(first call {timing['first_call_s']:.1f} s)", flush=True)

@@ -63,17 +63,18 @@ def loss(apply, params, x, y):
     return 0.5 * jnp.sum(r**2) / x.shape[0], r
 
 
-def _unroll(apply, length):
-    """How many steps one iteration of the ``lax.scan`` loop holds: 1, or all of them.
+def _loop_free(apply):
+    """Whether ``apply`` takes its steps one compiled call at a time instead of inside a ``lax.scan`` loop.
 
     XLA's CPU backend runs a convolution inside a loop body about 4 times
-    slower than outside one (jax-ml/jax issue 12868; 350 against 80 ms per step
-    for Chapter 7's digits CNN, measured by ``benchmarks/bench_train_steps.py``), so
-    on the CPU a model with convolutional layers unrolls the whole chunk.
+    slower than outside one (jax-ml/jax issue 12868; measured on Chapter 7's
+    digits CNN by ``benchmarks/bench_train_steps.py``), and unrolling the loop
+    costs compile time that grows with its length. So on the CPU a model with
+    convolutional layers takes one compiled step per call.
     """
     structure = getattr(apply, "structure", None)
     convolutional = structure is not None and any(layer.kind == "conv" for layer in structure.layers)
-    return length if convolutional and jax.default_backend() == "cpu" else 1
+    return convolutional and jax.default_backend() == "cpu"
 
 
 def _steps(apply, length, record, params, x, y, lr, mask):
@@ -90,12 +91,24 @@ def _steps(apply, length, record, params, x, y, lr, mask):
         (_, r), g = jax.value_and_grad(masked, has_aux=True)(p)
         return jax.tree_util.tree_map(lambda w, d: w - lr * d, p, g), (r if record else None)
 
-    return jax.lax.scan(step, params, None, length=length, unroll=_unroll(apply, length))
+    return jax.lax.scan(step, params, None, length=length, unroll=_loop_free(apply))
 
 
 _steps_jit = jax.jit(_steps, static_argnums=(0, 1, 2))
 _twins_jit = jax.jit(jax.vmap(_steps, in_axes=(None, None, None, 0, None, None, None, 0)),
                      static_argnums=(0, 1, 2))
+
+
+def _chunk(steps_jit, apply, length, record, params, *args):
+    """``length`` steps of ``steps_jit`` (:data:`_steps_jit` or :data:`_twins_jit`): one ``lax.scan``, or
+    for a :func:`_loop_free` model ``length`` calls of one step. Returns the params and the residuals."""
+    if not _loop_free(apply):
+        return steps_jit(apply, length, record, params, *args)
+    recorded = []
+    for _ in range(length):
+        params, r = steps_jit(apply, 1, record, params, *args)
+        recorded.append(r)
+    return params, (jnp.concatenate(recorded, axis=-2) if record else None)
 
 
 def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, chunk=100,
@@ -135,7 +148,7 @@ def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, c
             done = 0
             while done < segment:
                 length = min(chunk, segment - done)
-                params, rs = _steps_jit(apply, length, True, params, x, y, lr, mask)
+                params, rs = _chunk(_steps_jit, apply, length, True, params, x, y, lr, mask)
                 residuals.append(np.asarray(rs))
                 done += length
                 bar.update(length)
@@ -176,7 +189,7 @@ def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, progress
               leave=False) as bar:
         for start in range(0, steps, chunk):
             length = min(chunk, steps - start)
-            twins, _ = _twins_jit(apply, length, False, twins, x, y, lr, masks)
+            twins, _ = _chunk(_twins_jit, apply, length, False, twins, x, y, lr, masks)
             bar.update(length)
     f_left_out = jax.vmap(lambda p, i: apply(p, x[i][None])[0])(twins, jnp.asarray(drop))
     return np.asarray(f_left_out - y[jnp.asarray(drop)], dtype=float)
