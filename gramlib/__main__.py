@@ -8,8 +8,8 @@ Commands:
     regenerate a chapter's tables (CSV) and figures (PNG) under ``results/``, with progress
     bars (``ch7-noise``: the sampling noise of leave-one-out at the scale of Chapter 7's
     table; ``ch7-limits``: a deep ReLU network at three learning rates); options ``--scale default|paper`` (``paper``: the larger GPU setting),
-    ``--out DIR``, for ``ch7`` and ``ch7-noise`` ``--archs mlp cnn``, and for ``ch7``
-    ``--no-retrain`` (the predictions on the brute-force subsets without retraining them).
+    ``--out DIR``, for ``ch7`` and ``ch7-noise`` ``--archs mlp cnn``, and for ``ch7`` and
+    ``ch7-limits`` ``--no-retrain`` (the predictions on the brute-force subsets without retraining them).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def reproduce(argv) -> None:
     parser.add_argument("--archs", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"],
                         help="ch7 and ch7-noise: the architectures to run (default: both)")
     parser.add_argument("--no-retrain", dest="retrain", action="store_false",
-                        help="ch7: skip the brute-force retraining (hours per CNN run on a CPU); "
+                        help="ch7, ch7-limits: skip the brute-force retraining (hours per run on a CPU); "
                              "the predictions on the subsets it would retrain are still reported")
     args = parser.parse_args(argv)
     if args.chapter == "ch7":
@@ -44,7 +44,7 @@ def reproduce(argv) -> None:
     elif args.chapter == "ch7-limits":
         from gramlib.predict import reproduce_ch7_limits
 
-        reproduce_ch7_limits(args.out, args.scale)
+        reproduce_ch7_limits(args.out, args.scale, retrain=args.retrain)
     else:
         from gramlib.alignment import reproduce_ch6
 

@@ -155,5 +155,11 @@ def test_table_and_limits_of_the_command_line(tmp_path):
     limits = predict.reproduce_ch7_limits(tmp_path, "smoke", progress=False)
     assert [r["lr"] for r in limits] == [0.5, 1.0, 2.0]
     assert all(r["diverged"] or r["loo_ratio_to_brute_force"] > 0 for r in limits)
+    quick = predict.reproduce_ch7_limits(tmp_path / "no-retrain", "smoke", retrain=False, progress=False)
+    for r, q in zip(limits, quick):
+        assert r["diverged"] == q["diverged"]
+        if not r["diverged"]:
+            assert q["predicted_on_subset"] == r["predicted_on_subset"] and np.isnan(q["brute_force"])
+            assert np.isnan(q["loo_ratio_to_brute_force"])
     with pytest.raises(ValueError, match="parity"):
         predict.reproduce_ch7_limits(tmp_path, "paper")
