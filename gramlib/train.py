@@ -166,7 +166,9 @@ def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, progress
     """Brute-force leave-one-out: for each index ``i`` in ``drop``, rerun gradient descent without sample ``i``.
 
     All retrainings start from the same ``params`` and run together in a
-    ``vmap`` over 0/1 sample masks ``m^{(i)}`` (zero at ``i``): twin ``i``
+    ``vmap`` over 0/1 sample masks ``m^{(i)}`` (zero at ``i``; a
+    :func:`_loop_free` model runs its twins one at a time, since XLA's CPU
+    backend also convolves slowly with weights batched by ``vmap``): twin ``i``
     minimizes ``(1/2n) Σ_j m_j^{(i)} ‖f(x_j; w) − y_j‖²``, the loss of ``S∖i``
     with the same per-sample weight ``1/n`` as the full run — the twin of
     Chapter 5's matrix ODE. Returns the left-out residuals
@@ -184,12 +186,16 @@ def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, progress
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
     masks = 1.0 - jax.nn.one_hot(jnp.asarray(drop), x.shape[0], dtype=dtype)
-    twins = jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (len(drop),) + w.shape), params)
-    with tqdm(total=steps, desc=f"leave-one-out retraining ({len(drop)} twins)", disable=not progress,
-              leave=False) as bar:
-        for start in range(0, steps, chunk):
-            length = min(chunk, steps - start)
-            twins, _ = _chunk(_twins_jit, apply, length, False, twins, x, y, lr, masks)
-            bar.update(length)
-    f_left_out = jax.vmap(lambda p, i: apply(p, x[i][None])[0])(twins, jnp.asarray(drop))
-    return np.asarray(f_left_out - y[jnp.asarray(drop)], dtype=float)
+    groups = [slice(i, i + 1) for i in range(len(drop))] if _loop_free(apply) else [slice(None)]
+    left_out = []
+    with tqdm(total=steps * len(groups), desc=f"leave-one-out retraining ({len(drop)} twins)",
+              disable=not progress, leave=False) as bar:
+        for group in groups:
+            size = len(drop[group])
+            twins = jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (size,) + w.shape), params)
+            for start in range(0, steps, chunk):
+                length = min(chunk, steps - start)
+                twins, _ = _chunk(_twins_jit, apply, length, False, twins, x, y, lr, masks[group])
+                bar.update(length)
+            left_out.append(jax.vmap(lambda p, i: apply(p, x[i][None])[0])(twins, jnp.asarray(drop[group])))
+    return np.asarray(jnp.concatenate(left_out) - y[jnp.asarray(drop)], dtype=float)
