@@ -9,7 +9,8 @@ Commands:
     bars (``ch7-noise``: the sampling noise of leave-one-out at the scale of Chapter 7's
     table; ``ch7-limits``: a deep ReLU network at three learning rates); options ``--scale default|paper`` (``paper``: the larger GPU setting),
     ``--out DIR``, for ``ch7`` and ``ch7-noise`` ``--archs mlp cnn``, and for ``ch7`` and
-    ``ch7-limits`` ``--no-retrain`` (the predictions on the brute-force subsets without retraining them).
+    ``ch7-limits`` ``--no-retrain`` (the predictions on the brute-force subsets without retraining them);
+    ``ch7`` also takes ``--datasets`` and ``--seeds`` to run part of the table.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def reproduce(argv) -> None:
     parser.add_argument("--out", default="results", help="output folder (default: results)")
     parser.add_argument("--archs", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"],
                         help="ch7 and ch7-noise: the architectures to run (default: both)")
+    parser.add_argument("--datasets", nargs="+", help="ch7: only these data sets (default: all of the scale's)")
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="ch7: only these seeds (default: all of the scale's; random labels too if their seed)")
     parser.add_argument("--no-retrain", dest="retrain", action="store_false",
                         help="ch7, ch7-limits: skip the brute-force retraining (hours per run on a CPU); "
                              "the predictions on the subsets it would retrain are still reported")
@@ -36,7 +40,8 @@ def reproduce(argv) -> None:
     if args.chapter == "ch7":
         from gramlib.predict import reproduce_ch7
 
-        reproduce_ch7(args.out, args.scale, archs=args.archs, retrain=args.retrain)
+        reproduce_ch7(args.out, args.scale, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
+                      retrain=args.retrain)
     elif args.chapter == "ch7-noise":
         from gramlib.predict import reproduce_ch7_noise
 

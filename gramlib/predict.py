@@ -287,7 +287,8 @@ def _loss(rho, n):
     return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
 
 
-def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), retrain=True, progress=True):
+def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), datasets=None, seeds=None,
+                  retrain=True, progress=True):
     """Regenerate Chapter 7's tables (CSV) and figures (PNG) under ``out_dir``.
 
     ``ch7_table.csv``: one row per run (data set, architecture, true or random
@@ -295,7 +296,9 @@ def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), r
     ``ch7_summary.csv``: per cell, the means over seeds and the mean relative
     errors; ``ch7_snapshots.csv``: the prediction with fewer kernel
     snapshots; ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``.
-    ``archs`` restricts the architectures; ``retrain=False`` skips the
+    ``archs``, ``datasets`` and ``seeds`` restrict the runs to those
+    architectures, data sets and seeds (``None``: all of the scale's; a
+    random-label run is kept if its seed is kept); ``retrain=False`` skips the
     brute-force retraining but still reports the predictions on the subsets it
     would retrain (their ``brute_force`` and ``correlation`` are then empty).
     Runs in float64. Returns the summary rows. The limits are
@@ -308,8 +311,17 @@ def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), r
     archs = tuple(archs)
     if not archs or set(archs) - {"mlp", "cnn"}:
         raise ValueError(f"archs must be a non-empty subset of ('mlp', 'cnn'), got {archs}")
+    setting = dict(SCALES[scale])
+    for option, value, keys in (("datasets", datasets, ("datasets",)),
+                                ("seeds", seeds, ("seeds", "random_label_seeds"))):
+        if value is None:
+            continue
+        allowed = sorted(set().union(*(setting[k] for k in keys)))
+        if not value or set(value) - set(allowed):
+            raise ValueError(f"{option} must be a non-empty subset of {allowed} at scale {scale!r}, got {value}")
+        for k in keys:
+            setting[k] = tuple(v for v in setting[k] if v in set(value))
     jax.config.update("jax_enable_x64", True)
-    setting = SCALES[scale]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dtype = np.float64

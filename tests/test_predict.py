@@ -139,6 +139,17 @@ def test_noise_table_of_the_command_line(tmp_path):
         assert b["median_relative_error"] <= b["p90_relative_error"]
 
 
+def test_part_of_the_table(tmp_path):
+    predict.reproduce_ch7(tmp_path, "smoke", archs=("mlp",), datasets=("teacher",), seeds=(0,), progress=False)
+    table = predict.read_table(tmp_path / "ch7_table.csv")
+    assert [(r["dataset"], r["arch"], r["labels"], r["seed"]) for r in table] == [
+        ("teacher", "mlp", "true", 0), ("teacher", "mlp", "random", 0)]
+    with pytest.raises(ValueError, match="datasets"):
+        predict.reproduce_ch7(tmp_path, "smoke", datasets=("cifar10",), progress=False)
+    with pytest.raises(ValueError, match="seeds"):
+        predict.reproduce_ch7(tmp_path, "smoke", seeds=(7,), progress=False)
+
+
 def test_table_and_limits_of_the_command_line(tmp_path):
     summary = predict.reproduce_ch7(tmp_path, "smoke", archs=("mlp",), progress=False)
     table = predict.read_table(tmp_path / "ch7_table.csv")
