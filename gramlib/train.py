@@ -91,12 +91,9 @@ def _steps(apply, length, record, params, x, y, lr, mask):
         (_, r), g = jax.value_and_grad(masked, has_aux=True)(p)
         return jax.tree_util.tree_map(lambda w, d: w - lr * d, p, g), (r if record else None)
 
-    if _loop_free(apply):  # the steps written out, no loop (see _loop_free; _chunk passes length 1)
-        recorded = []
-        for _ in range(length):
-            params, r = step(params, None)
-            recorded.append(r)
-        return params, (jnp.stack(recorded) if record else None)
+    if length == 1:  # no loop at all (a length-1 scan is still a loop, which _loop_free models avoid)
+        params, r = step(params, None)
+        return params, (r[None] if record else None)
     return jax.lax.scan(step, params, None, length=length)
 
 
