@@ -2,7 +2,8 @@
 
 :func:`gradient_descent` runs ``w_{k+1} = w_k − η ∇L_S(w_k)`` with
 ``L_S(w) = (1/2n) Σ_i ‖f(x_i; w) − y_i‖²`` inside ``jax.lax.scan`` (chunks of
-steps between progress-bar updates), and records
+steps between progress-bar updates; a convolutional model on the CPU takes one
+compiled step per call instead, see ``_loop_free``), and records
 
 * the residual ``r_k = f(X; w_k) − Y`` (stacked as ``r.reshape(-1)``, rows
   ordered (sample, output)) at every step ``k = 0..steps``, and
@@ -78,7 +79,7 @@ def _loop_free(apply):
 
 
 def _steps(apply, length, record, params, x, y, lr, mask):
-    """``length`` gradient steps on ``(1/2n) Σ_j mask_j ‖f(x_j) − y_j‖²`` in one ``lax.scan``.
+    """``length`` gradient steps on ``(1/2n) Σ_j mask_j ‖f(x_j) − y_j‖²`` in one ``lax.scan`` (no loop for one step).
 
     Returns the new params and, if ``record``, the residual before each step.
     """
