@@ -12,7 +12,8 @@ with step ``η`` for ``T`` steps; ``Θ`` is an ``N×N`` empirical NTK
 * :func:`ntk_norm_bound` — the norm-based bound ``sqrt(2 yᵀ Θ⁻¹ y / n)`` of
   Arora et al. (2019);
 * :func:`contraction_free_loss` — the train loss plus the integral of the
-  perturbation factor alone, the gap ODE of Chapter 3 without contraction;
+  perturbation factor at the twins alone, the gap ODE of Chapter 3 without
+  contraction;
 * :func:`brute_force_loo` — leave-one-out retraining of the real network on a
   random subset of samples (the ground truth the prediction is checked on).
 """
@@ -99,44 +100,31 @@ def ntk_norm_bound(theta, y):
     return float(np.sqrt(2.0 * np.sum(coords[keep] ** 2 / lam[keep]) / n))
 
 
-def perturbation_factor(theta, r, *, outputs=1):
-    """``ε(r) = (1/n²) rᵀ (Bdiag Θ − Θ/n) r``: the trace of the per-sample gradient covariance over ``n``.
+def contraction_free_loss(thetas, residuals, loo_path, lr, *, outputs=1):
+    """Train loss at the end plus ``Σ_k η ε̄_k``: the gap equation of Chapter 3 without contraction.
 
-    With per-sample gradients ``g_i = J_iᵀ r_i`` (Chapter 3), ``(1/n) tr Cov_i[g_i]
-    = (1/n)[(1/n) Σ_i ‖g_i‖² − ‖(1/n) Σ_i g_i‖²]``, which is this quadratic form
-    (``Bdiag`` keeps the ``C×C`` diagonal blocks). ``r`` may be ``(N,)`` or
-    ``(steps, N)``.
+    ``ε̄_k = (1/n²) Σ_i ρ_i(k)ᵀ Θ_ii ρ_i(k)`` is the perturbation factor at the
+    twins (:func:`gramlib.effective_gram.perturbation_factor`) at step ``k``,
+    with the diagonal blocks of the snapshot kernel ``Θ_{⌊k/s⌋}`` (snapshots as
+    in :func:`gramlib.effective_gram.loo_trajectory`) and the twins'
+    leave-one-out residuals ``loo_path`` ``(steps, N)`` of the trajectory
+    recursion (``loo_trajectory(..., path=True)``). Gradient-descent time
+    ``t = kη`` turns ``∫₀ᵀ ε̄_n(s) ds`` into the sum. Dropping the contraction
+    ``c̄_n`` lets every perturbation accumulate: this baseline shows by how much.
     """
-    th = jnp.asarray(theta)
-    r = jnp.asarray(r)
-    big_n = th.shape[0]
-    c = outputs
-    n = big_n // c
-    blocks = th.reshape(n, c, n, c)[jnp.arange(n), :, jnp.arange(n), :]        # (n, C, C)
-    rb = r.reshape(r.shape[:-1] + (n, c))
-    own = jnp.einsum("...ic,icd,...id->...", rb, blocks, rb)
-    cross = jnp.einsum("...i,ij,...j->...", r, th, r)
-    return (own - cross / n) / n**2
+    from . import effective_gram
 
-
-def contraction_free_loss(thetas, residuals, lr, *, outputs=1):
-    """Train loss at the end plus ``Σ_k η ε_k``: the gap integral without contraction (Chapter 3).
-
-    ``ε_k`` is :func:`perturbation_factor` at step ``k`` with the snapshot
-    kernel ``Θ_{⌊k/s⌋}`` (snapshots as in
-    :func:`gramlib.effective_gram.loo_trajectory`) and the run's residual
-    ``r_k``; gradient-descent time ``t = kη`` turns the integral
-    ``∫₀ᵀ ε̄_n(s) ds`` into the sum. Dropping the contraction ``c̄_n`` overshoots
-    the gap late in training: this baseline shows by how much.
-    """
     th = _checks.array(thetas, "thetas", ndim=3)
     res = _checks.array(residuals, "residuals", ndim=2, shape=(None, th.shape[1]))
+    steps = res.shape[0] - 1
+    rho = _checks.array(loo_path, "loo_path", ndim=2, shape=(steps, th.shape[1]))
     lr = _checks.positive(lr, "lr")
     outputs = _checks.integer(outputs, "outputs", minimum=1)
-    steps = res.shape[0] - 1
+    if steps < th.shape[0]:
+        raise ValueError(f"residuals must hold steps+1 rows with steps >= K={th.shape[0]}, got {res.shape[0]} rows")
     s = steps // th.shape[0]
     which = np.minimum(np.arange(steps) // s, th.shape[0] - 1)
-    eps = np.concatenate([np.asarray(perturbation_factor(th[j], res[:-1][which == j], outputs=outputs))
+    eps = np.concatenate([np.atleast_1d(effective_gram.perturbation_factor(th[j], rho[which == j], outputs=outputs))
                           for j in range(th.shape[0])])
     n = th.shape[1] // outputs
     return 0.5 * float(np.sum(res[-1] ** 2)) / n + lr * float(np.sum(eps))

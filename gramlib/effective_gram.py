@@ -23,6 +23,7 @@ the effective Gram matrix ``K_n(t) = (1/2n) (R_tᵀ R_t − e^{−2Θt/n})``.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -67,12 +68,13 @@ def _real_times_complex(a, x):
     return lax.complex(y[:, :q], y[:, q:])
 
 
-def _laplace_loo(lam, u, a, z, n, outputs, first_order):
+def _laplace_loo(lam, u, a, z, n, outputs, first_order, rate=False):
     """``ρ̂_i(z)`` for a chunk of nodes ``z`` ``(B,)``; ``a = Uᵀ R0`` ``(N, m)``; returns ``(B, rows, m)``.
 
     ``u`` holds the rows of ``U`` of the samples wanted (all ``N``, or one
     device's share in :mod:`gramlib.sharding`). Exact: ``(z [R]_ii)^{-1} [R R0]_i``. ``first_order``: the twin contracted with
-    the full ``Θ`` instead of ``Θ P_{−i}``, ``n (2I − nz [R]_ii) [R R0]_i``.
+    the full ``Θ`` instead of ``Θ P_{−i}``, ``n (2I − nz [R]_ii) [R R0]_i``. ``rate``: the
+    transform ``z ρ̂_i(z) − ρ_i(0) = [R]_ii^{-1} [R R0]_i − [R0]_i`` of the time derivative ``ρ̇_i``.
     """
     big_n, m = a.shape
     b = z.shape[0]
@@ -88,6 +90,10 @@ def _laplace_loo(lam, u, a, z, n, outputs, first_order):
     if first_order:
         eye = jnp.eye(c, dtype=blocks.dtype)
         out = n * jnp.einsum("bicd,bidm->bicm", 2 * eye - n * z[:, None, None, None] * blocks, r_r0)
+    elif rate:
+        own = (u @ a).reshape(local, c, m)  # the rows of R0 of these samples
+        shortcut = r_r0 / blocks if c == 1 else jnp.linalg.solve(blocks, r_r0)
+        out = shortcut - own[None]
     elif c == 1:
         out = r_r0 / (z[:, None, None, None] * blocks)
     else:
@@ -95,13 +101,13 @@ def _laplace_loo(lam, u, a, z, n, outputs, first_order):
     return out.reshape(b, rows, m)
 
 
-@partial(jax.jit, static_argnames=("n", "outputs", "first_order", "chunk"))
-def _talbot_loo(lam, u, r0, t, n, outputs, first_order, chunk):
-    """Talbot inversion of ``ρ̂(z)`` at times ``t`` ``(T,)`` (all finite, > 0); returns ``(T, N, m)``."""
-    return talbot_sum(lam, u, u.T @ r0, t, n, outputs, first_order, chunk)
+@partial(jax.jit, static_argnames=("n", "outputs", "first_order", "chunk", "rate"))
+def _talbot_loo(lam, u, r0, t, n, outputs, first_order, chunk, rate=False):
+    """Talbot inversion of ``ρ̂(z)`` (``rate``: of ``ρ̇``) at times ``t`` ``(T,)`` (finite, > 0); ``(T, N, m)``."""
+    return talbot_sum(lam, u, u.T @ r0, t, n, outputs, first_order, chunk, rate)
 
 
-def talbot_sum(lam, u, a, t, n, outputs, first_order, chunk):
+def talbot_sum(lam, u, a, t, n, outputs, first_order, chunk, rate=False):
     """``Σ_k Re w_k ρ̂(z_k)`` for the samples whose rows of ``U`` are ``u``; ``a = Uᵀ R0``; ``(T, rows, m)``."""
     z, w = talbot_contour(t)
     count = z.size
@@ -113,7 +119,7 @@ def talbot_sum(lam, u, a, t, n, outputs, first_order, chunk):
 
     def add(total, block):
         zc, wc, tc = block
-        hat = _laplace_loo(lam, u, a, zc, n, outputs, first_order)
+        hat = _laplace_loo(lam, u, a, zc, n, outputs, first_order, rate)
         return total.at[tc].add(jnp.real(wc[:, None, None] * hat)), None
 
     total = jnp.zeros((t.shape[0], u.shape[0], a.shape[1]), lam.dtype)
@@ -199,9 +205,12 @@ def _loo_descent(theta, r0, steps, n, outputs, lr):
 
 # ----------------------------------------------------------------------------- public API
 
-def _loo_map(theta, r0, times, n, outputs, lr, *, first_order=False):
-    """LOO residuals for the columns of ``r0`` ``(N, m)`` at validated ``times``; ``(T, N, m)``."""
-    lam, u, tol = spectrum(theta)
+def _loo_map(theta, r0, times, n, outputs, lr, *, first_order=False, spec=None):
+    """LOO residuals for the columns of ``r0`` ``(N, m)`` at validated ``times``; ``(T, N, m)``.
+
+    ``spec``: the ``(λ, U, tol)`` of :func:`gramlib.ntk.spectrum`, when the caller has it already.
+    """
+    lam, u, tol = spectrum(theta) if spec is None else spec
     times = np.asarray(times, dtype=float)
     out = np.zeros((times.size,) + r0.shape, theta.dtype)
     inf = np.isinf(times)
@@ -299,6 +308,168 @@ def predicted_gap(theta, r0, t, *, outputs=1, lr=None):
     return gap[0] if scalar else gap
 
 
+# ----------------------------------------------------------------------------- the gap equation of K_n
+
+def _own_blocks(theta, v, n, outputs):
+    """``Bdiag(Θ) v``: each sample's ``C×C`` diagonal block ``Θ_ii`` applied to its own rows of ``v`` ``(..., N, m)``."""
+    c = outputs
+    blocks = theta.reshape(n, c, n, c)[jnp.arange(n), :, jnp.arange(n), :]  # (n, C, C)
+    vb = v.reshape(v.shape[:-2] + (n, c, v.shape[-1]))
+    return jnp.einsum("icd,...idm->...icm", blocks, vb).reshape(v.shape)
+
+
+def perturbation_factor(theta, rho, *, outputs=1):
+    """The perturbation factor at the twins, ``ε̄ = (1/n²) Σ_i ρ_iᵀ Θ_ii ρ_i`` (Chapters 3–5).
+
+    Chapter 3's perturbation of the leave-one-out twin of sample ``i`` is
+    ``(1/n) ‖∇ℓ(v_i; z_i)‖²``, the squared gradient of the sample the twin never
+    saw, *at the twin* ``v_i``. For a linearized network
+    ``∇ℓ(v_i; z_i) = J_iᵀ ρ_i`` with the twin's own residual ``ρ_i`` there, so the
+    average over ``i`` is this quadratic form in the leave-one-out residuals
+    (``Θ_ii = J_i J_iᵀ`` the ``C×C`` diagonal block of sample ``i``). It does not
+    decay with the training residual: an interpolating model has ``r → 0``
+    but ``ρ ↛ 0``. ``rho``: ``(N,)`` or ``(..., N)`` (e.g. one row per time);
+    returns a float or ``(...)``.
+    """
+    th = _checks.square_symmetric(theta, "theta")
+    outputs = _checks.integer(outputs, "outputs", minimum=1)
+    if th.shape[0] % outputs:
+        raise ValueError(f"outputs={outputs} must divide the size of theta ({th.shape[0]} rows)")
+    rho = _checks.array(rho, "rho")
+    if rho.ndim == 0 or rho.shape[-1] != th.shape[0]:
+        raise ValueError(f"rho must have shape (..., {th.shape[0]}) (one entry per row of theta), got {rho.shape}")
+    n = th.shape[0] // outputs
+    dtype = jnp.result_type(float, th.dtype, rho.dtype)
+    rho = jnp.asarray(rho, dtype)
+    out = jnp.sum(rho * _own_blocks(jnp.asarray(th, dtype), rho[..., None], n, outputs)[..., 0], axis=-1) / n**2
+    return float(out) if out.ndim == 0 else np.asarray(out)
+
+
+def in_sample_covariance(theta, r, *, outputs=1):
+    """``(1/n²) rᵀ (Bdiag Θ − Θ/n) r``: the per-sample gradient covariance of the run, over ``n`` (Chapter 4).
+
+    With per-sample gradients ``g_i = J_iᵀ r_i`` of the *main run*,
+    ``(1/n) tr Cov_i[g_i] = (1/n)[(1/n) Σ_i ‖g_i‖² − ‖(1/n) Σ_i g_i‖²]`` is this
+    quadratic form (``Bdiag`` keeps the ``C×C`` diagonal blocks). It is *not*
+    the perturbation factor of the leave-one-out twin
+    (:func:`perturbation_factor`, evaluated at the twins): it pairs the
+    sample's pull with the run's residual ``r_i`` instead of the twin's
+    ``ρ_i``, and decays to zero as the run interpolates. ``r``: ``(N,)`` or
+    ``(..., N)``; returns a float or ``(...)``.
+    """
+    th = _checks.square_symmetric(theta, "theta")
+    outputs = _checks.integer(outputs, "outputs", minimum=1)
+    if th.shape[0] % outputs:
+        raise ValueError(f"outputs={outputs} must divide the size of theta ({th.shape[0]} rows)")
+    r = _checks.array(r, "r")
+    if r.ndim == 0 or r.shape[-1] != th.shape[0]:
+        raise ValueError(f"r must have shape (..., {th.shape[0]}) (one entry per row of theta), got {r.shape}")
+    n = th.shape[0] // outputs
+    dtype = jnp.result_type(float, th.dtype, r.dtype)
+    th, r = jnp.asarray(th, dtype), jnp.asarray(r, dtype)
+    own = jnp.sum(r * _own_blocks(th, r[..., None], n, outputs)[..., 0], axis=-1)
+    out = (own - jnp.einsum("...i,ij,...j->...", r, th, r) / n) / n**2
+    return float(out) if out.ndim == 0 else np.asarray(out)
+
+
+class LinearizedGapFactors(NamedTuple):
+    """The leave-one-out gap of a linearized network and its two factors (Chapter 5).
+
+    ``gap = r0ᵀ K_n(t) r0``, ``contraction = r0ᵀ C_n(t) r0`` and
+    ``perturbation = r0ᵀ P_n(t) r0 = ε̄(t)``, with ``d gap/dt = −contraction +
+    perturbation`` (gradient flow), so that ``c̄ = contraction / gap`` and ``ε̄``
+    are Chapter 3's factors. From :func:`gap_factors` (numbers, one per time)
+    or :func:`gap_factor_matrices` (the ``N×N`` matrices ``K_n``, ``C_n``, ``P_n``).
+    """
+
+    gap: Any
+    contraction: Any
+    perturbation: Any
+
+
+def _gap_terms(theta, r0, times, n, outputs, lr):
+    """``(gap, contraction, perturbation)`` as bilinear forms in the columns of ``r0`` ``(N, m)``: ``(T, m, m)`` each.
+
+    ``ρ``, ``r`` from one eigendecomposition; the twins' contracted residuals
+    ``[Θ r^{(i)}]_i = Θ_ii ρ_i − n ρ̇_i`` (flow: ``ρ̇`` by Talbot inversion of
+    ``z ρ̂ − r0``) or ``Θ_ii ρ_i(k) − (n/η)(ρ_i(k+1) − ρ_i(k))`` (descent).
+    """
+    spec = spectrum(theta)
+    lam, u, tol = spec
+    if lr is not None and np.isinf(times).any():
+        check_descent_limit(lam, tol, n, lr)
+    t = jnp.asarray(times, theta.dtype)
+    rho = _loo_map(theta, r0, times, n, outputs, lr, spec=spec)
+    r = jnp.where((t == 0)[:, None, None], r0[None], _residual_map(lam, u, r0, t, n, lr, tol))  # r(0) = r0 exactly
+    own_rho = _own_blocks(theta, rho, n, outputs)
+    if lr is None:
+        rate = np.zeros(rho.shape, theta.dtype)
+        start = times == 0  # ρ̇_i(0) = −(1/n)([Θ r0]_i − Θ_ii r0_i)
+        rate[start] = np.asarray(-(theta @ r0 - _own_blocks(theta, r0, n, outputs)) / n)
+        middle = (times > 0) & ~np.isinf(times)
+        if middle.any():
+            tm = jnp.asarray(times[middle], theta.dtype)
+            per_node = theta.shape[0] * r0.shape[1]
+            chunk = int(min(max(1, _CHUNK_ELEMENTS // per_node), tm.size * (TALBOT_NODES // 2)))
+            rate[middle] = np.asarray(_talbot_loo(lam, u, r0, tm, n, outputs, False, chunk, True))
+        twin_pull = own_rho - n * jnp.asarray(rate)
+    else:
+        ahead = _loo_map(theta, r0, times + 1, n, outputs, lr, spec=spec)
+        twin_pull = own_rho - (n / lr) * (ahead - rho)
+    gram = lambda a, b: jnp.einsum("tim,tik->tmk", a, b)  # noqa: E731
+    sym = lambda m: (m + jnp.swapaxes(m, 1, 2)) / 2  # noqa: E731
+    gap = sym(gram(rho, rho) - gram(r, r)) / (2 * n)
+    contraction = sym(gram(rho, twin_pull) - gram(r, jnp.einsum("ij,tjm->tim", theta, r))) / n**2
+    perturbation = sym(gram(rho, own_rho)) / n**2
+    return gap, contraction, perturbation
+
+
+def gap_factors(theta, r0, t, *, outputs=1, lr=None):
+    """The gap equation of a linearized network, ``d gap/dt = −contraction + perturbation`` (Chapter 5).
+
+    For kernel training with constant ``Θ`` from the initial residual ``r0``,
+    twin ``i`` (trained without sample ``i``) has residuals
+    ``r^{(i)}(t) = e^{−Θ P_{−i} t/n} r0`` and leave-one-out residual ``ρ_i``; the run
+    has ``r(t) = e^{−Θt/n} r0``. With ``F_i(v) = ∇ℓ(v; z_i)·∇L_S(v)`` (Chapter 3):
+
+    * ``gap = (1/2n) Σ_i (‖ρ_i‖² − ‖r_i‖²) = r0ᵀ K_n(t) r0``;
+    * ``contraction = (1/n) Σ_i [F_i(v_i) − F_i(w)]
+      = (1/n²) Σ_i (ρ_iᵀ [Θ r^{(i)}]_i − r_iᵀ [Θ r]_i) = r0ᵀ C_n(t) r0``;
+    * ``perturbation = (1/n²) Σ_i ρ_iᵀ Θ_ii ρ_i = r0ᵀ P_n(t) r0 = ε̄(t)``
+      (:func:`perturbation_factor`).
+
+    Then ``d gap/dt = −contraction + perturbation`` exactly, Chapter 3's equation
+    with ``c̄ = contraction / gap``. With ``lr``, gradient descent for ``t = k``
+    steps: the same terms at step ``k`` (``F_i`` at the start of the step), and
+    ``gap(k+1) − gap(k) = lr (perturbation − contraction) + (1/2n) Σ_i
+    (‖ρ_i(k+1) − ρ_i(k)‖² − ‖r_i(k+1) − r_i(k)‖²)``, an ``O(lr²)`` remainder as in
+    Chapter 3. Cost: one eigendecomposition of ``Θ`` and, for the flow, two
+    Talbot inversions (``ρ`` and ``ρ̇``, ``O(N²)`` per node and time); descent
+    uses the exact formula of :func:`loo_residuals` at ``k`` and ``k + 1``.
+    ``t``: a number or 1-D array (``inf`` allowed). Returns
+    :class:`LinearizedGapFactors` of floats, or of ``(len(t),)`` arrays.
+    """
+    theta, r0, times, scalar, n, lr = kernel_problem(theta, r0, t, outputs, lr)
+    terms = _gap_terms(theta, r0[:, None], times, n, outputs, lr)
+    out = [np.asarray(term[:, 0, 0]) for term in terms]
+    return LinearizedGapFactors(*(float(o[0]) if scalar else o for o in out))
+
+
+def gap_factor_matrices(theta, t, *, outputs=1, lr=None):
+    """The matrices of :func:`gap_factors`: ``K_n(t)``, ``C_n(t)``, ``P_n(t)`` with ``dK_n/dt = −C_n + P_n`` (Chapter 5).
+
+    With ``R_t`` the map ``r0 ↦ ρ(t)`` and ``S_t = e^{−Θt/n}`` the map ``r0 ↦ r(t)``:
+    ``P_n = (1/n²) R_tᵀ Bdiag(Θ) R_t`` (positive semidefinite) and
+    ``C_n = (1/n²) [Σ_i sym(Q_iᵀ e_i e_iᵀ Θ Q_i) − S_t Θ S_t]``, ``Q_i = e^{−Θ P_{−i} t/n}``
+    (the twin's residual map), computed from the columns of the identity in one
+    eigendecomposition. ``K_n(T) = ∫₀ᵀ (P_n − C_n) dt``. Returns
+    :class:`LinearizedGapFactors` of ``(N, N)`` or ``(len(t), N, N)`` arrays.
+    """
+    theta, _, times, scalar, n, lr = kernel_problem(theta, None, t, outputs, lr)
+    terms = _gap_terms(theta, jnp.eye(theta.shape[0], dtype=theta.dtype), times, n, outputs, lr)
+    return LinearizedGapFactors(*(term[0] if scalar else term for term in terms))
+
+
 def _segment(lam, u, f0, r, lr, n, outputs):
     """One segment of constant kernel ``Θ = U Λ Uᵀ``: ``len(r)`` steps from ``F_0 = Uᵀ E_0``.
 
@@ -362,7 +533,7 @@ def _segment_forces(lam, u, f0, history, lr, n, outputs):
     return -(lr / n) * (u @ sum_f - _own(jnp.sum(d, axis=0), n, outputs))
 
 
-def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None):
+def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False):
     """LOO residuals at the end of a real gradient-descent run, with a moving kernel (Chapter 7).
 
     ``thetas`` ``(K, N, N)``: kernel snapshots ``Θ(t_k) = J_k J_kᵀ``, snapshot
@@ -372,7 +543,10 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None):
     ``E_t`` is twin ``i``'s offset ``e^{(i)}``, and the force on the twins is
     ``a_t = −(lr/n) (E_t − Bdiag(E_t) − Bdiag(r_t))`` (``Bdiag`` keeps the
     ``C`` rows of sample ``i`` in column ``i``). Returns
-    ``ρ_i = r_i(T) + e^{(i)}_i(T)``, shape ``(N,)``.
+    ``ρ_i = r_i(T) + e^{(i)}_i(T)``, shape ``(N,)``; with ``path=True`` also the
+    twins' leave-one-out residuals at every step before the last, ``ρ(k)``
+    ``(steps, N)`` (the perturbation factor along the run,
+    :func:`gramlib.baselines.contraction_free_loss`).
 
     ``cross=None`` (one-time kernel, the matrix ODE of Chapter 5 with ``Θ``
     piecewise constant): ``E_{t+1} = E_t + Θ(t_k) a_t`` from ``E_0 = 0``.
@@ -432,7 +606,7 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None):
             raise FloatingPointError(f"the two-time sum of segment {k} overflowed")
         return total
 
-    e, forces, u, f = jnp.zeros((big_n, n), dtype), [], None, None
+    e, forces, u, f, rhos = jnp.zeros((big_n, n), dtype), [], None, None, []
     for k in range(count):
         stop = steps if k == count - 1 else (k + 1) * s
         lam, u = jnp.linalg.eigh(th[k])
@@ -440,10 +614,13 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None):
             e = two_time(k, forces)
         f0 = u.T @ e
         f, own, history = _segment_jit(lam, u, f0, res[k * s: stop], lr, n, outputs)
+        rhos.append(history.reshape(-1, big_n))  # d_j = e_j + r_j = ρ(j) within the segment
         if cross is not None:
             forces.append(_segment_forces(lam, u, f0, history, lr, n, outputs))
         e = u @ f
     if cross is not None:
         e = two_time(count, forces)
     own = jnp.sum(e.reshape(n, outputs, n) * jnp.eye(n, dtype=dtype)[:, None, :], axis=2).reshape(-1)
+    if path:
+        return res[-1] + own, jnp.concatenate(rhos)
     return res[-1] + own

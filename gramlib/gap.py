@@ -494,6 +494,43 @@ def two_point_gap(n, t, targets=(1.0, 1.0), *, lr=None):
     return out[0] if scalar_n else out
 
 
+def two_point_problem(points, targets=(1.0, 1.0)):
+    """The kernel problem ``(Θ, r0)`` of one two-point training set, for linear regression from ``w0 = 0``.
+
+    ``points[k] ∈ {0, 1}`` says which of ``e_1, e_2`` sample ``k`` is. With
+    ``f(x; w) = w·x``, ``Θ_kl = x_k·x_l`` is 1 for two copies of the same point and
+    0 otherwise (singular as soon as a point repeats), and ``r0 = −y_{points}``.
+    """
+    pts = _checks.array(points, "points", ndim=1, dtype_kind="iu")
+    if pts.size < 2 or np.any((pts != 0) & (pts != 1)):
+        raise ValueError(f"points must be a 1-D array of at least 2 entries in {{0, 1}}, got {pts}")
+    y = _checks.array(targets, "targets", shape=(2,)).astype(float)
+    return (pts[:, None] == pts[None, :]).astype(float), -y[pts]
+
+
+def two_point_loo_gap(n, t, targets=(1.0, 1.0)):
+    """``E_S[r0ᵀ K_n(t) r0]`` for the two-point example, exactly (Chapter 5 closes Chapter 1's example).
+
+    The expectation over the ``n_1 ~ Binomial(n, ½)`` copies of ``e_1`` is a finite
+    sum; each term is :func:`gramlib.effective_gram.predicted_gap` of
+    :func:`two_point_problem`, whose kernel is singular when a point repeats. At
+    ``t = ∞`` the twin of a point seen twice or more still fits it (``ρ_i = 0``) and
+    that of a point seen once never saw it (``ρ_i = −y_j``), so the value is
+    ``2^{−n−1}(y_1² + y_2²) = Δ_{n−1}(∞)``, exponentially small like the gap itself.
+    ``n`` an integer ``≥ 2``, ``t`` a time (``inf`` allowed); returns a float.
+    """
+    from . import effective_gram
+
+    n = _checks.integer(n, "n", minimum=2)
+    t = _checks.positive(t, "t", allow_zero=True, allow_inf=True)
+    counts, pmf = _binomial_pmf(n)
+    total = 0.0
+    for m, weight in zip(counts, pmf):
+        theta, r0 = two_point_problem(np.repeat([0, 1], [m, n - m]), targets)
+        total += weight * float(effective_gram.predicted_gap(theta, r0, t))
+    return total
+
+
 def two_point_ntk_bound(n, targets=(1.0, 1.0)):
     """``E_S √(2 yᵀΘ⁺y / n)`` for the two-point example (Arora et al. 2019, leading term).
 

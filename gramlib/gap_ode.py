@@ -231,25 +231,49 @@ def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, rec
                       train_loss=rec[:, 0], population_loss=rec[:, 1], trace_cov=rec[:, 2])
 
 
-def integrate_gap_ode(cbar, epsbar, dt):
-    """Forward-Euler solution of ``dΔ/dt = −c̄_n Δ + ε̄_n``, ``Δ(0) = 0``, on the grid ``t_k = k dt``.
+def integrate_gap_ode(cbar, epsbar, dt, *, method="euler"):
+    """Solve ``dΔ/dt = −c̄_n Δ + ε̄_n``, ``Δ(0) = 0``, from factor values on a time grid (Chapter 3).
 
-    ``Δ_{k+1} = (1 − dt c̄_k) Δ_k + dt ε̄_k``, i.e. the discrete solution formula
-    ``Δ_K = Σ_{k<K} dt ε̄_k Π_{k<j<K} (1 − dt c̄_j)``, which tends to
+    ``cbar`` and ``epsbar`` hold ``K`` values at ``t_0 = 0 < t_1 < …``; ``dt`` is
+    the constant step ``t_{k+1} − t_k`` or an array of the ``K − 1`` steps.
+
+    ``method="euler"`` (forward Euler): ``Δ_{k+1} = (1 − dt c̄_k) Δ_k + dt ε̄_k``, i.e. the
+    discrete solution formula ``Δ_K = Σ_{k<K} dt ε̄_k Π_{k<j<K} (1 − dt c̄_j)``, which tends to
     ``∫₀ᵀ exp(−∫ₛᵀ c̄_n) ε̄_n(s) ds`` as ``dt → 0``. It is the form gradient descent
-    itself obeys (see the module docstring). ``cbar = 0`` gives the
-    contraction-free integral ``∫ ε̄_n``. Returns ``Δ_0..Δ_K`` (length ``K + 1``
-    for ``K`` factor values; the last factor value is not used).
-    """
-    c = _checks.array(cbar, "cbar", ndim=1)
-    e = _checks.array(epsbar, "epsbar", shape=(c.shape[0],))
-    dt = _checks.positive(dt, "dt")
+    itself obeys (see the module docstring); the last factor value is not used.
 
-    def step(delta, ce):
-        nxt = (1.0 - dt * ce[0]) * delta + dt * ce[1]
+    ``method="trapezoid"`` (the implicit trapezoid rule, second order and stable for any step):
+    ``Δ_{k+1} (1 + dt c̄_{k+1}/2) = Δ_k (1 − dt c̄_k/2) + dt (ε̄_k + ε̄_{k+1})/2``, for factors of
+    gradient flow sampled on any grid (Chapter 5 integrates the factors of ``K_n`` this way).
+    ``c̄_0`` multiplies ``Δ_0 = 0`` and is never used (it may be ``nan``, as ``0/0`` at ``t = 0``).
+
+    ``cbar = 0`` gives the contraction-free integral ``∫ ε̄_n``. Returns ``Δ_0..Δ_{K−1}`` (length ``K``).
+    """
+    c = np.array(_checks.array(cbar, "cbar", ndim=1, finite=False), dtype=float)
+    e = _checks.array(epsbar, "epsbar", shape=(c.shape[0],))
+    if method not in ("euler", "trapezoid"):
+        raise ValueError(f"method must be 'euler' or 'trapezoid', got {method!r}")
+    if not np.all(np.isfinite(c[1:])):
+        raise ValueError("cbar must be finite after its first value")
+    c[0] = 0.0 if not np.isfinite(c[0]) else c[0]
+    if np.ndim(dt) == 0:
+        h = np.full(max(c.shape[0] - 1, 0), _checks.positive(dt, "dt"))
+    else:
+        h = _checks.array(dt, "dt", shape=(c.shape[0] - 1,))
+        if np.any(h <= 0):
+            raise ValueError("dt must hold positive time steps")
+    if method == "euler":
+        keep, inject, gain = 1.0 - h * c[:-1], h * e[:-1], np.ones_like(h)
+    else:
+        keep, inject, gain = 1.0 - h * c[:-1] / 2, h * (e[:-1] + e[1:]) / 2, 1.0 + h * c[1:] / 2
+
+    def step(delta, args):
+        k, i, g = args
+        nxt = (k * delta + i) / g
         return nxt, nxt
 
-    _, out = jax.lax.scan(step, jnp.zeros((), jnp.result_type(float)), jnp.stack([jnp.asarray(c), jnp.asarray(e)], 1)[:-1])
+    _, out = jax.lax.scan(step, jnp.zeros((), jnp.result_type(float)),
+                          (jnp.asarray(keep), jnp.asarray(inject), jnp.asarray(gain)))
     return np.concatenate([[0.0], np.asarray(out)])
 
 

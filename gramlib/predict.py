@@ -50,7 +50,7 @@ class Prediction(NamedTuple):
     gcv: float                # GCV on the initial kernel
     linearized: float         # LOO loss of the linearized (initial-kernel) model
     ntk_bound: float          # sqrt(2 yᵀ Θ0⁻¹ y / n)
-    contraction_free: float   # train loss + Σ_k η ε_k
+    contraction_free: float   # train loss + Σ_k η ε̄_k, perturbation factor at the twins
     loo: np.ndarray
     one_time_loo: np.ndarray
     subset: np.ndarray
@@ -101,7 +101,7 @@ class Prediction(NamedTuple):
         }
 
 
-def trajectory_loo(run, snapshots=None, *, cross=None):
+def trajectory_loo(run, snapshots=None, *, cross=None, path=False):
     """Predicted LOO residuals ``ρ(T)`` ``(n, C)``-stacked ``(N,)`` from a :class:`gramlib.train.TrainResult`.
 
     ``cross``: the run's two-time kernel ``(k, l) ↦ Θ(t_k, t_l)`` over its
@@ -111,6 +111,7 @@ def trajectory_loo(run, snapshots=None, *, cross=None):
     constant). ``snapshots`` (a divisor of ``K``) keeps only every
     ``K/snapshots``-th snapshot, each then standing for ``steps/snapshots``
     steps: the error of using fewer kernels, measured on the same run.
+    ``path=True`` also returns the twins' ``ρ(k)`` at every step ``(steps, N)``.
     """
     from . import effective_gram
 
@@ -124,8 +125,8 @@ def trajectory_loo(run, snapshots=None, *, cross=None):
     if cross is not None and stride > 1:
         full = cross
         cross = lambda k, l: full(k * stride if k < len(thetas) else len(run.thetas), l * stride)  # noqa: E731
-    return np.asarray(effective_gram.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs,
-                                                    cross=cross))
+    out = effective_gram.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs, cross=cross, path=path)
+    return tuple(np.asarray(o) for o in out) if path else np.asarray(out)
 
 
 def held_out_loss(apply, params, x, y):
@@ -165,7 +166,7 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
                                  steps=steps, snapshots=snapshots, batch_size=batch_size,
                                  progress=progress)
     cross = ntk.two_time_kernel(model.apply, run.weights, dataset.x_train, batch_size=batch_size)
-    rho = trajectory_loo(run, cross=cross)
+    rho, rho_path = trajectory_loo(run, cross=cross, path=True)
     one_time = trajectory_loo(run)
     n, c = run.n, run.outputs
     theta0, r0 = run.thetas[0], run.residuals[0]
@@ -189,7 +190,7 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
         gcv=float(gcv),
         linearized=float(linear),
         ntk_bound=baselines.ntk_norm_bound(theta0, dataset.y_train),
-        contraction_free=baselines.contraction_free_loss(run.thetas, run.residuals, lr, outputs=c),
+        contraction_free=baselines.contraction_free_loss(run.thetas, run.residuals, rho_path, lr, outputs=c),
         loo=loo, one_time_loo=one_time if c == 1 else one_time.reshape(n, c), subset=subset,
         brute_force_loo=bf, run=run, cross=cross,
     )

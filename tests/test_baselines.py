@@ -77,28 +77,34 @@ def test_ntk_norm_bound_matches_a_linear_solve_and_handles_singular_kernels():
         baselines.ntk_norm_bound(theta, y[:-1])
 
 
-@pytest.mark.parametrize("outputs", [1, 3])
-def test_perturbation_factor_is_the_per_sample_gradient_covariance(outputs):
-    p = 25
-    jac = RNG.standard_normal((N, outputs, p))
-    theta = jac.reshape(N * outputs, p) @ jac.reshape(N * outputs, p).T
-    r = RNG.standard_normal((N, outputs))
-    grads = np.einsum("icp,ic->ip", jac, r)            # g_i = J_iᵀ r_i
-    cov = np.cov(grads.T, bias=True)                   # (1/n) Σ (g_i − ḡ)(g_i − ḡ)ᵀ
-    want = np.trace(cov) / N
-    got = float(baselines.perturbation_factor(theta, r.ravel(), outputs=outputs))
-    assert abs(got - want) < 1e-12 * max(1, abs(want))
-
-
 def test_contraction_free_loss_is_the_explicit_sum():
     thetas = np.stack([gram(N)[0] for _ in range(3)])
     res = RNG.standard_normal((13, N))                 # 12 steps, snapshot every 4
+    rho = RNG.standard_normal((12, N))                 # the twins' LOO residuals at steps 0..11
     lr = 0.3
     want = 0.5 * res[-1] @ res[-1] / N
     for k in range(12):
-        th, r = thetas[k // 4], res[k]
-        want += lr * (r @ (np.diag(np.diag(th)) - th / N) @ r) / N**2
-    assert abs(baselines.contraction_free_loss(thetas, res, lr) - want) < 1e-12
+        th, p = thetas[k // 4], rho[k]
+        want += lr * sum(th[i, i] * p[i] ** 2 for i in range(N)) / N**2
+    assert abs(baselines.contraction_free_loss(thetas, res, rho, lr) - want) < 1e-12
+    with pytest.raises(ValueError, match="loo_path"):
+        baselines.contraction_free_loss(thetas, res, rho[:-1], lr)
+
+
+def test_contraction_free_loss_with_the_recursion_path_of_a_frozen_kernel():
+    """Frozen kernel: the recursion's ρ(k) are the exact LOO residuals of gradient descent at every step."""
+    from gramlib import effective_gram, ntk
+
+    theta, _ = gram(N)
+    r0, lr, steps = RNG.standard_normal(N), 1.5, 12
+    res = np.asarray(ntk.kernel_residuals(theta, r0, np.arange(steps + 1), lr=lr))
+    rho_t, path = effective_gram.loo_trajectory(np.stack([theta] * 3), res, lr, path=True)
+    exact = np.asarray(effective_gram.loo_residuals(theta, r0, np.arange(steps), lr=lr))
+    np.testing.assert_allclose(path, exact, atol=1e-12)
+    np.testing.assert_allclose(rho_t, effective_gram.loo_residuals(theta, r0, steps, lr=lr), atol=1e-12)
+    eps = effective_gram.perturbation_factor(theta, exact)
+    want = 0.5 * res[-1] @ res[-1] / N + lr * eps.sum()
+    assert abs(baselines.contraction_free_loss(np.stack([theta] * 3), res, path, lr) - want) < 1e-12
 
 
 def test_brute_force_loo_draws_distinct_samples_and_retrains():
@@ -123,21 +129,21 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="finite"):
         baselines.gcv(theta, np.ones(N), np.inf)
     with pytest.raises(ValueError, match="lr"):
-        baselines.contraction_free_loss(theta[None], np.ones((3, N)), 0.0)
+        baselines.contraction_free_loss(theta[None], np.ones((3, N)), np.ones((2, N)), 0.0)
 
 
 def test_exercise_checks_accept_correct_and_reject_wrong_answers(capsys):
+    from gramlib import effective_gram
     from gramlib.exercises import ch07
 
-    def good_eps(theta, r, outputs):
-        return baselines.perturbation_factor(theta, r, outputs=outputs)
+    def good_eps(theta, rho, outputs):
+        return effective_gram.perturbation_factor(theta, rho, outputs=outputs)
 
-    def bad_eps(theta, r, outputs):                     # forgets the −Θ/n term
-        n = len(r) // outputs
-        return float(r @ (np.kron(np.eye(n), np.ones((outputs, outputs))) * theta) @ r) / n**2
+    def in_sample(theta, rho, outputs):                 # the run's gradient covariance, not the twins'
+        return effective_gram.in_sample_covariance(theta, rho, outputs=outputs)
 
     assert ch07.check_perturbation_factor(good_eps) is True
-    assert ch07.check_perturbation_factor(bad_eps) is False
+    assert ch07.check_perturbation_factor(in_sample) is False
 
     def good_gcv(theta, r0, steps, lr):
         return baselines.gcv(theta, r0, steps, lr=lr)

@@ -170,7 +170,7 @@ def test_bad_inputs_raise(pool):
         gap_ode.integrate_gap_ode(np.ones(4), np.ones(3), 0.1)
     with pytest.raises(ValueError, match="dt"):
         gap_ode.integrate_gap_ode(np.ones(4), np.ones(4), -0.1)
-    with pytest.raises(ValueError, match="cbar contains"):
+    with pytest.raises(ValueError, match="cbar must be finite"):
         gap_ode.integrate_gap_ode(np.array([1.0, np.nan]), np.ones(2), 0.1)
     with pytest.raises(ValueError, match="at least 2"):
         gap_ode.mean_band(np.ones((1, 3)))

@@ -8,7 +8,7 @@ from . import call_answer, compare, not_answered
 
 
 def _problems():
-    """Small Gram matrices (one and two outputs) with residuals, steps and step sizes."""
+    """Small Gram matrices (one and two outputs) with residual vectors (read as ``r0`` or as ``ρ``)."""
     rng = np.random.default_rng(707)
     out = []
     for n, c, p in ((6, 1, 20), (8, 1, 5), (5, 2, 30)):
@@ -18,21 +18,26 @@ def _problems():
 
 
 def check_perturbation_factor(my_perturbation_factor) -> bool:
-    """Check ``my_perturbation_factor(theta, r, outputs)`` = ``(1/n²) rᵀ (Bdiag Θ − Θ/n) r``."""
+    """Check ``my_perturbation_factor(theta, rho, outputs)`` = ``(1/n²) Σ_i ρ_iᵀ Θ_ii ρ_i``.
+
+    The perturbation factor at the twins: ``Θ_ii`` is the ``C×C`` diagonal block of
+    sample ``i`` and ``ρ_i`` its leave-one-out residual (the twin's residual at the
+    sample it never saw). The reference is an explicit loop over samples.
+    """
     if not_answered(my_perturbation_factor):
         return False
     got, want = [], []
-    for theta, r, c in _problems():
-        value = call_answer(my_perturbation_factor, "my_perturbation_factor", theta, r, c)
+    for theta, rho, c in _problems():
+        value = call_answer(my_perturbation_factor, "my_perturbation_factor", theta, rho, c)
         if value is None:
             return False
-        n = len(r) // c
-        blocks = np.kron(np.eye(n), np.ones((c, c))) * theta
+        n = len(rho) // c
+        blocks = [theta[i * c:(i + 1) * c, i * c:(i + 1) * c] for i in range(n)]
         got.append(value)
-        want.append(r @ (blocks - theta / n) @ r / n**2)
-    return compare(got, want, "perturbation factor ε(r)", rtol=1e-8, atol=1e-12,
-                   hint="Keep only the C×C diagonal blocks of Θ for the first term (the per-sample "
-                        "squared gradient norms), subtract Θ/n, and divide the quadratic form by n².")
+        want.append(sum(rho[i * c:(i + 1) * c] @ b @ rho[i * c:(i + 1) * c] for i, b in enumerate(blocks)) / n**2)
+    return compare(got, want, "perturbation factor ε̄", rtol=1e-8, atol=1e-12,
+                   hint="Only the C×C diagonal blocks Θ_ii enter (the squared gradient ‖J_iᵀ ρ_i‖² of the "
+                        "sample each twin never saw); no −Θ/n term; divide the sum by n².")
 
 
 def check_gcv(my_gcv) -> bool:
