@@ -418,8 +418,8 @@ def ntk_norm_bound(gram, y, *, rcond=None) -> float:
 def stability_bound(train_grad_sq, disagreement, t, n, *, input_bound=1.0) -> float:
     """Gradient-disagreement stability bound on ``|Δ_n(T)|``, linear least squares, gradient flow.
 
-    ``|Δ_n(T)| ≤ G(T) D(T) + ½ B² D(T)²`` with ``G(T)² = E‖∇ℓ(w_S(T); z_i)‖²``
-    (``train_grad_sq``), ``D(T) = (1/n) ∫_0^T √V(s) ds``, ``V(s) = E‖∇ℓ(w_S(s); z') −
+    ``|Δ_n(T)| ≤ G(T) δ̄(T) + ½ B² δ̄(T)²`` with ``G(T)² = E‖∇ℓ(w_S(T); z_i)‖²``
+    (``train_grad_sq``), ``δ̄(T) = (1/n) ∫_0^T √V(s) ds`` (a bound on the twins' distance), ``V(s) = E‖∇ℓ(w_S(s); z') −
     ∇ℓ(w_S(s); z_i)‖²`` given on the grid ``t`` (``disagreement``; ``t[0] = 0``,
     increasing, ``T = t[-1]``, trapezoid rule) and ``B ≥ ‖x‖`` (``input_bound``).
     Derived in Chapter 1 (after Hardt et al. 2016, with the Lipschitz constant replaced
@@ -548,7 +548,7 @@ def two_point_stability_bound(n, t, targets=(1.0, 1.0), *, nodes=16):
     """The stability bound of :func:`stability_bound` for the two-point example, exactly.
 
     With ``q(s) = (1 + e^{−2s/n})/2``: ``V(s) = ½(y_1² + y_2²) q(s)^n`` and
-    ``G(T)² = ½(y_1² + y_2²) e^{−2T/n} q(T)^{n−1}``; ``D(T) = (1/n) ∫_0^T √V`` by composite
+    ``G(T)² = ½(y_1² + y_2²) e^{−2T/n} q(T)^{n−1}``; ``δ̄(T) = (1/n) ∫_0^T √V`` by composite
     Gauss–Legendre quadrature (``nodes`` per unit-length panel). ``B = 1``. ``V`` never
     falls below ``½(y_1²+y_2²) 2^{−n}`` (a point unseen), so the bound is ``∞`` at ``t = ∞``.
     """

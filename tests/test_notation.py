@@ -1,0 +1,65 @@
+"""Every chapter and the glossary follow chapters/notation.md: one meaning per symbol."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"
+
+
+def _text(name):
+    path = CHAPTERS / name
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text())["cells"]
+        return "\n".join("".join(c["source"]) for c in cells)
+    return path.read_text()
+
+
+# (pattern, why it is wrong) — symbols whose meaning notation.md reserves for something else
+FORBIDDEN = [
+    (r"Bdiag", "the block diagonal is written \\blockdiag"),
+    (r"S_k|S_t\b", "S is a data set; the residual map is \\Phi"),
+    (r"R\(z\)|\\hat\\rho_i\(z\)", "z is a sample; the Laplace variable is \\omega"),
+    (r"D = \\Diag|D\^\{-2\}", "Diag(diag Θ⁻¹) is written out"),
+    (r"\$P\$ parameters|\\times P\b|n \\times P\$|P_k\b", "p counts parameters; the projector onto the bottom-k is \\Pi_k"),
+    (r"\$K = |K\(K\+1\)|\$K\$ equally|\$1/K\$", "K_n is the effective Gram matrix; M counts snapshots"),
+    (r"(?<!positive )mixture of ridge", "gradient flow is an inverse Laplace transform over complex ridge parameters"),
+    (r"M-Lipschitz|\\frac M2", "M counts snapshots; the Lipschitz constant is \\gamma"),
+    (r"G\(T\)|D\(T\)", "G is the resolvent and D_i the loss difference; the stability bound uses \\bar g, \\bar\\delta"),
+    (r"R_i\(k\)|\\xi_[uw]", "R is the leave-one-out map; the remainder is \\beta_i(k) at \\bar w_k, \\bar u_k"),
+    (r"C\(t\) = \\int", "C is the number of outputs; the accumulated contraction is \\chi"),
+    (r"\\int_\\Gamma|contour \$\\Gamma", "the Talbot contour is \\mathcal C"),
+    (r"\\operatorname\{blockdiag\}", "use the \\blockdiag macro"),
+]
+
+BOOK = ["01_the_generalization_gap.ipynb", "02_two_trajectories.ipynb", "03_the_gap_equation.ipynb",
+        "04_linearized_networks.ipynb", "05_the_effective_gram_matrix.ipynb", "06_alignment.ipynb",
+        "07_predicting_test_loss.ipynb", "glossary.md"]
+
+
+@pytest.mark.parametrize("name", BOOK)
+def test_no_retired_symbols(name):
+    text = _text(name)
+    for pattern, why in FORBIDDEN:
+        hits = re.findall(pattern, text)
+        assert not hits, f"{name}: {hits[:3]} ({why})"
+
+
+def test_chapter_2_remainder_is_not_rho():
+    text = _text("02_two_trajectories.ipynb")
+    assert "\\varsigma" in text and "+ \\rho" not in text
+
+
+def test_relation_to_the_paper_boxes():
+    for name in ("03_the_gap_equation.ipynb", "05_the_effective_gram_matrix.ipynb", "06_alignment.ipynb",
+                 "07_predicting_test_loss.ipynb"):
+        text = _text(name)
+        assert "```{admonition} Relation to the paper" in text and "{cite}`yang2025effective`" in text
+
+
+def test_notation_page_lists_the_new_symbols():
+    text = _text("notation.md")
+    for symbol in ("\\Phi_t", "G(\\omega)", "\\Delta^{\\rm loo}_n", "P_n(t)", "C_n(t)", "\\Ntk(t, s)",
+                   "k_T = T/\\eta", "\\Pi_k", "\\beta_i(k)", "\\varsigma", "N = nC"):
+        assert symbol in text, symbol
