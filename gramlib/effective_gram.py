@@ -318,6 +318,19 @@ def _own_blocks(theta, v, n, outputs):
     return jnp.einsum("icd,...idm->...icm", blocks, vb).reshape(v.shape)
 
 
+def _kernel_and_rows(theta, v, outputs, name):
+    """Validated ``(Θ, v, n)`` for a quadratic form in ``v`` ``(..., N)``, in a common float dtype."""
+    th = _checks.square_symmetric(theta, "theta")
+    outputs = _checks.integer(outputs, "outputs", minimum=1)
+    if th.shape[0] % outputs:
+        raise ValueError(f"outputs={outputs} must divide the size of theta ({th.shape[0]} rows)")
+    v = _checks.array(v, name)
+    if v.ndim == 0 or v.shape[-1] != th.shape[0]:
+        raise ValueError(f"{name} must have shape (..., {th.shape[0]}) (one entry per row of theta), got {v.shape}")
+    dtype = jnp.result_type(float, th.dtype, v.dtype)
+    return jnp.asarray(th, dtype), jnp.asarray(v, dtype), th.shape[0] // outputs
+
+
 def perturbation_factor(theta, rho, *, outputs=1):
     """The perturbation factor at the twins, ``ε̄ = (1/n²) Σ_i ρ_iᵀ Θ_ii ρ_i`` (Chapters 3–5).
 
@@ -331,17 +344,8 @@ def perturbation_factor(theta, rho, *, outputs=1):
     but ``ρ ↛ 0``. ``rho``: ``(N,)`` or ``(..., N)`` (e.g. one row per time);
     returns a float or ``(...)``.
     """
-    th = _checks.square_symmetric(theta, "theta")
-    outputs = _checks.integer(outputs, "outputs", minimum=1)
-    if th.shape[0] % outputs:
-        raise ValueError(f"outputs={outputs} must divide the size of theta ({th.shape[0]} rows)")
-    rho = _checks.array(rho, "rho")
-    if rho.ndim == 0 or rho.shape[-1] != th.shape[0]:
-        raise ValueError(f"rho must have shape (..., {th.shape[0]}) (one entry per row of theta), got {rho.shape}")
-    n = th.shape[0] // outputs
-    dtype = jnp.result_type(float, th.dtype, rho.dtype)
-    rho = jnp.asarray(rho, dtype)
-    out = jnp.sum(rho * _own_blocks(jnp.asarray(th, dtype), rho[..., None], n, outputs)[..., 0], axis=-1) / n**2
+    th, rho, n = _kernel_and_rows(theta, rho, outputs, "rho")
+    out = jnp.sum(rho * _own_blocks(th, rho[..., None], n, outputs)[..., 0], axis=-1) / n**2
     return float(out) if out.ndim == 0 else np.asarray(out)
 
 
@@ -357,16 +361,7 @@ def in_sample_covariance(theta, r, *, outputs=1):
     ``ρ_i``, and decays to zero as the run interpolates. ``r``: ``(N,)`` or
     ``(..., N)``; returns a float or ``(...)``.
     """
-    th = _checks.square_symmetric(theta, "theta")
-    outputs = _checks.integer(outputs, "outputs", minimum=1)
-    if th.shape[0] % outputs:
-        raise ValueError(f"outputs={outputs} must divide the size of theta ({th.shape[0]} rows)")
-    r = _checks.array(r, "r")
-    if r.ndim == 0 or r.shape[-1] != th.shape[0]:
-        raise ValueError(f"r must have shape (..., {th.shape[0]}) (one entry per row of theta), got {r.shape}")
-    n = th.shape[0] // outputs
-    dtype = jnp.result_type(float, th.dtype, r.dtype)
-    th, r = jnp.asarray(th, dtype), jnp.asarray(r, dtype)
+    th, r, n = _kernel_and_rows(theta, r, outputs, "r")
     own = jnp.sum(r * _own_blocks(th, r[..., None], n, outputs)[..., 0], axis=-1)
     out = (own - jnp.einsum("...i,ij,...j->...", r, th, r) / n) / n**2
     return float(out) if out.ndim == 0 else np.asarray(out)
