@@ -174,7 +174,6 @@ def random_gap_expected(k_matrix, norm):
     return norm ** 2 * float(np.trace(a)) / a.shape[0]
 
 
-@jax.jit
 class AlignmentCurve(NamedTuple):
     """Alignment along a kernel-training run (leading axis: the times ``t``).
 

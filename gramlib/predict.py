@@ -15,6 +15,7 @@ beside the held-out test loss and every baseline of :mod:`gramlib.baselines`.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ class Prediction(NamedTuple):
     one_time_loo: np.ndarray
     subset: np.ndarray
     brute_force_loo: np.ndarray
+    baseline_dynamics: str    # "descent" or "flow": how GCV and the linearized baseline were computed
     run: Any                  # the gramlib.train.TrainResult
     cross: Any                # the run's two-time kernel (k, l) ↦ Θ(t_k, t_l)
 
@@ -92,7 +94,8 @@ class Prediction(NamedTuple):
             "one_time_relative_error": abs(self.one_time - self.held_out) / self.held_out,
             "train_loss": self.train_loss,
             "gcv": self.gcv, "gcv_relative_error": abs(self.gcv - self.held_out) / self.held_out,
-            "linearized": self.linearized, "ntk_bound": self.ntk_bound,
+            "linearized": self.linearized, "baseline_dynamics": self.baseline_dynamics,
+            "ntk_bound": self.ntk_bound,
             "contraction_free": self.contraction_free,
             "brute_force": self.brute_force, "predicted_on_subset": self.predicted_on_subset,
             "one_time_on_subset": (0.5 * float(np.sum(self.one_time_loo[self.subset] ** 2)) / len(self.subset)
@@ -190,6 +193,7 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
         gcv=float(gcv),
         linearized=float(linear),
         ntk_bound=baselines.ntk_norm_bound(theta0, dataset.y_train),
+        baseline_dynamics="descent" if exact else "flow",
         contraction_free=baselines.contraction_free_loss(run.thetas, run.residuals, rho_path, lr, outputs=c),
         loo=loo, one_time_loo=one_time if c == 1 else one_time.reshape(n, c), subset=subset,
         brute_force_loo=bf, run=run, cross=cross,
@@ -288,6 +292,22 @@ def _loss(rho, n):
     return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
 
 
+def _in_float64(fn):
+    """Run ``fn`` with JAX's float64 switched on and restore the caller's setting afterwards."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = bool(jax.config.jax_enable_x64)
+        jax.config.update("jax_enable_x64", True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            jax.config.update("jax_enable_x64", before)
+
+    return wrapper
+
+
+@_in_float64
 def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), datasets=None, seeds=None,
                   retrain=True, progress=True):
     """Regenerate Chapter 7's tables (CSV) and figures (PNG) under ``out_dir``.
@@ -322,7 +342,6 @@ def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), d
             raise ValueError(f"{option} must be a non-empty subset of {allowed} at scale {scale!r}, got {value}")
         for k in keys:
             setting[k] = tuple(v for v in setting[k] if v in set(value))
-    jax.config.update("jax_enable_x64", True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dtype = np.float64
@@ -368,6 +387,7 @@ def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), d
     return summary
 
 
+@_in_float64
 def reproduce_ch7_limits(out_dir="results", scale="default", *, retrain=True, progress=True):
     """Chapter 7's limits: a 4-layer ReLU MLP on the digits at ``η/2, η, 2η`` (strong feature learning).
 
@@ -383,7 +403,6 @@ def reproduce_ch7_limits(out_dir="results", scale="default", *, retrain=True, pr
     setting = SCALES[scale]
     if setting["task"] != "parity":
         raise ValueError(f"the limits run on the digits' parity task; scale {scale!r} has task {setting['task']!r}")
-    jax.config.update("jax_enable_x64", True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds, shape = dataset("digits", setting["n_train"], setting["n_test"], key=jax.random.PRNGKey(0))
@@ -405,6 +424,7 @@ def reproduce_ch7_limits(out_dir="results", scale="default", *, retrain=True, pr
     return limits
 
 
+@_in_float64
 def reproduce_ch7_noise(out_dir="results", scale="default", *, archs=("mlp", "cnn"), progress=True):
     """The sampling noise of leave-one-out at the scale of Chapter 7's table: ``ch7_noise.csv``.
 
@@ -418,7 +438,6 @@ def reproduce_ch7_noise(out_dir="results", scale="default", *, archs=("mlp", "cn
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    jax.config.update("jax_enable_x64", True)
     setting = SCALES[scale]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -473,7 +492,7 @@ def read_table(path):
     """Rows of a CSV written by :func:`reproduce_ch7`, numbers as floats (``seed`` as int)."""
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    text = {"dataset", "arch", "labels", "diverged"}
+    text = {"dataset", "arch", "labels", "diverged", "baseline_dynamics"}
     for r in rows:
         for k, v in r.items():
             if k not in text:

@@ -344,3 +344,12 @@ def test_gap_bounds_from_the_share_hold_and_are_attained():
     r = np.sqrt(s) * q[:, 0] + np.sqrt(1 - s) * q[:, k]
     assert r @ k_matrix @ r == pytest.approx(s * lam[0] + (1 - s) * lam[k], abs=1e-12)
     assert float(al.bottom_share(k_matrix, r, k)) == pytest.approx(s, abs=1e-12)
+
+
+def test_alignment_curve_is_a_named_tuple_of_host_arrays():
+    """A stray ``jax.jit`` on the class made ``isinstance`` raise and returned float32 fields without x64."""
+    rng = np.random.default_rng(11)
+    j = rng.standard_normal((6, 9))
+    curve = al.alignment_curve(j @ j.T, rng.standard_normal(6), np.array([1.0, 10.0]))
+    assert isinstance(curve, al.AlignmentCurve) and isinstance(curve, tuple)
+    assert curve.share_r0.dtype == np.float64 and curve.k == 1

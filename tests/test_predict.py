@@ -38,6 +38,19 @@ def test_prediction_is_the_loo_loss_of_the_trajectory(run):
     assert abs(p.ntk_bound - baselines.ntk_norm_bound(p.run.thetas[0], ds.y_train)) < 1e-12
     assert set(p.row()) >= {"predicted", "held_out", "gcv", "linearized", "ntk_bound", "contraction_free",
                             "brute_force", "correlation"}
+    assert p.row()["baseline_dynamics"] == "descent"       # N = 40 rows: exact gradient descent
+    rho_path = predict.trajectory_loo(p.run, cross=cross, path=True)[1]
+    want = baselines.contraction_free_loss(p.run.thetas, p.run.residuals, rho_path, 1.0)
+    assert abs(p.contraction_free - want) < 1e-14
+
+
+def test_the_baselines_say_when_they_switch_to_gradient_flow(run, monkeypatch):
+    model, ds, _ = run
+    monkeypatch.setattr(predict, "EXACT_DESCENT_MAX_ROWS", 10)
+    q = predict.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=60, snapshots=6,
+                                  brute_force=0, progress=False)
+    assert q.row()["baseline_dynamics"] == "flow"
+    assert abs(q.gcv - baselines.gcv(q.run.thetas[0], q.run.residuals[0], 60.0)) < 1e-12
 
 
 def test_loo_residuals_agree_with_brute_force_retraining(run):
@@ -130,7 +143,12 @@ def test_frozen_kernel_losses_match_parameter_space_gradient_flow():
 
 
 def test_noise_table_of_the_command_line(tmp_path):
-    rows = predict.reproduce_ch7_noise(tmp_path, "smoke", archs=("mlp",), progress=False)
+    jax.config.update("jax_enable_x64", False)  # a caller in float32: the command must not change it
+    try:
+        rows = predict.reproduce_ch7_noise(tmp_path, "smoke", archs=("mlp",), progress=False)
+        assert not jax.config.jax_enable_x64, "reproduce switched float64 on in the caller's process"
+    finally:
+        jax.config.update("jax_enable_x64", True)
     assert [(r["dataset"], r["arch"]) for r in rows] == [("digits", "mlp"), ("mnist1d", "mlp"), ("teacher", "mlp")]
     back = predict.read_table(tmp_path / "ch7_noise.csv")
     for r, b in zip(rows, back):
