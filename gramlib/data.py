@@ -125,7 +125,10 @@ def split(x, labels, n_train, n_test, *, key, task="parity", classes=None, flatt
     """
     _checks.integer(n_train, "n_train", minimum=2)
     _checks.integer(n_test, "n_test", minimum=1)
-    x, labels = np.asarray(x), np.asarray(labels)
+    x = _checks.array(x, "x")
+    labels = _checks.array(labels, "labels", ndim=1, dtype_kind="iu")
+    if x.ndim == 0 or len(x) != len(labels):
+        raise ValueError(f"x must hold one input per label: x has shape {x.shape}, labels has {len(labels)} entries")
     if classes is not None:
         keep = np.isin(labels, classes)
         x, labels = x[keep], labels[keep]

@@ -202,3 +202,15 @@ def test_read_idx_refuses_other_files(tmp_path):
     path.write_bytes(gzip.compress(b"not an idx file"))
     with pytest.raises(ValueError, match="IDX"):
         data.read_idx(path)
+
+
+def test_split_refuses_mismatched_or_broken_inputs():
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="one input per label"):
+        data.split(x, np.arange(10) % 2, 4, 4, key=jax.random.PRNGKey(0))
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="x contains 1 NaN"):
+        data.split(bad, np.arange(20) % 2, 4, 4, key=jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match="labels must hold numbers"):
+        data.split(x, np.array(["a"] * 20), 4, 4, key=jax.random.PRNGKey(0))
