@@ -7,7 +7,7 @@ export JAX_PLATFORMS ?= cpu
 export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test student site-check bench lock clean
+.PHONY: book test student site-check bench bench-peer lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ site-check: book
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+## gramlib against neural-tangents' Jacobian contraction, in one run (benchmarks/results/peer.csv);
+## makes the peer's own virtual environment .peer-venv (JAX 0.4.30) with tools/make_peer_env.sh.
+bench-peer: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_peer
 
 ## Re-pin every package to what the current install resolved to.
 lock: $(STAMP)

@@ -5,7 +5,7 @@ import sys
 import traceback
 
 SCRIPTS = ["bench_ntk", "bench_effective_gram", "bench_loo_trajectory", "bench_scaling", "bench_ntk_memory",
-           "bench_loo_vs_retraining", "bench_train_steps"]
+           "bench_loo_vs_retraining", "bench_train_steps", "bench_peer"]
 
 
 def main():

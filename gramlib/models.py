@@ -5,7 +5,9 @@ Two families: the fully connected :func:`mlp` and the convolutional
 
 ``init(key) -> params`` (a list of layer dicts) and ``apply(params, x) -> f``
 with ``f`` of shape ``(n,)`` for one output or ``(n, C)`` for ``C`` outputs,
-the shapes :func:`gramlib.ntk.empirical_ntk` expects.
+the shapes :func:`gramlib.ntk.empirical_ntk` expects. ``apply`` is a plain
+function: the empirical NTK finds its layers by tracing it
+(:mod:`gramlib.tangent_structure`), as for any network a reader writes.
 
 Parameterizations (see Chapter 4):
 
@@ -39,43 +41,6 @@ class Model(NamedTuple):
 
     init: Callable
     apply: Callable
-
-
-class Layer(NamedTuple):
-    """How layer ``l`` uses its parameters: ``z = scale · (h ⋆ W) + bias_scale · b``.
-
-    ``kind`` is ``"dense"`` (``h W``) or ``"conv"`` (stride-1 ``SAME``
-    convolution); ``scale`` is ``σ_w / sqrt(fan_in)`` (NTK) or ``1`` (standard).
-    """
-
-    kind: str
-    scale: float
-    bias_scale: float
-
-
-class Structure(NamedTuple):
-    """The layer structure of a model, attached to its ``apply`` as ``apply.structure``.
-
-    ``forward(params, x, taps) -> (outputs, inputs, preactivations)``: the
-    outputs of ``apply`` when ``taps[l]`` is added to the pre-activation of
-    layer ``l`` (``taps=None``: no taps), with the input ``h_l`` and the
-    pre-activation ``z_l`` of every layer. One VJP with respect to the taps
-    gives every back-propagated signal ``∂f/∂z_l`` at once, which is what the
-    structured empirical NTK (:func:`gramlib.ntk.empirical_ntk`) contracts.
-    """
-
-    forward: Callable
-    layers: tuple
-
-
-def _scales(parameterization, fan_in, sigma_w, sigma_b):
-    if parameterization == "ntk":
-        return sigma_w / math.sqrt(fan_in), sigma_b
-    return 1.0, 1.0
-
-
-def _tap(z, taps, l):
-    return z if taps is None else z + taps[l]
 
 
 def _architecture(activation, parameterization, minimum=None, **sizes):
@@ -122,19 +87,13 @@ def mlp(in_dim, width=512, depth=2, outputs=1, *, activation="tanh", parameteriz
         return [dense_init(k, a, b, parameterization, gain, dtype)
                 for k, a, b in zip(keys, dims[:-1], dims[1:])]
 
-    def forward(params, x, taps):
-        h, inputs, pre = x, [], []
-        for l, layer in enumerate(params):
-            inputs.append(h)
-            pre.append(_tap(dense_apply(layer, h, parameterization, gain, sigma_b), taps, l))
-            h = act(pre[-1]) if l < depth - 1 else pre[-1]
-        return (h[:, 0] if outputs == 1 else h), inputs, pre
-
     def apply(params, x):
-        return forward(params, x, None)[0]
+        h = x
+        for l, layer in enumerate(params):
+            z = dense_apply(layer, h, parameterization, gain, sigma_b)
+            h = act(z) if l < depth - 1 else z
+        return h[:, 0] if outputs == 1 else h
 
-    apply.structure = Structure(forward, tuple(
-        Layer("dense", *_scales(parameterization, a, gain, sigma_b)) for a in dims[:-1]))
     return Model(init, apply)
 
 
@@ -193,21 +152,11 @@ def cnn(input_shape, channels=16, depth=3, outputs=1, *, kernel_size=3, activati
                  for k, c in zip(keys[:-1], c_ins)]
         return convs + [dense_init(keys[-1], flat, outputs, parameterization, sigma_w, dtype)]
 
-    def forward(params, x, taps):
-        h, inputs, pre = x.reshape((x.shape[0],) + input_shape), [], []
-        for l, layer in enumerate(params[:-1]):
-            inputs.append(h)
-            pre.append(_tap(conv_apply(layer, h, parameterization, sigma_w, sigma_b), taps, l))
-            h = act(pre[-1])
-        inputs.append(h.reshape(h.shape[0], -1))
-        pre.append(_tap(dense_apply(params[-1], inputs[-1], parameterization, sigma_w, sigma_b), taps, depth - 1))
-        return (pre[-1][:, 0] if outputs == 1 else pre[-1]), inputs, pre
-
     def apply(params, x):
-        return forward(params, x, None)[0]
+        h = x.reshape((x.shape[0],) + input_shape)
+        for layer in params[:-1]:
+            h = act(conv_apply(layer, h, parameterization, sigma_w, sigma_b))
+        z = dense_apply(params[-1], h.reshape(h.shape[0], -1), parameterization, sigma_w, sigma_b)
+        return z[:, 0] if outputs == 1 else z
 
-    window_size = math.prod(window)
-    apply.structure = Structure(forward, tuple(
-        [Layer("conv", *_scales(parameterization, c * window_size, sigma_w, sigma_b)) for c in c_ins]
-        + [Layer("dense", *_scales(parameterization, flat, sigma_w, sigma_b))]))
     return Model(init, apply)

@@ -23,10 +23,14 @@ import numpy as np
 from jax import lax
 
 from . import _checks
+from . import tangent_structure as ts
 
-METHODS = ("structured", "jacobian")
-"""Ways to compute the empirical NTK: ``"structured"`` contracts layer factors
-(models of :mod:`gramlib.models`), ``"jacobian"`` materializes per-sample Jacobians."""
+METHODS = ("auto", "structured", "jacobian")
+"""Ways to compute the empirical NTK. ``"auto"`` (the default) traces ``f`` and
+takes, leaf by leaf, the cheaper of dense factors and a Jacobian block
+(:mod:`gramlib.tangent_structure`); ``"structured"`` takes dense factors
+wherever they apply; ``"jacobian"`` contracts per-sample Jacobians of the whole
+network from ``jax.jacrev``."""
 
 
 # ----------------------------------------------------------------------------- empirical NTK
@@ -67,69 +71,32 @@ def _ntk_jacobian(f, params, x1, x2, batch_size, params2):
     return full[: n1 * c, : n2 * c]
 
 
-def _layer_factors(structure, params, x):
-    """Per-layer factors of the Jacobian of a batch ``x`` (``n`` samples, ``C`` outputs).
-
-    One forward pass and ``C`` backward passes with respect to the taps give
-    the back-propagated signals ``g_l = ∂f/∂z_l`` ``(C, n, ...)`` of every layer.
-    Dense layer: the pair ``(scale · h_l, g_l)``; its Jacobian
-    ``∂f_c/∂W = scale · h_l ⊗ g_{l,c}`` is never formed. Convolution: the
-    per-sample weight and bias gradients ``scale · Σ_p P_p(h_l) ⊗ g_{l,c}[p]``
-    and ``bias_scale · Σ_p g_{l,c}[p]`` from the patches ``P_p(h_l)``, shape
-    ``(n, C, window · c_in · c_out + c_out)``, small because filters are shared.
-    """
-    n = x.shape[0]
-    shapes = jax.eval_shape(lambda: structure.forward(params, x, None)[2])
-    taps = [jnp.zeros(a.shape, a.dtype) for a in shapes]
-
-    def outputs(taps):
-        out, inputs, _ = structure.forward(params, x, taps)
-        return out.reshape(n, -1), inputs
-
-    out, pullback, inputs = jax.vjp(outputs, taps, has_aux=True)
-    eye = jnp.eye(out.shape[1], dtype=out.dtype)
-    signals = jax.vmap(lambda e: pullback(jnp.broadcast_to(e, out.shape))[0])(eye)
-    factors = []
-    for layer, w, h, g in zip(structure.layers, params, inputs, signals):
-        if layer.kind == "dense":
-            factors.append((layer.scale * h, g))
-            continue
-        window = w["w"].shape[:-2]
-        spatial = "HW" if len(window) == 2 else "W"
-        patches = lax.conv_general_dilated_patches(
-            h, window, (1,) * len(window), "SAME",
-            dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"))
-        patches = patches.reshape(n, -1, patches.shape[-1])  # (n, positions, c_in · window)
-        g = g.reshape(g.shape[0], n, -1, g.shape[-1])  # (C, n, positions, c_out)
-        weight = layer.scale * jnp.einsum("nsp,cnso->ncpo", patches, g).reshape(n, g.shape[0], -1)
-        bias = layer.bias_scale * jnp.sum(g, axis=2).transpose(1, 0, 2)
-        factors.append(jnp.concatenate([weight, bias], axis=2))
-    return factors
+@partial(jax.jit, static_argnames=("prog", "choice", "same"))
+def _ntk_traced_jit(prog, choice, leaves, consts, x1, x2, same, leaves2):
+    fa = ts.factors(prog, choice, leaves, consts, x1)
+    return ts.contract(fa, fa if same else ts.factors(prog, choice, leaves2, consts, x2), same)
 
 
-def _contract_factors(structure, fa, fb):
-    """``Θ(a, b) = Σ_l`` dense: ``(scale² h_a·h_b + bias_scale²)(g_a·g_b)``; conv: ``J_a·J_b``."""
-    total = 0.0
-    for layer, a, b in zip(structure.layers, fa, fb):
-        if layer.kind == "dense":
-            inputs = a[0] @ b[0].T + layer.bias_scale**2
-            signals = jnp.einsum("cax,dbx->acbd", a[1].reshape(a[1].shape[:2] + (-1,)),
-                                 b[1].reshape(b[1].shape[:2] + (-1,)))
-            total = total + inputs[:, None, :, None] * signals
-        else:
-            total = total + jnp.einsum("acp,bdp->acbd", a, b)
-    na, c, nb, _ = total.shape
-    return total.reshape(na * c, nb * c)
+_factors = jax.jit(ts.factors, static_argnums=(0, 1))
+_contract = jax.jit(ts.contract, static_argnames=("same",))
 
 
-@partial(jax.jit, static_argnames=("f", "same"))
-def _ntk_structured(f, params, x1, x2, same, params2):
-    fa = _layer_factors(f.structure, params, x1)
-    return _contract_factors(f.structure, fa, fa if same else _layer_factors(f.structure, params2, x2))
+def _plan(f, params, x1, n1, n2, method):
+    """The traced program of ``f`` and the per-leaf choice, or ``None`` where tracing cannot help."""
+    prog = ts.program(f, params, x1)
+    if not prog.input_dependent:
+        return None
+    return prog, ts.choose(prog, n1, n2, "structured" if method == "structured" else "auto")
 
 
-_factors = jax.jit(_layer_factors, static_argnums=0)
-_contract = jax.jit(_contract_factors, static_argnums=0)
+def _ntk_traced(f, params, x1, x2, same, params2, method="auto"):
+    """``Θ(x1, x2)`` from the traced structure of ``f`` (one jit-compiled call), or the Jacobian contraction."""
+    plan = _plan(f, params, x1, x1.shape[0], x2.shape[0], method)
+    if plan is None:
+        return _ntk_jacobian(f, params, x1, x2, None, params2)
+    prog, choice = plan
+    return _ntk_traced_jit(prog, choice, jax.tree_util.tree_leaves(params), prog.consts, x1, x2, same,
+                           jax.tree_util.tree_leaves(params2))
 
 
 @partial(jax.jit, donate_argnums=0)
@@ -137,32 +104,30 @@ def _put_rows(out, block, start):
     return lax.dynamic_update_slice_in_dim(out, block, start, 0)
 
 
-def _join(layer, parts, n):
-    """Concatenate one layer's factors over tiles along the sample axis, dropping the padding."""
-    if layer.kind == "dense":
-        return (jnp.concatenate([p[0] for p in parts])[:n], jnp.concatenate([p[1] for p in parts], axis=1)[:, :n])
-    return jnp.concatenate(parts)[:n]
-
-
-def _ntk_structured_tiled(f, params, x1, x2, batch_size, params2):
+def _ntk_traced_tiled(f, params, x1, x2, batch_size, params2, method="auto"):
     """Tiles of ``batch_size`` samples: factors of ``x2`` tile by tile, then one row tile at a time.
 
-    Peak memory: the result, the factors of ``x2`` (``O(n2 · width)``) and one
-    ``batch_size × n2`` tile of each layer's Gram matrices.
+    Peak memory: the result, the factors of ``x2`` (``O(n2 · width)`` for
+    dense layers, ``O(n2 C P_w)`` for Jacobian blocks) and one
+    ``batch_size × n2`` tile of each Gram matrix.
     """
-    structure = f.structure
+    plan = _plan(f, params, x1, batch_size, x2.shape[0], method)
+    if plan is None:
+        return _ntk_jacobian(f, params, x1, x2, batch_size, params2)
+    prog, choice = plan
+    leaves, leaves2 = jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(params2)
 
     def tiles(x):
         padded = _pad_batches(x, batch_size)
         return [(b, min(batch_size, x.shape[0] - b * batch_size)) for b in range(padded.shape[0])], padded
 
     parts2, pad2 = tiles(x2)
-    fb = [_factors(structure, params2, pad2[b]) for b, _ in parts2]
-    fb = [_join(layer, [tile[l] for tile in fb], x2.shape[0]) for l, layer in enumerate(structure.layers)]
+    fb = [_factors(prog, choice, leaves2, prog.consts, pad2[b]) for b, _ in parts2]
+    fb = jax.tree_util.tree_map(lambda *p: jnp.concatenate(p)[: x2.shape[0]], *fb)
     parts1, pad1 = tiles(x1)
     out = None
     for b, size in parts1:
-        block = _contract(structure, _factors(structure, params, pad1[b]), fb)
+        block = _contract(_factors(prog, choice, leaves, prog.consts, pad1[b]), fb)
         c = block.shape[0] // batch_size
         if out is None:
             out = jnp.zeros((x1.shape[0] * c, block.shape[1]), block.dtype)
@@ -170,27 +135,55 @@ def _ntk_structured_tiled(f, params, x1, x2, batch_size, params2):
     return out
 
 
+def _check_call(f, params, x, name):
+    """``f(params, x[:1])`` must trace and return ``(1,)`` or ``(1, C)``; else a ``ValueError`` naming ``name``."""
+    try:
+        out = jax.eval_shape(f, params, x[:1])
+    except Exception as err:
+        raise ValueError(f"f(params, {name}) fails for {name} of shape {tuple(x.shape)} "
+                         f"(does {name} have the input shape f expects?): {err}") from err
+    if not hasattr(out, "shape") or len(out.shape) not in (1, 2) or out.shape[0] != 1:
+        raise ValueError(f"f(params, x) must return shape (n,) or (n, C); got "
+                         f"{getattr(out, 'shape', type(out).__name__)} for one sample")
+    return out
+
+
+def _check_params(params, name):
+    """Every leaf of ``params`` an array of numbers (not checked for NaN: a diverged run's weights still have an NTK)."""
+    leaves = jax.tree_util.tree_leaves(params)
+    if not leaves:
+        raise ValueError(f"{name} must hold at least one array")
+    for path, w in jax.tree_util.tree_flatten_with_path(params)[0]:
+        _checks.array(w, f"{name}{jax.tree_util.keystr(path)}", finite=False)
+
+
 def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, method=None):
-    """The empirical NTK Gram matrix ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` of a JAX model (Chapter 4).
+    """The empirical NTK Gram matrix ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` of any JAX function (Chapter 4).
 
     ``f(params, x)`` maps a batch ``x`` of shape ``(n, ...)`` to outputs of shape
     ``(n,)`` or ``(n, C)`` and must treat samples independently (no batch
-    statistics). The result is ``(n1, n2)`` for scalar outputs, else
-    ``(n1*C, n2*C)`` with rows ordered (sample, output), matching
-    ``r.reshape(-1)`` for residuals ``r`` of shape ``(n, C)``. ``x2=None`` means
-    ``x2 = x1``. ``batch_size`` tiles both inputs so that at most two tiles of
-    per-sample Jacobians, ``2 * batch_size * C * P`` numbers, live in memory.
-    ``method="structured"`` (the default for models of :mod:`gramlib.models`,
-    whose ``apply`` carries a :class:`gramlib.models.Structure`) never forms
-    a Jacobian: a dense layer ``z = s h W + s_b b`` contributes
-    ``(s² h_a·h_b + s_b²)(g_a·g_b)``, the input Gram matrix times the Gram matrix
-    of the back-propagated signals ``g = ∂f/∂z`` (all layers from ``C``
-    backward passes), and a convolution the inner products of its per-sample
-    filter gradients built from patches (Chapter 4, appendix "Scaling up");
-    with ``batch_size`` only one row tile of the layer Gram matrices is live.
-    ``method="jacobian"`` (the default for any other ``f``) contracts
-    per-sample Jacobians obtained with ``jax.jacrev``. The computation is
-    jit-compiled and runs in the dtype of ``params`` and ``x``.
+    statistics); ``params`` is any tree (dicts, lists, tuples) of arrays, and
+    ``f`` may be a closure over model objects. The result is ``(n1, n2)`` for
+    scalar outputs, else ``(n1*C, n2*C)`` with rows ordered (sample, output),
+    matching ``r.reshape(-1)`` for residuals ``r`` of shape ``(n, C)``.
+    ``x2=None`` means ``x2 = x1``.
+
+    ``Θ = Σ_w J_w J_wᵀ`` is summed over parameter leaves ``w``. The default
+    ``method="auto"`` traces ``f`` once per shape (:mod:`gramlib.tangent_structure`):
+    a leaf used as the weight of a dense product ``z = X_in W`` contributes
+    ``(X_in X_inᵀ) ⊙ (G Gᵀ)`` (summed over the axes the product shares, with
+    ``G = ∂f/∂z`` from ``C`` backward passes), without forming its Jacobian;
+    every other leaf (convolution filters, biases, shared weights, …) gets its
+    per-sample Jacobian block by transposing only the equations that use it
+    (patches times ``G`` for a convolution, ``G`` summed over broadcast axes for
+    a bias), then ``J_w J_wᵀ``. A flop count picks, per dense leaf, the
+    cheaper of the two (Chapter 4, appendix "Scaling up").
+    ``method="structured"`` takes dense factors wherever they apply;
+    ``method="jacobian"`` contracts per-sample Jacobians of the whole network
+    from ``jax.jacrev``. ``batch_size`` tiles both inputs so that only one
+    ``batch_size × n2`` tile of the Gram matrices (Jacobian path: two tiles of
+    per-sample Jacobians, ``2 * batch_size * C * P`` numbers) is live. The
+    computation is jit-compiled and runs in the dtype of ``params`` and ``x``.
 
     ``params2`` (same tree structure and shapes as ``params``) takes the
     second Jacobian at other weights: ``J(x1; params) J(x2; params2)ᵀ``, the
@@ -199,14 +192,9 @@ def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, meth
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
-    structured = getattr(f, "structure", None) is not None
-    if method is None:
-        method = "structured" if structured else "jacobian"
+    method = "auto" if method is None else method
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "structured" and not structured:
-        raise ValueError("method='structured' needs a model from gramlib.models (apply.structure); "
-                         "use method='jacobian'")
     a1 = _checks.array(x1, "x1")
     if a1.ndim < 1 or a1.shape[0] == 0:
         raise ValueError(f"x1 must be a non-empty batch with samples along axis 0, got shape {a1.shape}")
@@ -216,6 +204,7 @@ def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, meth
             raise ValueError(f"x2 must be a non-empty batch shaped like x1 {('n',) + a1.shape[1:]}, got {a2.shape}")
     if batch_size is not None:
         batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
+    _check_params(params, "params")
     if params2 is None:
         params2 = params
     else:
@@ -223,17 +212,16 @@ def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, meth
         shapes2 = [jax.tree_util.tree_structure(params2), [np.shape(w) for w in jax.tree_util.tree_leaves(params2)]]
         if shapes != shapes2:
             raise ValueError("params2 must have the tree structure and leaf shapes of params")
+        _check_params(params2, "params2")
     x1 = jnp.asarray(x1)
     same = x2 is None and params2 is params
     x2 = x1 if x2 is None else jnp.asarray(x2)
-    out = jax.eval_shape(f, params, x1[:1])
-    if out.ndim not in (1, 2) or out.shape[0] != 1:
-        raise ValueError(f"f(params, x) must return shape (n,) or (n, C); got {out.shape} for one sample")
+    _check_call(f, params, x1, "x1")
     if method == "jacobian":
         return _ntk_jacobian(f, params, x1, x2, batch_size, params2)
     if batch_size is None:
-        return _ntk_structured(f, params, x1, x2, same, params2)
-    return _ntk_structured_tiled(f, params, x1, x2, batch_size, params2)
+        return _ntk_traced(f, params, x1, x2, same, params2, method)
+    return _ntk_traced_tiled(f, params, x1, x2, batch_size, params2, method)
 
 
 def two_time_kernel(f, weights, x, *, batch_size=None):
@@ -244,9 +232,9 @@ def two_time_kernel(f, weights, x, *, batch_size=None):
     inputs. ``Θ(t_k, t_k)`` is the empirical NTK at ``w_k``; for ``k ≠ l`` it
     says how a step taken with the Jacobian of time ``t_l`` moves the outputs
     as seen at time ``t_k``. Returns ``theta(k, l)``, an ``(N, N)`` array.
-    For models of :mod:`gramlib.models` without ``batch_size``, the layer
-    factors of each ``w_k`` are computed once and kept, so that ``m`` weights
-    cost ``m`` factor passes and one contraction per pair.
+    Without ``batch_size``, the traced factors of each ``w_k``
+    (:mod:`gramlib.tangent_structure`) are computed once and kept, so that
+    ``m`` weights cost ``m`` factor passes and one contraction per pair.
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
@@ -257,7 +245,8 @@ def two_time_kernel(f, weights, x, *, batch_size=None):
     if a.ndim < 1 or a.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch with samples along axis 0, got shape {a.shape}")
     x = jnp.asarray(x)
-    structure = getattr(f, "structure", None)
+    _check_call(f, weights[0], x, "x")
+    plan = _plan(f, weights[0], x, x.shape[0], x.shape[0], "auto")
     factors = {}
 
     def theta(k, l):
@@ -265,12 +254,13 @@ def two_time_kernel(f, weights, x, *, batch_size=None):
             _checks.integer(i, name, minimum=0)
             if i >= len(weights):
                 raise ValueError(f"{name} must index the {len(weights)} weights, got {i}")
-        if structure is None or batch_size is not None:
+        if plan is None or batch_size is not None:
             return empirical_ntk(f, weights[k], x, params2=weights[l], batch_size=batch_size)
+        prog, choice = plan
         for i in (k, l):
             if i not in factors:
-                factors[i] = _factors(structure, weights[i], x)
-        return _contract(structure, factors[k], factors[l])
+                factors[i] = _factors(prog, choice, jax.tree_util.tree_leaves(weights[i]), prog.consts, x)
+        return _contract(factors[k], factors[l], same=k == l)
 
     return theta
 

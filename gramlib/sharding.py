@@ -31,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import _checks
 from .effective_gram import TALBOT_NODES, _CHUNK_ELEMENTS, _loo_limit, talbot_sum
-from .ntk import _ntk_jacobian, _ntk_structured, kernel_problem, spectrum
+from .ntk import _ntk_traced, kernel_problem, spectrum
 
 AXIS = "samples"
 
@@ -53,8 +53,8 @@ def sharded_ntk(f, params, x1, x2=None, *, mesh=None):
     """The empirical NTK ``Θ(x1, x2)`` with the rows of ``x1`` split over the devices of ``mesh``.
 
     Same contract as :func:`gramlib.ntk.empirical_ntk` (shape ``(n1 C, n2 C)``,
-    rows ordered (sample, output); the structured method for models of
-    :mod:`gramlib.models`, Jacobian contraction otherwise). Each device holds
+    rows ordered (sample, output); the traced structure of ``f``, dense
+    factors or Jacobian blocks per leaf, :mod:`gramlib.tangent_structure`). Each device holds
     its ``(n1/devices) C × n2 C`` block of rows; the result is a global array
     sharded by rows.
     """
@@ -74,12 +74,10 @@ def sharded_ntk(f, params, x1, x2=None, *, mesh=None):
     c = 1 if out.ndim == 1 else out.shape[1]
     x1p = _pad_rows(jnp.asarray(x1), devices)
     x2 = jnp.asarray(a2 if x2 is not None else x1)
-    if getattr(f, "structure", None) is not None:
-        def block(p, xa, xb):
-            return _ntk_structured(f, p, xa, xb, False, p)
-    else:
-        def block(p, xa, xb):
-            return _ntk_jacobian(f, p, xa, xb, None, p)
+
+    def block(p, xa, xb):  # the traced structure of f (Jacobian contraction where tracing cannot help)
+        return _ntk_traced(f, p, xa, xb, False, p)
+
     run = jax.jit(jax.shard_map(block, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(AXIS),
                                 check_vma=False))
     return run(params, x1p, x2)[: a1.shape[0] * c]

@@ -64,18 +64,27 @@ def loss(apply, params, x, y):
     return 0.5 * jnp.sum(r**2) / x.shape[0], r
 
 
-def _loop_free(apply):
+LOOP_FREE_ON_CPU = True
+"""On the CPU, step networks with convolutions one compiled call at a time (:func:`_loop_free`); ``False``
+keeps every network inside ``lax.scan`` (the appendix "Scaling up" times both)."""
+
+
+def _loop_free(apply, params, x):
     """Whether ``apply`` takes its steps one compiled call at a time instead of inside a ``lax.scan`` loop.
 
     XLA's CPU backend runs a convolution inside a loop body about 4 times
     slower than outside one (jax-ml/jax issue 12868; measured on Chapter 7's
     digits CNN by ``benchmarks/bench_train_steps.py``), and unrolling the loop
-    costs compile time that grows with its length. So on the CPU a model with
-    convolutional layers takes one compiled step per call.
+    costs compile time that grows with its length. So on the CPU a network
+    whose traced computation contains a convolution (``conv_general_dilated``,
+    found by :func:`gramlib.tangent_structure.uses_primitive`, for a model of
+    :mod:`gramlib.models` or any other function) takes one compiled step per call.
     """
-    structure = getattr(apply, "structure", None)
-    convolutional = structure is not None and any(layer.kind == "conv" for layer in structure.layers)
-    return convolutional and jax.default_backend() == "cpu"
+    if not LOOP_FREE_ON_CPU or jax.default_backend() != "cpu":
+        return False
+    from .tangent_structure import uses_primitive
+
+    return uses_primitive(apply, params, x, "conv_general_dilated")
 
 
 def _steps(apply, length, record, params, x, y, lr, mask):
@@ -103,10 +112,10 @@ _twins_jit = jax.jit(jax.vmap(_steps, in_axes=(None, None, None, 0, None, None, 
                      static_argnums=(0, 1, 2))
 
 
-def _chunk(steps_jit, apply, length, record, params, *args):
+def _chunk(steps_jit, loop_free, apply, length, record, params, *args):
     """``length`` steps of ``steps_jit`` (:data:`_steps_jit` or :data:`_twins_jit`): one ``lax.scan``, or
     for a :func:`_loop_free` model ``length`` calls of one step. Returns the params and the residuals."""
-    if not _loop_free(apply):
+    if not loop_free:
         return steps_jit(apply, length, record, params, *args)
     recorded = []
     for _ in range(length):
@@ -141,6 +150,7 @@ def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, c
     outputs = 1 if y.ndim == 1 else y.shape[1]
     mask = jnp.ones((x.shape[0],), dtype)
     segment = steps // snapshots if snapshots else steps
+    loop_free = _loop_free(apply, params, x)
     thetas, residuals, weights = [], [], []
     with tqdm(total=steps, desc="gradient descent", disable=not progress, leave=False) as bar:
         for start in range(0, steps, segment):
@@ -152,7 +162,7 @@ def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, c
             done = 0
             while done < segment:
                 length = min(chunk, segment - done)
-                params, rs = _chunk(_steps_jit, apply, length, True, params, x, y, lr, mask)
+                params, rs = _chunk(_steps_jit, loop_free, apply, length, True, params, x, y, lr, mask)
                 residuals.append(np.asarray(rs))
                 done += length
                 bar.update(length)
@@ -190,7 +200,8 @@ def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, progress
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
     masks = 1.0 - jax.nn.one_hot(jnp.asarray(drop), x.shape[0], dtype=dtype)
-    groups = [slice(i, i + 1) for i in range(len(drop))] if _loop_free(apply) else [slice(None)]
+    loop_free = _loop_free(apply, params, x)
+    groups = [slice(i, i + 1) for i in range(len(drop))] if loop_free else [slice(None)]
     left_out = []
     with tqdm(total=steps * len(groups), desc=f"leave-one-out retraining ({len(drop)} twins)",
               disable=not progress, leave=False) as bar:
@@ -199,7 +210,7 @@ def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, progress
             twins = jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (size,) + w.shape), params)
             for start in range(0, steps, chunk):
                 length = min(chunk, steps - start)
-                twins, _ = _chunk(_twins_jit, apply, length, False, twins, x, y, lr, masks[group])
+                twins, _ = _chunk(_twins_jit, loop_free, apply, length, False, twins, x, y, lr, masks[group])
                 bar.update(length)
             left_out.append(jax.vmap(lambda p, i: apply(p, x[i][None])[0])(twins, jnp.asarray(drop[group])))
     return np.asarray(jnp.concatenate(left_out) - y[jnp.asarray(drop)], dtype=float)

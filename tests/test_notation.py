@@ -35,7 +35,7 @@ FORBIDDEN = [
 
 BOOK = ["01_the_generalization_gap.ipynb", "02_two_trajectories.ipynb", "03_the_gap_equation.ipynb",
         "04_linearized_networks.ipynb", "05_the_effective_gram_matrix.ipynb", "06_alignment.ipynb",
-        "07_predicting_test_loss.ipynb", "glossary.md"]
+        "07_predicting_test_loss.ipynb", "appendix_scaling_up.ipynb", "glossary.md"]
 
 
 @pytest.mark.parametrize("name", BOOK)

@@ -56,24 +56,29 @@ def test_chunking_does_not_change_the_run_and_snapshots_are_taken_on_time():
     assert np.allclose(a.residuals[4], (np.asarray(model.apply(p4, x)) - y).ravel(), atol=1e-12)
 
 
-def test_unrolled_convolutional_steps_are_the_steps_of_the_loop():
-    # On the CPU a CNN takes one compiled step per call (train._loop_free); hidden behind a plain
-    # function the same network is stepped inside a lax.scan loop. Both must take the same steps,
-    # for the recorded run and for the retrained twins.
+def test_unrolled_convolutional_steps_are_the_steps_of_the_loop(monkeypatch):
+    # On the CPU a network with a convolution in its traced computation takes one compiled step per
+    # call (train._loop_free), whether it is a gramlib model or a plain function; forced into the
+    # lax.scan loop (train.LOOP_FREE_ON_CPU = False) the same network must take the same steps, for
+    # the recorded run and for the retrained twins.
     rng = np.random.default_rng(4)
     x, y = rng.standard_normal((9, 12)), np.sign(rng.standard_normal(9))
     cnn = models.cnn((12, 1), 3, 3, dtype=jnp.float64)
     plain = lambda p, z: cnn.apply(p, z)  # noqa: E731
-    assert train._loop_free(cnn.apply) == (jax.default_backend() == "cpu")
-    assert not train._loop_free(plain) and not train._loop_free(models.mlp(12, 4).apply)
     params = cnn.init(KEY)
+    cpu = jax.default_backend() == "cpu"
+    assert train._loop_free(cnn.apply, params, x) == cpu and train._loop_free(plain, params, x) == cpu
+    mlp = models.mlp(12, 4)
+    assert not train._loop_free(mlp.apply, mlp.init(KEY), x)
     a = train.gradient_descent(cnn.apply, params, x, y, lr=0.5, steps=14, chunk=5, progress=False)
-    b = train.gradient_descent(plain, params, x, y, lr=0.5, steps=14, chunk=5, progress=False)
-    assert a.residuals.shape == (15, 9) and np.allclose(a.residuals, b.residuals, rtol=0, atol=1e-13)
-    assert a.train_loss[-1] < a.train_loss[0]
     drop = np.array([0, 4])
     twins_a = train.retrain_without(cnn.apply, params, x, y, drop, lr=0.5, steps=6, chunk=4, progress=False)
+    monkeypatch.setattr(train, "LOOP_FREE_ON_CPU", False)
+    assert not train._loop_free(plain, params, x)
+    b = train.gradient_descent(plain, params, x, y, lr=0.5, steps=14, chunk=5, progress=False)
     twins_b = train.retrain_without(plain, params, x, y, drop, lr=0.5, steps=6, chunk=4, progress=False)
+    assert a.residuals.shape == (15, 9) and np.allclose(a.residuals, b.residuals, rtol=0, atol=1e-13)
+    assert a.train_loss[-1] < a.train_loss[0]
     assert np.allclose(twins_a, twins_b, rtol=0, atol=1e-13)
 
 
