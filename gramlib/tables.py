@@ -14,6 +14,8 @@ import math
 import numbers
 from typing import Callable, NamedTuple, Sequence
 
+import numpy as np
+
 
 class Column(NamedTuple):
     """One column: the key of the value in each row, its header, and a format (spec or function)."""
@@ -93,6 +95,8 @@ def glue(name: str, value):
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        value = value.item()  # a Python number: MyST-NB formats its text, not numpy's repr
     try:
         from myst_nb import glue as _glue
     except ImportError:  # pragma: no cover - depends on the environment

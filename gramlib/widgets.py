@@ -27,8 +27,14 @@ def _control(name, spec):
     raise ValueError(f"control {name!r} must be a tuple (min, max, step, default) or a list of choices, got {spec!r}")
 
 
-def explorer(draw, **controls):
-    """Draw the default figure, then attach sliders that call ``draw(**values)`` again."""
+def explorer(draw, *, static=True, **controls):
+    """Draw the default figure, then attach sliders that call ``draw(**values)`` again.
+
+    ``static=True``: the default figure is a cell output of its own, the one the website
+    shows. ``static=False``: it is drawn inside the widget only, for a chapter whose cell
+    before the explorer shows the default figure as a numbered, captioned figure (a
+    caption applies to every output of its cell, so the widgets must not share it).
+    """
     widgets = {name: _control(name, spec) for name, spec in controls.items()}
     defaults = {name: w.value for name, w in widgets.items()}
     out = ipywidgets.Output()
@@ -39,8 +45,13 @@ def explorer(draw, **controls):
             draw(**{name: w.value for name, w in widgets.items()})
             plt.show()
 
-    draw(**defaults)  # the static figure the website shows
-    plt.show()
+    if static:
+        draw(**defaults)  # the static figure the website shows
+        plt.show()
+    else:
+        with out:
+            draw(**defaults)
+            plt.show()
     for w in widgets.values():  # redraw only on change: no duplicate figure at start
         w.observe(redraw, names="value")
     ui = ipywidgets.HBox(list(widgets.values()), layout=ipywidgets.Layout(flex_flow="row wrap"))

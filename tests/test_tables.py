@@ -40,3 +40,10 @@ def test_glue_returns_the_value_and_checks_the_name():
     assert tables.glue("ch00-value", 0.5) == 0.5
     with pytest.raises(TypeError, match="name"):
         tables.glue("", 1.0)
+
+
+def test_glue_stores_python_numbers():
+    import numpy as np
+
+    value = tables.glue("ch00-numpy", np.float64(0.25))
+    assert type(value) is float and value == 0.25

@@ -148,9 +148,11 @@ def test_chapter_explorers_show_a_figure_and_update_live(path):
     run = [cells[0], {"source": RECORD}] + [cells[k] for k in order[1:]] + [{"source": TIME_UPDATES}]
     executed, seconds = nc.execute(run, cwd=path.parent)
     print(f"{path.name}: ran {len(order)} of {len(cells)} code cells in {seconds:.1f} s")
-    for k, cell in zip(order[1:], executed.cells[2:-1]):
-        if k in targets:
-            images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+    shown = executed.cells[2:-1]
+    for j, (k, cell) in enumerate(zip(order[1:], shown)):
+        if k in targets:  # the default figure: in the explorer's cell, or (static=False) in the cell before it
+            near = [cell] if "static=False" not in codes[k] else [cell] + shown[max(0, j - 1):j]
+            images = [o for c in near for o in c.outputs if "image/png" in o.get("data", {})]
             assert images, f"{path.name}: the explorer cell {codes[k][:60]!r} shows no figure"
     report = json.loads(nc.stream_text(executed.cells[-1]).split("REPORT", 1)[1])
     assert report, f"{path.name}: no explorer was created"
@@ -165,3 +167,9 @@ def test_chapter_explorers_show_a_figure_and_update_live(path):
 
 def test_at_least_three_chapters_have_explorers():
     assert len(NOTEBOOKS) >= 3, f"explorers in {[p.name for p in NOTEBOOKS]}; the book asks for three chapters"
+
+
+def test_a_non_static_explorer_draws_inside_the_widget_only():
+    draw = Recorder()
+    controls = widgets.explorer(draw, static=False, n=(2, 64, 2, 16))
+    assert draw.calls == [{"n": 16}] and set(controls) == {"n"}
