@@ -31,6 +31,7 @@ FORBIDDEN = [
     (r"C\(t\) = \\int", "C is the number of outputs; the accumulated contraction is \\chi"),
     (r"\\int_\\Gamma|contour \$\\Gamma", "the Talbot contour is \\mathcal C"),
     (r"\\operatorname\{blockdiag\}", "use the \\blockdiag macro"),
+    (r"\\epsbar_", "\\epsbar already carries the subscript n (a double subscript): write \\bar\\varepsilon_{n,k}"),
 ]
 
 BOOK = ["01_the_generalization_gap.ipynb", "02_two_trajectories.ipynb", "03_the_gap_equation.ipynb",
