@@ -394,7 +394,11 @@ def _gap_terms(theta, r0, times, n, outputs, lr):
     if lr is not None and np.isinf(times).any():
         check_descent_limit(lam, tol, n, lr)
     t = jnp.asarray(times, theta.dtype)
-    rho = _loo_map(theta, r0, times, n, outputs, lr, spec=spec)
+    if lr is None:
+        rho = _loo_map(theta, r0, times, n, outputs, lr, spec=spec)
+    else:  # steps k and k + 1 in one call: the per-sample spectra of Θ without each sample are computed once
+        both = _loo_map(theta, r0, np.concatenate([times, times + 1]), n, outputs, lr, spec=spec)
+        rho, ahead = both[: len(times)], both[len(times):]
     r = jnp.where((t == 0)[:, None, None], r0[None], _residual_map(lam, u, r0, t, n, lr, tol))  # r(0) = r0 exactly
     own_rho = _own_blocks(theta, rho, n, outputs)
     if lr is None:
@@ -409,7 +413,6 @@ def _gap_terms(theta, r0, times, n, outputs, lr):
             rate[middle] = np.asarray(_talbot_loo(lam, u, r0, tm, n, outputs, False, chunk, True))
         twin_pull = own_rho - n * jnp.asarray(rate)
     else:
-        ahead = _loo_map(theta, r0, times + 1, n, outputs, lr, spec=spec)
         twin_pull = own_rho - (n / lr) * (ahead - rho)
     gram = lambda a, b: jnp.einsum("tim,tik->tmk", a, b)  # noqa: E731
     sym = lambda m: (m + jnp.swapaxes(m, 1, 2)) / 2  # noqa: E731
