@@ -17,7 +17,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from benchmarks import machine, median_time, write_rows  # noqa: E402
-from gramlib import effective_gram, ntk  # noqa: E402
+from gramlib import effective_gram, kernel_flow, ntk  # noqa: E402
 
 
 def snapshots(n, count, seed=0):
@@ -45,7 +45,7 @@ def main(argv=None):
            **median_time(lambda: effective_gram.loo_trajectory(thetas, residuals, lr), args.repeats)}
     theta, rng = snapshots(args.check_n, 1, seed=1)
     r0 = rng.standard_normal(args.check_n)
-    r = np.asarray(ntk.kernel_residuals(theta[0], r0, np.arange(args.steps + 1), lr=lr))
+    r = np.asarray(kernel_flow.kernel_residuals(theta[0], r0, np.arange(args.steps + 1), lr=lr))
     got = np.asarray(effective_gram.loo_trajectory(np.repeat(theta, args.snapshots, axis=0), r, lr))
     want = np.asarray(effective_gram.loo_residuals(theta[0], r0, args.steps, lr=lr))
     row["check"] = f"constant kernel N={args.check_n}: vs loo_residuals(lr) closed form"

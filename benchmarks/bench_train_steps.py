@@ -17,7 +17,7 @@ import argparse
 import jax
 import numpy as np
 
-from gramlib import predict, train
+from gramlib import ch7, predict, train
 from benchmarks import machine, median_time, write_rows  # noqa: E402
 
 
@@ -28,12 +28,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    setting = predict.SCALES["default"]
-    ds, shape = predict.dataset("digits", setting["n_train"], setting["n_test"], key=jax.random.PRNGKey(0))
+    setting = ch7.SCALES["default"]
+    ds, shape = ch7.dataset("digits", setting["n_train"], setting["n_test"], key=jax.random.PRNGKey(0))
     twin_steps = max(args.steps // 10, 1)
     rows = []
     for arch in ("mlp", "cnn"):
-        model = predict.architecture(arch, shape, 1, setting, np.float64)
+        model = ch7.architecture(arch, shape, 1, setting, np.float64)
         params = model.init(jax.random.PRNGKey(1))
         for job, count in (("gradient descent", args.steps), (f"{args.twins} twins", args.twins * twin_steps)):
             out = {}

@@ -38,20 +38,20 @@ def reproduce(argv) -> None:
                              "the predictions on the subsets it would retrain are still reported")
     args = parser.parse_args(argv)
     if args.chapter == "ch7":
-        from gramlib.predict import reproduce_ch7
+        from gramlib.experiments.ch7 import reproduce_ch7
 
         reproduce_ch7(args.out, args.scale, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
                       retrain=args.retrain)
     elif args.chapter == "ch7-noise":
-        from gramlib.predict import reproduce_ch7_noise
+        from gramlib.experiments.ch7 import reproduce_ch7_noise
 
         reproduce_ch7_noise(args.out, args.scale, archs=args.archs)
     elif args.chapter == "ch7-limits":
-        from gramlib.predict import reproduce_ch7_limits
+        from gramlib.experiments.ch7 import reproduce_ch7_limits
 
         reproduce_ch7_limits(args.out, args.scale, retrain=args.retrain)
     else:
-        from gramlib.alignment import reproduce_ch6
+        from gramlib.experiments.ch6 import reproduce_ch6
 
         reproduce_ch6(args.out, args.scale)
 
@@ -59,7 +59,7 @@ def reproduce(argv) -> None:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["student"]:
-        from gramlib import student
+        from gramlib.views import student
 
         student.main(argv[1:])
     elif argv[:1] == ["reproduce"]:

@@ -33,7 +33,7 @@ _SETUP_CALL = re.compile(r"(config|rcParams|set_|use_|filterwarnings|seed|get_ip
 _MUTATING_METHODS = {"append", "extend", "update", "add", "insert", "pop", "remove", "clear",
                      "setdefault", "sort", "reverse", "discard", "popitem"}
 _IPYTHON_NAMES = {"get_ipython", "display", "In", "Out", "_", "__", "___"}
-# A self-check call: ``gramlib.exercises.ch01.check_gap(answer)`` or ``ch01.check_gap(answer)``.
+# A self-check call: ``gramlib.views.exercises.ch01.check_gap(answer)`` or ``ch01.check_gap(answer)``.
 CHECK_CALL = re.compile(r"\bcheck_\w+\s*\(")
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.scipy.linalg import expm
 
-from gramlib import alignment as al
+from gramlib import alignment as al, kernel_flow
 from gramlib import data, ntk
 
 jax.config.update("jax_enable_x64", True)
@@ -127,18 +127,18 @@ def test_linearized_test_residuals_match_training_in_parameter_space():
     for t in (0.5, 7.0):  # flow: w(t) = w* + exp(−Ht)(w0 − w*) solved via the ODE's closed form
         w_star = np.linalg.lstsq(phi, y, rcond=None)[0]
         w = w_star + np.asarray(expm(-hess * t)) @ (w0 - w_star)
-        got = float(np.asarray(ntk.kernel_test_residuals(theta, cross, r0, r0_test, t))[0])
+        got = float(np.asarray(kernel_flow.kernel_test_residuals(theta, cross, r0, r0_test, t))[0])
         assert got == pytest.approx(phi_test[0] @ w - y_test[0], abs=1e-9)
     # t = ∞: the least-squares solution reached from w0
     w_inf = w0 - np.linalg.pinv(phi) @ r0
-    np.testing.assert_allclose(np.asarray(ntk.kernel_test_residuals(theta, cross, r0, r0_test, np.inf)),
+    np.testing.assert_allclose(np.asarray(kernel_flow.kernel_test_residuals(theta, cross, r0, r0_test, np.inf)),
                                phi_test @ w_inf - y_test, atol=1e-9)
     lr = 1.5 * n / np.linalg.eigvalsh(theta).max()
     w, want = w0.copy(), []
     for _ in range(30):
         want.append(phi_test @ w - y_test)
         w = w - lr * phi.T @ (phi @ w - y) / n
-    got = np.asarray(ntk.kernel_test_residuals(theta, cross, r0, r0_test, np.arange(30), lr=lr))
+    got = np.asarray(kernel_flow.kernel_test_residuals(theta, cross, r0, r0_test, np.arange(30), lr=lr))
     np.testing.assert_allclose(got, np.array(want), atol=1e-9)
 
 
@@ -274,19 +274,19 @@ def test_bad_inputs_raise_naming_the_argument():
         al.bottom_count(10, 1.5)
     cross, r_test = np.ones((3, 5)), np.ones(3)
     with pytest.raises(ValueError, match="t"):
-        ntk.kernel_test_residuals(k_matrix, cross, r, r_test, -1.0)
+        kernel_flow.kernel_test_residuals(k_matrix, cross, r, r_test, -1.0)
     with pytest.raises(ValueError, match="t"):
-        ntk.kernel_test_residuals(k_matrix, cross, r, r_test, 2.5, lr=0.1)
+        kernel_flow.kernel_test_residuals(k_matrix, cross, r, r_test, 2.5, lr=0.1)
     with pytest.raises(ValueError, match="lr"):
-        ntk.kernel_test_residuals(k_matrix, cross, r, r_test, 2, lr=0.0)
+        kernel_flow.kernel_test_residuals(k_matrix, cross, r, r_test, 2, lr=0.0)
     with pytest.raises(ValueError, match="outputs"):
-        ntk.kernel_test_residuals(k_matrix, cross, r, r_test, 1.0, outputs=2)
+        kernel_flow.kernel_test_residuals(k_matrix, cross, r, r_test, 1.0, outputs=2)
     with pytest.raises(ValueError, match="theta"):
-        ntk.kernel_test_residuals(k_matrix - 10 * np.eye(5), cross, r, r_test, 1.0)  # not a Gram matrix
+        kernel_flow.kernel_test_residuals(k_matrix - 10 * np.eye(5), cross, r, r_test, 1.0)  # not a Gram matrix
     with pytest.raises(ValueError, match="theta_test"):
-        ntk.kernel_test_residuals(k_matrix, np.ones((3, 4)), r, np.ones(3), 1.0)
+        kernel_flow.kernel_test_residuals(k_matrix, np.ones((3, 4)), r, np.ones(3), 1.0)
     with pytest.raises(ValueError, match="r0_test"):
-        ntk.kernel_test_residuals(k_matrix, np.ones((3, 5)), r, np.ones(2), 1.0)
+        kernel_flow.kernel_test_residuals(k_matrix, np.ones((3, 5)), r, np.ones(2), 1.0)
     with pytest.raises(ValueError, match="t"):
         al.alignment_curve(k_matrix, r, [0.0, 1.0])
     with pytest.raises(TypeError, match="grams"):
@@ -299,7 +299,7 @@ def test_bad_inputs_raise_naming_the_argument():
 
 # ------------------------------------------------------------------ exercise self-checks
 def test_exercise_checks_accept_correct_and_reject_wrong_answers(capsys):
-    from gramlib.exercises import ch06
+    from gramlib.views.exercises import ch06
 
     def share(k_matrix, r, k):
         vecs = np.linalg.eigh(k_matrix)[1]

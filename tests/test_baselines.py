@@ -8,7 +8,7 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from gramlib import baselines, models, train  # noqa: E402
+from gramlib import baselines, kernel_flow, models, train  # noqa: E402
 
 RNG = np.random.default_rng(7)
 N = 10
@@ -97,7 +97,7 @@ def test_contraction_free_loss_with_the_recursion_path_of_a_frozen_kernel():
 
     theta, _ = gram(N)
     r0, lr, steps = RNG.standard_normal(N), 1.5, 12
-    res = np.asarray(ntk.kernel_residuals(theta, r0, np.arange(steps + 1), lr=lr))
+    res = np.asarray(kernel_flow.kernel_residuals(theta, r0, np.arange(steps + 1), lr=lr))
     rho_t, path = effective_gram.loo_trajectory(np.stack([theta] * 3), res, lr, path=True)
     exact = np.asarray(effective_gram.loo_residuals(theta, r0, np.arange(steps), lr=lr))
     np.testing.assert_allclose(path, exact, atol=1e-12)
@@ -134,7 +134,7 @@ def test_bad_inputs_raise():
 
 def test_exercise_checks_accept_correct_and_reject_wrong_answers(capsys):
     from gramlib import effective_gram
-    from gramlib.exercises import ch07
+    from gramlib.views.exercises import ch07
 
     def good_eps(theta, rho, outputs):
         return effective_gram.perturbation_factor(theta, rho, outputs=outputs)
@@ -160,7 +160,7 @@ def test_exercise_checks_accept_correct_and_reject_wrong_answers(capsys):
 
 
 def test_linearized_twins_self_check(capsys):
-    from gramlib.exercises import ch07
+    from gramlib.views.exercises import ch07
 
     def good(jacobians, residuals, lr):
         n, steps = residuals.shape[1], residuals.shape[0] - 1

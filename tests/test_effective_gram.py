@@ -17,7 +17,7 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 from gramlib import effective_gram as eg  # noqa: E402
-from gramlib import ntk  # noqa: E402
+from gramlib import kernel_flow, ntk  # noqa: E402
 
 TIMES = np.array([1.0, 10.0, 100.0, 1e4, np.inf])
 LR = 10.0
@@ -159,7 +159,7 @@ def test_effective_gram_is_the_gap_quadratic_form(outputs, lr):
     y = np.random.default_rng(5).standard_normal(n * outputs)  # any r0: fresh labels
     r0 = jac @ w0 - y
     rho = brute_force_loo(jac, y, w0, times, outputs, lr)
-    r = np.asarray(ntk.kernel_residuals(theta, r0, times, outputs=outputs, lr=lr))
+    r = np.asarray(kernel_flow.kernel_residuals(theta, r0, times, outputs=outputs, lr=lr))
     gap = (np.sum(rho**2, axis=1) - np.sum(r**2, axis=1)) / (2 * n)
     assert np.abs(gap[1:]).min() > 1e-3
     np.testing.assert_allclose(np.einsum("i,tij,j->t", r0, k, r0), gap, rtol=1e-8, atol=1e-12)
@@ -183,7 +183,7 @@ def test_loo_trajectory_matches_constant_kernel(outputs):
     jac, y, w0 = random_features(7, SMALL, outputs, p=50)
     theta, r0 = jac @ jac.T, jac @ w0 - y
     steps = 60
-    r = np.asarray(ntk.kernel_residuals(theta, r0, np.arange(steps + 1), outputs=outputs, lr=LR))
+    r = np.asarray(kernel_flow.kernel_residuals(theta, r0, np.arange(steps + 1), outputs=outputs, lr=LR))
     got = eg.loo_trajectory(np.stack([theta] * 3), r, LR, outputs=outputs)
     want = eg.loo_residuals(theta, r0, steps, outputs=outputs, lr=LR)
     np.testing.assert_allclose(got, want, atol=1e-10)
@@ -295,7 +295,7 @@ def test_loo_predicted_test_loss_matches_monte_carlo():
         (lambda th, r: eg.loo_trajectory(th[None], np.stack([r, r])[:, :-1], 1.0), "residuals"),
         (lambda th, r: eg.loo_trajectory(th[None, :, :-1], np.stack([r, r]), 1.0), "thetas"),
         (lambda th, r: eg.loo_trajectory(th[None], np.stack([r, r]), 1.0, outputs=7), "outputs"),
-        (lambda th, r: ntk.kernel_residuals(th, r[:3], 1.0), "r0"),
+        (lambda th, r: kernel_flow.kernel_residuals(th, r[:3], 1.0), "r0"),
     ],
 )
 def test_bad_inputs_raise_value_error_naming_the_argument(call, name):
@@ -306,7 +306,7 @@ def test_bad_inputs_raise_value_error_naming_the_argument(call, name):
 
 
 def test_chapter5_exercise_checks(capsys):
-    from gramlib.exercises import ch05
+    from gramlib.views.exercises import ch05
 
     def limit(theta, r0):
         inv = np.linalg.inv(theta)

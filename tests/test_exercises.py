@@ -1,6 +1,6 @@
 """Exercises across the book: the shared self-check reporter, and the rules every chapter follows.
 
-Each chapter's own checks (``gramlib/exercises/chNN.py``) are tested with a
+Each chapter's own checks (``gramlib/views/exercises/chNN.py``) are tested with a
 correct and a wrong answer in that chapter's test file. Here: the reporter
 that all checks print through, and, for every notebook in ``_toc.yml``, at
 least three exercises, a solution for each, solutions fully tagged for the
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gramlib import student
-from gramlib.exercises import FAIL, PASS, compare, not_answered
+from gramlib.views.exercises import FAIL, PASS, compare, not_answered
 from tests import notebook_cells as nc
 from tests.book_files import toc_notebooks
 
@@ -162,10 +162,10 @@ def test_every_cell_of_a_solution_is_tagged(path):
 
 
 def exercise_module(name):
-    """``gramlib.exercises.<name>`` if it exists, else None."""
-    if importlib.util.find_spec(f"gramlib.exercises.{name}") is None:
+    """``gramlib.views.exercises.<name>`` if it exists, else None."""
+    if importlib.util.find_spec(f"gramlib.views.exercises.{name}") is None:
         return None
-    return importlib.import_module(f"gramlib.exercises.{name}")
+    return importlib.import_module(f"gramlib.views.exercises.{name}")
 
 
 def check_calls(nb):
@@ -182,14 +182,14 @@ def own_checks(module):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_coding_exercises_have_self_checks(path):
     calls = check_calls(nc.read(path))
-    assert calls, f"{path.name}: no untagged cell calls a self-check (gramlib.exercises.<module>.check_...)"
+    assert calls, f"{path.name}: no untagged cell calls a self-check (gramlib.views.exercises.<module>.check_...)"
     for module, func in sorted(calls):
         assert callable(getattr(exercise_module(module), func, None)), \
-            f"{path.name}: gramlib.exercises.{module} has no {func}"
+            f"{path.name}: gramlib.views.exercises.{module} has no {func}"
     for name in {m for m, _ in calls} | {chapter_prefix(path)} - {None}:
         module = exercise_module(name)
         unused = own_checks(module) - {f for m, f in calls if m == name} if module else set()
-        assert not unused, f"{path.name}: checks in gramlib.exercises.{name} never called: {sorted(unused)}"
+        assert not unused, f"{path.name}: checks in gramlib.views.exercises.{name} never called: {sorted(unused)}"
 
 
 def chapter_checks():
@@ -199,7 +199,7 @@ def chapter_checks():
 
 @pytest.mark.parametrize("module, name", chapter_checks(), ids=lambda v: v)
 def test_a_check_answers_a_placeholder_or_nonsense_without_raising(module, name, capsys):
-    check = getattr(importlib.import_module(f"gramlib.exercises.{module}"), name)
+    check = getattr(importlib.import_module(f"gramlib.views.exercises.{module}"), name)
     required = [p for p in inspect.signature(check).parameters.values()
                 if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     assert len(required) == 1, f"{module}.{name} must take the answer as its only required argument"

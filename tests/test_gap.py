@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gramlib import gap
-from gramlib.exercises import ch01
+from gramlib.views.exercises import ch01
 
 jax.config.update("jax_enable_x64", True)
 

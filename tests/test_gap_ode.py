@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gramlib import gap_ode
-from gramlib.exercises import ch03
+from gramlib.views.exercises import ch03
 
 jax.config.update("jax_enable_x64", True)
 

@@ -15,7 +15,7 @@ from scipy.linalg import expm
 jax.config.update("jax_enable_x64", True)
 
 from gramlib import effective_gram as eg  # noqa: E402
-from gramlib import gap, gap_ode  # noqa: E402
+from gramlib import gap, gap_ode, kernel_flow  # noqa: E402
 
 
 def problem(seed, n, outputs, p):
@@ -114,7 +114,7 @@ def test_gradient_descent_exact_step_identity():
         np.testing.assert_allclose([f.gap[k], f.contraction[k], f.perturbation[k]], want, rtol=1e-9, atol=1e-12)
     rho = np.asarray(eg.loo_residuals(theta, r0, np.concatenate([steps, steps + 1]), lr=lr))
     from gramlib import ntk
-    r = np.asarray(ntk.kernel_residuals(theta, r0, np.concatenate([steps, steps + 1]), lr=lr))
+    r = np.asarray(kernel_flow.kernel_residuals(theta, r0, np.concatenate([steps, steps + 1]), lr=lr))
     m = len(steps)
     remainder = (np.sum((rho[m:] - rho[:m]) ** 2, 1) - np.sum((r[m:] - r[:m]) ** 2, 1)) / (2 * len(r0))
     np.testing.assert_allclose(nxt.gap - f.gap, lr * (f.perturbation - f.contraction) + remainder, atol=1e-13)

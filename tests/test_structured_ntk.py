@@ -108,7 +108,7 @@ def test_loo_trajectory_matches_step_by_step(outputs, count, steps):
 
 
 def test_appendix_exercise_check(capsys):
-    from gramlib.exercises import appendix
+    from gramlib.views.exercises import appendix
 
     def right(x, w, v):
         d, m = x.shape[1], w.shape[0]

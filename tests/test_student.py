@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from gramlib import student
-from gramlib.exercises import FAIL, PASS
+from gramlib.views.exercises import FAIL, PASS
 from tests import notebook_cells as nc
 from tests.book_files import ROOT, toc_notebooks
 

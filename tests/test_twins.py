@@ -7,7 +7,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from gramlib import models, twins
-from gramlib.exercises import ch02
+from gramlib.views.exercises import ch02
 
 jax.config.update("jax_enable_x64", True)
 

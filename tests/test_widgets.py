@@ -139,7 +139,7 @@ print("REPORT" + _json.dumps(_report))
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_explorers_show_a_figure_and_update_live(path):
-    from gramlib.student import is_solution
+    from gramlib.views.student import is_solution
 
     cells = [c for c in nc.code_cells(nc.read(path)) if not is_solution(c)]
     codes = [nc.source(c) for c in cells]

@@ -34,11 +34,11 @@ from functools import partial
 from typing import NamedTuple
 
 import jax
+from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
-from . import _checks
+from .. import _checks
 
 
 class TwinRecord(NamedTuple):

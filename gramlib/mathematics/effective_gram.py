@@ -26,12 +26,12 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from . import _checks
-from .ntk import _residual_map, check_descent_limit, decay, gain, kernel_problem, spectrum
+from .. import _checks
+from .kernel_flow import _residual_map, check_descent_limit, decay, gain, kernel_problem, spectrum
 
 TALBOT_NODES = 32
 """Nodes of the fixed Talbot contour (16 evaluations thanks to conjugate symmetry)."""
@@ -183,7 +183,7 @@ def _loo_descent(theta, r0, steps, n, outputs, lr):
     """Exact LOO residuals of gradient descent after ``steps`` ``(T,)`` (finite) steps; ``(T, N, m)``.
 
     The twin's own block moves as ``ρ_i(k) = r0_i − Θ_{i,−i} g(Θ_{−i}) r0_{−i}``
-    with ``g(μ) = (1 − (1 − lr μ/n)^k)/μ`` (:func:`gramlib.ntk.gain`); ``Θ_{−i}`` (``Θ`` without sample
+    with ``g(μ) = (1 − (1 − lr μ/n)^k)/μ`` (:func:`gramlib.kernel_flow.gain`); ``Θ_{−i}`` (``Θ`` without sample
     ``i``, the rank-``C``-updated problem whose eigenvalues interlace with those
     of ``Θ``) is diagonalized for each sample: ``O(n N³)`` in all.
     """
@@ -208,7 +208,7 @@ def _loo_descent(theta, r0, steps, n, outputs, lr):
 def _loo_map(theta, r0, times, n, outputs, lr, *, first_order=False, spec=None):
     """LOO residuals for the columns of ``r0`` ``(N, m)`` at validated ``times``; ``(T, N, m)``.
 
-    ``spec``: the ``(λ, U, tol)`` of :func:`gramlib.ntk.spectrum`, when the caller has it already.
+    ``spec``: the ``(λ, U, tol)`` of :func:`gramlib.kernel_flow.spectrum`, when the caller has it already.
     """
     lam, u, tol = spectrum(theta) if spec is None else spec
     times = np.asarray(times, dtype=float)

@@ -11,8 +11,8 @@ from . import call_answer, compare, not_answered
 
 
 def _tiny_problem():
-    from ..models import mlp
-    from ..twins import flat_loss
+    from ...runs.models import mlp
+    from ...mathematics.twins import flat_loss
 
     model = mlp(4, 6, 2, dtype=jnp.float64)
     params = model.init(jax.random.PRNGKey(11))

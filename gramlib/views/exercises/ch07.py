@@ -76,7 +76,7 @@ def check_linearized_twins(my_linearized_twins) -> bool:
     function space by :func:`gramlib.effective_gram.loo_trajectory` with
     ``cross(k, l) = J_k J_lᵀ`` (one snapshot per step).
     """
-    from .. import effective_gram
+    from ...mathematics import effective_gram
 
     if not_answered(my_linearized_twins):
         return False

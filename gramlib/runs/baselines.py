@@ -24,13 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks
+from . import train
+from .. import _checks
+from ..mathematics import effective_gram, kernel_flow
 
 
 def _kernel_args(theta, r0, t, outputs, lr):
-    from . import ntk
 
-    theta, r0, times, scalar, n, lr = ntk.kernel_problem(theta, r0, t, outputs, lr)
+    theta, r0, times, scalar, n, lr = kernel_flow.kernel_problem(theta, r0, t, outputs, lr)
     if np.any(np.isinf(times)):
         raise ValueError("t must be finite for this baseline")
     return theta, r0, times, scalar, n, lr
@@ -51,11 +52,10 @@ def gcv(theta, r0, t, *, outputs=1, lr=None):
 
     ``t`` a time (or number of steps) or a 1-D array; returns a float or ``(len(t),)``.
     """
-    from . import ntk
 
     theta, r0, times, scalar, n, lr = _kernel_args(theta, r0, t, outputs, lr)
-    lam, u, tol = ntk.spectrum(theta)
-    factor = ntk.decay(lam, jnp.asarray(times, theta.dtype), n, lr, tol)   # eigenvalues of I − S_t
+    lam, u, tol = kernel_flow.spectrum(theta)
+    factor = kernel_flow.decay(lam, jnp.asarray(times, theta.dtype), n, lr, tol)   # eigenvalues of I − S_t
     coords = u.T @ r0
     train = 0.5 * jnp.sum((factor * coords) ** 2, axis=1) / n
     out = np.asarray(train / (jnp.mean(factor, axis=1)) ** 2)
@@ -69,7 +69,6 @@ def linearized_loss(theta, r0, t, *, outputs=1, lr=None):
     kernel ``theta`` (the initial NTK: the lazy-training prediction, Chapter 5).
     Returns ``(loss, ρ)``.
     """
-    from . import effective_gram
 
     rho = np.asarray(effective_gram.loo_residuals(theta, r0, t, outputs=outputs, lr=lr))
     n = rho.shape[-1] // _checks.integer(outputs, "outputs", minimum=1)
@@ -84,14 +83,13 @@ def ntk_norm_bound(theta, y):
     shape). A singular ``Θ`` (duplicated inputs) uses the pseudo-inverse
     on its range; ``y`` outside the range makes the bound infinite.
     """
-    from . import ntk
 
     th = _checks.square_symmetric(theta, "theta")
     ya = _checks.array(y, "y", ndim=(1, 2))
     if ya.size != th.shape[0]:
         raise ValueError(f"y must hold {th.shape[0]} numbers (one per row of theta), got shape {ya.shape}")
     n = ya.shape[0]
-    lam, u, tol = ntk.spectrum(jnp.asarray(th, jnp.result_type(float, th.dtype)))
+    lam, u, tol = kernel_flow.spectrum(jnp.asarray(th, jnp.result_type(float, th.dtype)))
     lam, u = np.asarray(lam), np.asarray(u)
     coords = u.T @ ya.reshape(-1)
     keep = lam > tol
@@ -112,7 +110,6 @@ def contraction_free_loss(thetas, residuals, loo_path, lr, *, outputs=1):
     ``t = kη`` turns ``∫₀ᵀ ε̄_n(s) ds`` into the sum. Dropping the contraction
     ``c̄_n`` lets every perturbation accumulate: this baseline shows by how much.
     """
-    from . import effective_gram
 
     th = _checks.array(thetas, "thetas", ndim=3)
     res = _checks.array(residuals, "residuals", ndim=2, shape=(None, th.shape[1]))
@@ -147,7 +144,6 @@ def brute_force_loo(apply, params, x, y, *, lr, steps, size, key, progress=True)
     one ``vmap`` over 0/1 sample masks). Returns ``(indices, ρ)`` with
     ``ρ_i = f_{S∖i}(x_i) − y_i``.
     """
-    from . import train
 
     idx = brute_force_subset(key, len(x), size)
     return idx, train.retrain_without(apply, params, x, y, idx, lr=lr, steps=steps, progress=progress)

@@ -29,11 +29,12 @@ from functools import partial
 from typing import NamedTuple
 
 import jax
+from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
+from tqdm.auto import tqdm
 
-from . import _checks
+from .. import _checks
 from .twins import per_sample_losses
 
 #: Two-sided 95% normal quantile used for Monte Carlo bands.
@@ -215,7 +216,6 @@ def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, rec
     chunk = _checks.integer(chunk, "chunk", minimum=1)
     starts = range(0, m, chunk)
     if progress:
-        from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="twin pairs", unit="chunk")
     per_step, rec = [], []

@@ -1,12 +1,12 @@
 """Self-checks for the book's coding exercises.
 
 A student calls a chapter's check on their answer, e.g.
-``gramlib.exercises.ch01.check_two_point_gap(my_gap)``. A check never raises on a
+``gramlib.views.exercises.ch01.check_two_point_gap(my_gap)``. A check never raises on a
 wrong or missing answer: it prints what is wrong (which entry, by how much) and
 a hint, and returns ``True`` only for a correct answer. One module per chapter
 (``ch01``, ``ch02``, ...) holds that chapter's checks; they all report through
 :func:`compare`. Chapter modules are imported on first use, so
-``gramlib.exercises.ch01.check_...`` works after a plain ``import gramlib``.
+``gramlib.views.exercises.ch01.check_...`` works after a plain ``import gramlib``.
 """
 
 from __future__ import annotations

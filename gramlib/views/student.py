@@ -6,7 +6,7 @@ code, the cells from a ``{solution-start}`` markdown cell to the matching
 ``{solution-end}`` cell, every one of them tagged ``solution``. A student copy
 is the notebook without the tagged cells and without the ``{solution}``
 blocks, all outputs cleared; the exercise skeletons and the self-check cells
-(``gramlib.exercises.chNN``) stay, so a student fills in the skeleton and runs
+(``gramlib.views.exercises.chNN``) stay, so a student fills in the skeleton and runs
 the check.
 
 Command line (``make student`` runs it on every notebook of the book)::

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gramlib import _checks
+from . import effective_gram
+from .. import _checks
 
 #: two-sided 95% quantile of the standard normal distribution
 Z95 = 1.959963984540054
@@ -519,7 +520,6 @@ def two_point_loo_gap(n, t, targets=(1.0, 1.0)):
     ``2^{−n−1}(y_1² + y_2²) = Δ_{n−1}(∞)``, exponentially small like the gap itself.
     ``n`` an integer ``≥ 2``, ``t`` a time (``inf`` allowed); returns a float.
     """
-    from . import effective_gram
 
     n = _checks.integer(n, "n", minimum=2)
     t = _checks.positive(t, "t", allow_zero=True, allow_inf=True)

@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _checks
+from .. import _checks
 
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,

@@ -21,13 +21,18 @@ import gzip
 import hashlib
 import json
 import os
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from . import _checks
+from . import models
+from .. import _checks
 
 
 class Dataset(NamedTuple):
@@ -47,7 +52,7 @@ def data_dir() -> Path:
     ``$GRAMLIB_DATA`` if set, else the repository's ``data/`` folder.
     """
     env = os.environ.get("GRAMLIB_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def manifest() -> dict:
@@ -312,7 +317,6 @@ def teacher(n_train=300, n_test=1000, *, key, in_dim=32, width=64, depth=2, nois
     positive score, ``1`` (target ``-1``) otherwise; inputs standardized as in
     :func:`split`. Binary ``±1`` targets only.
     """
-    from . import models
 
     _checks.integer(n_train, "n_train", minimum=2)
     _checks.integer(n_test, "n_test", minimum=1)
@@ -372,8 +376,6 @@ def fetch(dataset):
     the data is the reference, and the sha256 file guards the cache. Offline,
     a missing file raises ``RuntimeError`` saying where to put it by hand.
     """
-    import urllib.error
-    import urllib.request
 
     folder = cache_dir() / dataset
     paths = []
@@ -427,8 +429,6 @@ def read_cifar(path):
 
     Training batches first, then the test batch (the archive's own split).
     """
-    import pickle
-    import tarfile
 
     batches = {}
     with tarfile.open(path, "r:gz") as tar:

@@ -26,12 +26,13 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import PartitionSpec as P
+import numpy as np
 
-from . import _checks
-from .effective_gram import TALBOT_NODES, _CHUNK_ELEMENTS, _loo_limit, talbot_sum
-from .ntk import _ntk_traced, kernel_problem, spectrum
+from .. import _checks
+from ..mathematics.effective_gram import _CHUNK_ELEMENTS, _loo_limit, TALBOT_NODES, talbot_sum
+from ..mathematics.kernel_flow import kernel_problem, spectrum
+from .ntk import _ntk_traced
 
 AXIS = "samples"
 

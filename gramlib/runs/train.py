@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _checks
+from .. import _checks
+from ..kernels import ntk
+from ..kernels.tangent_structure import uses_primitive
 
 
 class TrainResult(NamedTuple):
@@ -82,7 +84,6 @@ def _loop_free(apply, params, x):
     """
     if not LOOP_FREE_ON_CPU or jax.default_backend() != "cpu":
         return False
-    from .tangent_structure import uses_primitive
 
     return uses_primitive(apply, params, x, "conv_general_dilated")
 
@@ -155,7 +156,6 @@ def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, c
     with tqdm(total=steps, desc="gradient descent", disable=not progress, leave=False) as bar:
         for start in range(0, steps, segment):
             if snapshots:
-                from . import ntk
 
                 thetas.append(np.asarray(ntk.empirical_ntk(apply, params, x, batch_size=batch_size)))
                 weights.append(params)

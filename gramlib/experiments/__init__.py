@@ -1,0 +1,1 @@
+"""The experiments layer of gramlib (see ``gramlib.LAYERS``)."""

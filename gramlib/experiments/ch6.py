@@ -1,0 +1,298 @@
+"""Chapter 6's experiments: linearized networks on real data and their alignment.
+
+The settings of the chapter (:data:`SCALES`), the linearized networks of each data set
+(:func:`chapter_settings`), kernel training on true, random and noisy labels
+(:func:`label_run`) beside the real network (:func:`network_losses`), and
+:func:`reproduce_ch6`, which regenerates the chapter's tables (CSV) and figures (PNG);
+``python -m gramlib reproduce ch6`` calls it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import _checks
+from ..kernels.ntk import empirical_ntk
+from ..mathematics.alignment import alignment_curve, AlignmentCurve, effective_grams, random_share_samples
+from ..mathematics.kernel_flow import kernel_test_residuals
+from ..runs import data, models
+from ..runs.train import gradient_descent
+from ..views.figures import plot_cumulative, plot_shares, plot_spectra
+from ..views.plotting import figure, label
+from .results import write_csv
+
+#: Sizes of the chapter's experiments. ``"default"`` runs on a laptop CPU in about a
+#: minute; ``"paper"`` is for a GPU (Colab); ``"smoke"`` is a seconds-long run for the tests.
+SCALES = {
+    "default": dict(n_train=200, n_test=500, width=512, channels=16, steps=3000, lr=1.0,
+                    times=5, noise=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
+                    fraction=0.1, samples=2000, batch_size=250),
+    "paper": dict(n_train=1000, n_test=2000, width=2048, channels=64, steps=10000, lr=1.0,
+                  times=16, noise=tuple(np.round(np.linspace(0.0, 0.5, 21), 3)),
+                  fraction=0.1, samples=10000, batch_size=250),
+    "smoke": dict(n_train=40, n_test=60, width=32, channels=4, steps=200, lr=1.0, times=3,
+                  noise=(0.0, 0.5), fraction=0.1, samples=200, batch_size=None),
+}
+
+
+def scale_config(scale="default"):
+    """The sizes of :data:`SCALES` for ``scale`` (``"default"`` or ``"paper"``)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
+    return dict(SCALES[scale])
+
+
+class Setting(NamedTuple):
+    """A network linearized at its initialization on a dataset (Chapter 6).
+
+    ``theta`` is ``Θ(X, X)`` ``(n, n)``, ``theta_test`` is ``Θ(X*, X)``
+    ``(m, n)``, ``f0_train``/``f0_test`` the initial outputs; all float64.
+    """
+
+    name: str
+    model: object
+    params: object
+    dataset: object
+    theta: np.ndarray
+    theta_test: np.ndarray
+    f0_train: np.ndarray
+    f0_test: np.ndarray
+
+
+def linearized_setting(name, model, dataset, *, key, batch_size=None):
+    """Initialize ``model`` from ``key`` and compute its empirical NTKs on ``dataset`` (binary targets).
+
+    Uses :func:`gramlib.ntk.empirical_ntk` (train × train and test × train).
+    The model should be built with ``dtype=jnp.float64`` for the theory checks.
+    """
+
+    if np.asarray(dataset.y_train).ndim != 1:
+        raise ValueError("dataset must have binary ±1 targets (one output) for Chapter 6's experiments")
+    params = model.init(key)
+    x, x_test = jnp.asarray(dataset.x_train), jnp.asarray(dataset.x_test)
+    theta = np.asarray(empirical_ntk(model.apply, params, x, batch_size=batch_size), dtype=float)
+    cross = np.asarray(empirical_ntk(model.apply, params, x_test, x, batch_size=batch_size), dtype=float)
+    f0 = np.asarray(model.apply(params, x), dtype=float)
+    f0_test = np.asarray(model.apply(params, x_test), dtype=float)
+    return Setting(name, model, params, dataset, 0.5 * (theta + theta.T), cross, f0, f0_test)
+
+
+class LabelRun(NamedTuple):
+    """Kernel training of a :class:`Setting` on one set of labels.
+
+    ``curve`` is the :class:`AlignmentCurve`; ``test_loss`` the held-out loss
+    ``(1/2m) ‖r*(t)‖²`` of the linearized model at the same times.
+    """
+
+    curve: AlignmentCurve
+    test_loss: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+
+def label_run(setting, grams, y_train, y_test, *, fraction=0.1):
+    """Train the linearized model of ``setting`` on targets ``(y_train, y_test)`` by gradient flow.
+
+    ``grams = effective_grams(setting.theta, t)`` fixes the times and is
+    shared by every set of labels on the same kernel. Returns a
+    :class:`LabelRun`: alignment with ``K_n(t)`` and the held-out test loss of
+    :func:`gramlib.kernel_flow.kernel_test_residuals` at the same times.
+    """
+    r0 = setting.f0_train - _checks.array(y_train, "y_train", shape=setting.f0_train.shape)
+    r0_test = setting.f0_test - _checks.array(y_test, "y_test", shape=setting.f0_test.shape)
+    curve = alignment_curve(setting.theta, r0, fraction=fraction, grams=grams)
+    rt = np.atleast_2d(np.asarray(kernel_test_residuals(setting.theta, setting.theta_test, r0, r0_test,
+                                                            grams.times, lr=grams.lr)))
+    return LabelRun(curve, 0.5 * np.mean(rt**2, axis=-1), np.asarray(y_train), np.asarray(y_test))
+
+
+def network_losses(setting, y_train, y_test, *, lr, steps, progress=False):
+    """Train the real network of ``setting`` (float32, from the same initialization) by gradient descent.
+
+    Uses :func:`gramlib.train.gradient_descent` for ``steps`` steps of size
+    ``lr`` (flow time ``t = lr · steps``). Returns ``(train_loss, test_loss)``,
+    both ``(1/2m) Σ (f − y)²`` at the end of training.
+    """
+
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), setting.params)
+    run = gradient_descent(setting.model.apply, params, setting.dataset.x_train, y_train,
+                           lr=lr, steps=steps, progress=progress)
+    f_test = np.asarray(setting.model.apply(run.params, jnp.asarray(setting.dataset.x_test, jnp.float32)), float)
+    return float(run.train_loss[-1]), float(0.5 * np.mean((f_test - np.asarray(y_test)) ** 2))
+
+
+def flow_times(scale_cfg):
+    """The chapter's time grid: ``scale_cfg["times"]`` log-spaced flow times from 1 to ``T = lr · steps``."""
+    total = scale_cfg["lr"] * scale_cfg["steps"]
+    return np.logspace(0.0, np.log10(total), scale_cfg["times"])
+
+
+def chapter_settings(scale_cfg, *, key, datasets=("digits", "mnist1d"), progress=True):
+    """The chapter's linearized networks: an MLP and a CNN on the digits, an MLP on each other dataset.
+
+    Binary parity targets, ``n_train``/``n_test`` from ``scale_cfg``
+    (:func:`scale_config`); 2-layer tanh MLP of width ``width`` and a 3-layer
+    tanh CNN with ``channels`` filters, NTK parameterization, float64.
+    ``datasets`` are names of :mod:`gramlib.data` loaders (``"digits"``,
+    ``"mnist1d"``, ``"teacher"``). Returns ``{name: Setting}``.
+    """
+
+
+
+    n, m = scale_cfg["n_train"], scale_cfg["n_test"]
+    jobs = []
+    for j, name in enumerate(datasets):
+        k_data = jax.random.fold_in(key, j)
+        if name == "digits":
+            ds = data.digits(n, min(m, len(data.digits_raw()[1]) - n), key=k_data)
+            jobs.append(("MLP / digits", models.mlp(ds.x_train.shape[1], scale_cfg["width"], 2, dtype=jnp.float64), ds))
+            jobs.append(("CNN / digits", models.cnn((8, 8, 1), scale_cfg["channels"], 3, dtype=jnp.float64), ds))
+        elif name in ("mnist1d", "teacher"):
+            ds = getattr(data, name)(n, m, key=k_data)
+            label = {"mnist1d": "MNIST-1D", "teacher": "teacher"}[name]
+            jobs.append((f"MLP / {label}", models.mlp(ds.x_train.shape[1], scale_cfg["width"], 2, dtype=jnp.float64), ds))
+        else:
+            raise ValueError(f"unknown dataset {name!r}; use 'digits', 'mnist1d' or 'teacher'")
+    out = {}
+    for j, (name, model, ds) in enumerate(tqdm(jobs, desc="empirical NTKs", disable=not progress, leave=False)):
+        out[name] = linearized_setting(name, model, ds, key=jax.random.fold_in(key, 100 + j),
+                                       batch_size=scale_cfg["batch_size"])
+    return out
+
+
+def summary_row(setting_name, labels, run, *, key, samples=1000, network=None):
+    """One row of the chapter's summary table, at the final time ``T`` of ``run`` (a :class:`LabelRun`).
+
+    Holds the shares of ``‖r0‖²`` and ``‖r(T)‖²`` in the bottom-``k``
+    eigenvectors of ``K_n(T)``, the random-vector share (exact ``k/N`` and
+    the mean/std of ``samples`` sampled vectors), the gap and the random
+    direction's gap, the leave-one-out predicted test loss, the linearized
+    model's held-out test loss and, if ``network = (train_loss, test_loss)``
+    of the real network is given, those too.
+    """
+    c = run.curve
+    kn = np.asarray(c.eigenvalues[-1])
+    # the share of a random direction is rotation invariant: sample it in the eigenbasis of K_n(T)
+    sampled = np.asarray(random_share_samples(np.diag(kn), c.k, key=key, samples=samples))
+    row = {
+        "setting": setting_name, "labels": labels, "n": len(run.y_train), "T": float(c.times[-1]), "k": c.k,
+        "share_r0": float(c.share_r0[-1]), "share_rT": float(c.share_rt[-1]),
+        "random_share": c.random_share, "random_share_sampled": float(sampled.mean()),
+        "random_share_sampled_std": float(sampled.std()),
+        "gap": float(c.gap[-1]), "random_gap": float(c.random_gap[-1]),
+        "min_eig_over_max": float(kn[0] / np.max(np.abs(kn))),
+        "train_loss": float(c.train_loss[-1]), "predicted_test_loss": float(c.predicted_test_loss[-1]),
+        "linearized_test_loss": float(run.test_loss[-1]),
+    }
+    if network is not None:
+        row["network_train_loss"], row["network_test_loss"] = (float(v) for v in network)
+    return row
+
+
+def reproduce_ch6(out_dir, scale="default", *, progress=True):
+    """Regenerate Chapter 6's tables (CSV) and figures (PNG) under ``out_dir``.
+
+    For the MLP and CNN on the digits and the MLP on MNIST-1D and on the
+    teacher task: ``K_n(t)`` along gradient flow up to ``T = lr · steps``,
+    alignment of the true- and random-label residuals, held-out test losses of
+    the linearized model and of the real network trained by
+    :func:`gramlib.train.gradient_descent`, and a label-noise sweep for the
+    MLP on the digits. Writes ``ch6_summary.csv``, ``ch6_curves.csv``,
+    ``ch6_label_noise.csv`` and ``ch6_*.png``; returns the list of paths.
+    ``python -m gramlib reproduce ch6 [--scale paper]`` calls it.
+    """
+
+    with jax.enable_x64(True):  # the theory checks run in float64 (the real networks train in float32)
+        return _reproduce_ch6(Path(out_dir), scale_config(scale), progress)
+
+
+def _reproduce_ch6(out, cfg, progress):
+
+
+    out.mkdir(parents=True, exist_ok=True)
+    key = jax.random.PRNGKey(0)
+    settings = chapter_settings(cfg, key=key, datasets=("digits", "mnist1d", "teacher"), progress=progress)
+    times = flow_times(cfg)
+    runs, grams_of, summary, curves = {}, {}, [], []
+    bar = tqdm(total=2 * len(settings) + len(cfg["noise"]), desc="Chapter 6", disable=not progress)
+    for j, (name, s) in enumerate(settings.items()):
+        grams_of[name] = effective_grams(s.theta, times)
+        shuffled = data.random_labels(s.dataset, key=jax.random.fold_in(key, 200 + j))
+        for labels, ds in (("true", s.dataset), ("random", shuffled)):
+            run = label_run(s, grams_of[name], ds.y_train, ds.y_test, fraction=cfg["fraction"])
+            net = network_losses(s, ds.y_train, ds.y_test, lr=cfg["lr"], steps=cfg["steps"])
+            runs[name, labels] = run
+            summary.append(summary_row(name, labels, run, key=jax.random.fold_in(key, 300 + j),
+                                       samples=cfg["samples"], network=net))
+            c = run.curve
+            for i, t in enumerate(c.times):
+                curves.append({"setting": name, "labels": labels, "t": float(t), "share_r0": float(c.share_r0[i]),
+                               "share_rt": float(c.share_rt[i]), "random_share": c.random_share,
+                               "gap": float(c.gap[i]), "random_gap": float(c.random_gap[i]),
+                               "min_eig": float(c.eigenvalues[i][0]), "max_eig": float(c.eigenvalues[i][-1]),
+                               "train_loss": float(c.train_loss[i]),
+                               "predicted_test_loss": float(c.predicted_test_loss[i]),
+                               "linearized_test_loss": float(run.test_loss[i])})
+            bar.update()
+    base = settings["MLP / digits"]
+    noise_rows = []
+    for p in cfg["noise"]:
+        y_tr = data.noisy_labels(base.dataset.y_train, p, key=jax.random.fold_in(key, 400))
+        y_te = data.noisy_labels(base.dataset.y_test, p, key=jax.random.fold_in(key, 401))
+        run = label_run(base, grams_of["MLP / digits"], y_tr, y_te, fraction=cfg["fraction"])
+        noise_rows.append({"flip_fraction": float(p), "share_r0": float(run.curve.share_r0[-1]),
+                           "random_share": run.curve.random_share, "gap": float(run.curve.gap[-1]),
+                           "predicted_test_loss": float(run.curve.predicted_test_loss[-1]),
+                           "linearized_test_loss": float(run.test_loss[-1])})
+        bar.update()
+    bar.close()
+    paths = [write_csv(out / "ch6_summary.csv", summary), write_csv(out / "ch6_curves.csv", curves),
+             write_csv(out / "ch6_label_noise.csv", noise_rows)]
+
+    def save(fig, name):
+        fig.savefig(out / name)
+        paths.append(out / name)
+
+        plt.close(fig)
+
+    fig, axes = figure(2)
+    plot_spectra(axes[0], grams_of["MLP / digits"], times=times[[0, len(times) // 2, -1]])
+    label(axes[0], "rank j / N", "eigenvalue of K_n(t)", "MLP / digits")
+    plot_spectra(axes[1], grams_of["CNN / digits"], times=times[[0, len(times) // 2, -1]], color="#D55E00")
+    label(axes[1], "rank j / N", "eigenvalue of K_n(t)", "CNN / digits")
+    save(fig, "ch6_spectra.png")
+    for fname, names in (("ch6_true_vs_random.png", [("MLP / digits", "true"), ("MLP / digits", "random")]),
+                         ("ch6_mlp_vs_cnn.png", [("MLP / digits", "true"), ("CNN / digits", "true")]),
+                         ("ch6_datasets.png", [(n, "true") for n in settings if n.startswith("MLP")])):
+        fig, axes = figure(2)
+        sel = {f"{a} ({b})": runs[a, b] for a, b in names}
+        plot_shares(axes[0], sel)
+        label(axes[0], "training time t", "share in bottom 10% of K_n(t)")
+        for (a, b), run in zip(names, sel.values()):
+            axes[1].plot(times, run.test_loss, marker="o", ms=3, label=f"{a} ({b}): held-out")
+            axes[1].plot(times, run.curve.predicted_test_loss, ls="--", color=axes[1].lines[-1].get_color(),
+                         label="leave-one-out prediction")
+        axes[1].set_xscale("log")
+        label(axes[1], "training time t", "test loss (linearized)")
+        save(fig, fname)
+    fig, axes = figure(2)
+    plot_cumulative(axes[0], {f"{a} ({b})": r for (a, b), r in runs.items()})
+    label(axes[0], "rank j / N", "cumulative share of ‖r0‖²")
+    plot_cumulative(axes[1], {f"{a} ({b})": r for (a, b), r in runs.items()}, gap=True)
+    label(axes[1], "rank j / N", "cumulative share of r0ᵀK_n r0")
+    save(fig, "ch6_cumulative.png")
+    fig, ax = figure(1)
+    p = [r["flip_fraction"] for r in noise_rows]
+    ax.plot(p, [r["share_r0"] for r in noise_rows], marker="o", label="share of ‖r0‖² in bottom 10%")
+    ax.plot(p, [r["linearized_test_loss"] for r in noise_rows], marker="s", label="held-out test loss")
+    ax.plot(p, [r["predicted_test_loss"] for r in noise_rows], ls="--", label="leave-one-out prediction")
+    label(ax, "fraction of flipped labels", "share / loss", "MLP / digits, label noise")
+    save(fig, "ch6_label_noise.png")
+    return paths

@@ -1,0 +1,1 @@
+"""The kernels layer of gramlib (see ``gramlib.LAYERS``)."""

@@ -1,0 +1,1 @@
+"""The mathematics layer of gramlib (see ``gramlib.LAYERS``)."""

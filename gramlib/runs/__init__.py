@@ -1,0 +1,1 @@
+"""The runs layer of gramlib (see ``gramlib.LAYERS``)."""

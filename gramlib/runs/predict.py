@@ -1,0 +1,226 @@
+"""Predicting the test loss of a real network from its own training run (Chapter 7).
+
+Feature learning moves the kernel, so the prediction follows the run: kernel
+snapshots ``Θ(w_k)`` at ``K`` equally spaced steps and the real residuals
+``r_k`` at every step feed the matrix recursion of the leave-one-out twins
+(:func:`gramlib.effective_gram.loo_trajectory`), and the predicted test loss
+is the leave-one-out loss
+
+    L̂ = (1/2n) Σ_i ‖ρ_i(T)‖².
+
+:func:`predict_test_loss` does it all in one call and sets the prediction
+beside the held-out test loss and every baseline of :mod:`gramlib.baselines`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import baselines, train
+from .. import _checks
+from ..kernels import ntk
+from ..mathematics import effective_gram, kernel_flow
+
+#: Above this many rows ``N = nC`` the linearized baseline uses gradient flow at
+#: ``t = η T`` (Talbot contour, ``O(N²)`` per node) instead of exact gradient
+#: descent (``O(n N³)``).
+EXACT_DESCENT_MAX_ROWS = 1000
+
+
+class Prediction(NamedTuple):
+    """Predicted and measured test losses of one run, with every baseline (Chapter 7).
+
+    Losses are ``½‖f(x) − y‖²`` averaged over samples. ``loo`` holds the
+    predicted leave-one-out residuals ``ρ_i`` of all training samples;
+    ``subset`` the brute-force indices, with the retrained residuals in
+    ``brute_force_loo`` (empty when ``brute_force=0`` or ``retrain=False``).
+    """
+
+    predicted: float          # (1/2n) Σ ‖ρ_i(T)‖², trajectory prediction (two-time kernel)
+    one_time: float           # the same with the one-time kernel Θ(t_k) only
+    held_out: float           # test loss on the held-out set
+    train_loss: float         # L_S(w_T)
+    gcv: float                # GCV on the initial kernel
+    linearized: float         # LOO loss of the linearized (initial-kernel) model
+    ntk_bound: float          # sqrt(2 yᵀ Θ0⁻¹ y / n)
+    contraction_free: float   # train loss + Σ_k η ε̄_k, perturbation factor at the twins
+    loo: np.ndarray
+    one_time_loo: np.ndarray
+    subset: np.ndarray
+    brute_force_loo: np.ndarray
+    baseline_dynamics: str    # "descent" or "flow": how GCV and the linearized baseline were computed
+    run: Any                  # the gramlib.train.TrainResult
+    cross: Any                # the run's two-time kernel (k, l) ↦ Θ(t_k, t_l)
+
+    @property
+    def relative_error(self) -> float:
+        """``|L̂ − L_test| / L_test``."""
+        return abs(self.predicted - self.held_out) / self.held_out
+
+    @property
+    def brute_force(self) -> float:
+        """Leave-one-out loss of the retrained twins on the subset (``nan`` without retraining)."""
+        if not len(self.brute_force_loo):
+            return float("nan")
+        return 0.5 * float(np.sum(self.brute_force_loo**2)) / len(self.subset)
+
+    @property
+    def predicted_on_subset(self) -> float:
+        """The trajectory prediction restricted to the brute-force subset, for a like-for-like comparison."""
+        if not len(self.subset):
+            return float("nan")
+        return 0.5 * float(np.sum(self.loo[self.subset] ** 2)) / len(self.subset)
+
+    @property
+    def correlation(self) -> float:
+        """Pearson correlation of predicted and retrained ``ρ_i`` on the subset (``nan`` without one)."""
+        if len(self.brute_force_loo) < 2:
+            return float("nan")
+        return float(np.corrcoef(self.loo[self.subset].ravel(), self.brute_force_loo.ravel())[0, 1])
+
+    def row(self) -> dict:
+        """The scalar results as a flat dict (one row of Chapter 7's table)."""
+        return {
+            "predicted": self.predicted, "held_out": self.held_out,
+            "relative_error": self.relative_error, "one_time": self.one_time,
+            "one_time_relative_error": abs(self.one_time - self.held_out) / self.held_out,
+            "train_loss": self.train_loss,
+            "gcv": self.gcv, "gcv_relative_error": abs(self.gcv - self.held_out) / self.held_out,
+            "linearized": self.linearized, "baseline_dynamics": self.baseline_dynamics,
+            "ntk_bound": self.ntk_bound,
+            "contraction_free": self.contraction_free,
+            "brute_force": self.brute_force, "predicted_on_subset": self.predicted_on_subset,
+            "one_time_on_subset": (0.5 * float(np.sum(self.one_time_loo[self.subset] ** 2)) / len(self.subset)
+                                   if len(self.subset) else float("nan")),
+            "correlation": self.correlation,
+        }
+
+
+def trajectory_loo(run, snapshots=None, *, cross=None, path=False):
+    """Predicted LOO residuals ``ρ(T)`` ``(n, C)``-stacked ``(N,)`` from a :class:`gramlib.train.TrainResult`.
+
+    ``cross``: the run's two-time kernel ``(k, l) ↦ Θ(t_k, t_l)`` over its
+    ``K`` snapshots and the final weights (:func:`gramlib.ntk.two_time_kernel`
+    of ``run.weights``), the prediction of Chapter 7; ``None`` uses the
+    one-time kernel ``Θ(t_k)`` only (the matrix ODE with ``Θ`` piecewise
+    constant). ``snapshots`` (a divisor of ``K``) keeps only every
+    ``K/snapshots``-th snapshot, each then standing for ``steps/snapshots``
+    steps: the error of using fewer kernels, measured on the same run.
+    ``path=True`` also returns the twins' ``ρ(k)`` at every step ``(steps, N)``.
+    """
+
+    thetas, stride = run.thetas, 1
+    if snapshots is not None:
+        k = _checks.integer(snapshots, "snapshots", minimum=1)
+        if len(thetas) % k:
+            raise ValueError(f"snapshots must divide the run's {len(thetas)} snapshots, got {k}")
+        stride = len(thetas) // k
+        thetas = thetas[::stride]
+    if cross is not None and stride > 1:
+        full = cross
+        cross = lambda k, l: full(k * stride if k < len(thetas) else len(run.thetas), l * stride)  # noqa: E731
+    out = effective_gram.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs, cross=cross, path=path)
+    return tuple(np.asarray(o) for o in out) if path else np.asarray(out)
+
+
+def held_out_loss(apply, params, x, y):
+    """``(1/2m) Σ_j ‖f(x_j) − y_j‖²`` on a held-out set."""
+    r = np.asarray(apply(params, x), dtype=float) - np.asarray(y)
+    return 0.5 * float(np.sum(r**2)) / len(r)
+
+
+def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, brute_force=30,
+                      retrain=True, batch_size=None, dtype=None, progress=True) -> Prediction:
+    """Train ``model`` on ``dataset`` and predict its test loss from the run (Chapter 7).
+
+    ``model`` is a :class:`gramlib.models.Model`, ``dataset`` a
+    :class:`gramlib.data.Dataset`; ``key`` draws the initialization and the
+    brute-force subset. Full-batch gradient descent with step ``lr`` for
+    ``steps`` steps records ``snapshots`` kernels; the prediction is the
+    leave-one-out loss of :func:`trajectory_loo` with the run's two-time
+    kernel, ``one_time`` the same with the one-time kernel. Baselines: GCV and the
+    linearized LOO loss on the initial kernel ``Θ_0`` (exact gradient descent
+    for ``N ≤`` :data:`EXACT_DESCENT_MAX_ROWS`, else gradient flow at
+    ``t = lr·steps``), the NTK-norm bound on ``Θ_0``, the contraction-free
+    integral, and leave-one-out retraining of ``brute_force`` random samples
+    (``0`` to skip; ``retrain=False`` draws the same subset and reports the
+    prediction on it without retraining, for runs whose twins were retrained
+    elsewhere). ``dtype`` casts the parameters (default: as initialized).
+    """
+
+    steps = _checks.integer(steps, "steps", minimum=1)
+    snapshots = _checks.integer(snapshots, "snapshots", minimum=1)
+    brute_force = _checks.integer(brute_force, "brute_force", minimum=0)
+    k_init, k_subset = jax.random.split(key)
+    params = model.init(k_init)
+    if dtype is not None:
+        params = jax.tree_util.tree_map(lambda w: w.astype(dtype), params)
+    run = train.gradient_descent(model.apply, params, dataset.x_train, dataset.y_train, lr=lr,
+                                 steps=steps, snapshots=snapshots, batch_size=batch_size,
+                                 progress=progress)
+    cross = ntk.two_time_kernel(model.apply, run.weights, dataset.x_train, batch_size=batch_size)
+    rho, rho_path = trajectory_loo(run, cross=cross, path=True)
+    one_time = trajectory_loo(run)
+    n, c = run.n, run.outputs
+    theta0, r0 = run.thetas[0], run.residuals[0]
+    exact = len(r0) <= EXACT_DESCENT_MAX_ROWS
+    linear, _ = baselines.linearized_loss(theta0, r0, steps if exact else lr * steps, outputs=c,
+                                          lr=lr if exact else None)
+    gcv = baselines.gcv(theta0, r0, steps if exact else lr * steps, outputs=c, lr=lr if exact else None)
+    subset, bf = np.zeros(0, int), np.zeros((0,) if c == 1 else (0, c))
+    if brute_force and retrain:
+        subset, bf = baselines.brute_force_loo(model.apply, params, dataset.x_train, dataset.y_train,
+                                               lr=lr, steps=steps, size=brute_force, key=k_subset,
+                                               progress=progress)
+    elif brute_force:
+        subset = baselines.brute_force_subset(k_subset, n, brute_force)
+    loo = rho if c == 1 else rho.reshape(n, c)
+    return Prediction(
+        predicted=0.5 * float(np.sum(rho**2)) / n,
+        one_time=0.5 * float(np.sum(one_time**2)) / n,
+        held_out=held_out_loss(model.apply, run.params, dataset.x_test, dataset.y_test),
+        train_loss=float(run.train_loss[-1]),
+        gcv=float(gcv),
+        linearized=float(linear),
+        ntk_bound=baselines.ntk_norm_bound(theta0, dataset.y_train),
+        baseline_dynamics="descent" if exact else "flow",
+        contraction_free=baselines.contraction_free_loss(run.thetas, run.residuals, rho_path, lr, outputs=c),
+        loo=loo, one_time_loo=one_time if c == 1 else one_time.reshape(n, c), subset=subset,
+        brute_force_loo=bf, run=run, cross=cross,
+    )
+
+
+def frozen_kernel_losses(model, dataset, *, key, time):
+    """Exact leave-one-out loss and held-out loss of the linearized network on one split (Chapter 7).
+
+    The network linearized at its initialization ``w_0`` (drawn with ``key``)
+    is kernel regression with the frozen NTK ``Θ_0``. Trained by gradient
+    flow for ``time`` (``η T`` for ``T`` steps of size ``η``), its
+    leave-one-out loss is exact (:func:`gramlib.baselines.linearized_loss`)
+    and so is its test residual
+    ``r_test = r0_test − Θ_0(X_test, X) Θ_0⁻¹ (I − e^{−Θ_0 t/n}) r0``
+    (:func:`gramlib.kernel_flow.kernel_test_residuals`). Their difference over many
+    splits is the sampling noise of leave-one-out itself, with no
+    approximation in the predictor. Returns ``(loo, held_out)``.
+    """
+
+    time = _checks.positive(time, "time")
+    params = model.init(key)
+    x, xt = jnp.asarray(dataset.x_train), jnp.asarray(dataset.x_test)
+    r0 = (np.asarray(model.apply(params, x)) - dataset.y_train).reshape(-1)
+    r0_test = (np.asarray(model.apply(params, xt)) - dataset.y_test).reshape(-1)
+    outputs = len(r0) // len(x)
+    theta = ntk.empirical_ntk(model.apply, params, x)
+    theta_test = ntk.empirical_ntk(model.apply, params, xt, x)
+    loo, _ = baselines.linearized_loss(theta, r0, time, outputs=outputs)
+    r_test = np.asarray(kernel_flow.kernel_test_residuals(theta, theta_test, r0, r0_test, time, outputs=outputs))
+    return float(loo), 0.5 * float(np.sum(r_test**2)) / len(xt)
+
+
+# ----------------------------------------------------------------------------- Chapter 7's table
+
+

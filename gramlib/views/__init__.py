@@ -1,0 +1,1 @@
+"""The views layer of gramlib (see ``gramlib.LAYERS``)."""

@@ -1,0 +1,104 @@
+"""The figures of Chapters 6 and 7, drawn on a given matplotlib axis."""
+
+from __future__ import annotations
+
+from matplotlib import colors as mcolors
+import numpy as np
+
+from . import plotting
+from .plotting import PALETTE
+
+
+def plot_spectra(ax, grams, *, label=None, times=None, color=None):
+    """Eigenvalues of ``K_n(t)`` against their rank ``j/N``, one line per time (darker = later)."""
+
+    idx = range(len(grams.times)) if times is None else [int(np.argmin(np.abs(grams.times - t))) for t in times]
+    idx = list(idx)
+    n_dim = grams.eigenvalues.shape[1]
+    rank = np.arange(1, n_dim + 1) / n_dim
+    base = np.array(mcolors.to_rgb(color or "#0072B2"))
+    for pos, j in enumerate(idx):
+        shade = 0.25 + 0.75 * (pos + 1) / len(idx)
+        ax.plot(rank, np.asarray(grams.eigenvalues[j]), color=1 - shade * (1 - base),
+                label=f"{label + ', ' if label else ''}t = {grams.times[j]:.3g}")
+    ax.set_yscale("symlog", linthresh=1e-6)
+    return ax
+
+
+def plot_shares(ax, runs, *, band=None):
+    """Share of ``‖r0‖²`` (solid) and ``‖r(t)‖²`` (dashed) in the bottom-``k`` eigenvectors of ``K_n(t)``.
+
+    ``runs`` maps a label to a :class:`LabelRun` or :class:`AlignmentCurve`;
+    the random-vector share ``k/N`` is drawn in black with, if given, ``band =
+    (mean, half_width)`` from sampled random vectors.
+    """
+
+    curve = None
+    for c, (name, run) in zip(PALETTE, runs.items()):
+        curve = getattr(run, "curve", run)
+        ax.plot(curve.times, curve.share_r0, color=c, marker="o", ms=3, label=f"{name}: r0")
+        ax.plot(curve.times, curve.share_rt, color=c, ls="--", label=f"{name}: r(t)")
+    ax.axhline(curve.random_share, color="black", lw=1, label=f"random vector: k/N = {curve.random_share:.2f}")
+    if band is not None:
+        ax.axhspan(band[0] - band[1], band[0] + band[1], color="black", alpha=0.12, lw=0)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    return ax
+
+
+def plot_cumulative(ax, runs, *, gap=False):
+    """Cumulative share of ``‖r0‖²`` (or, with ``gap=True``, of ``r0ᵀK_n r0``) over the eigenvectors of ``K_n(T)``, ascending.
+
+    The diagonal is the expectation for a random vector (``j/N``).
+    """
+
+    for c, (name, run) in zip(PALETTE, runs.items()):
+        curve = getattr(run, "curve", run)
+        cum = curve.cumulative_r0[-1]
+        n_dim = cum.size
+        if gap:
+            share = np.diff(np.concatenate([[0.0], cum]))  # c_j² / ‖r0‖²
+            parts = curve.eigenvalues[-1] * share
+            cum = np.cumsum(parts) / np.sum(parts)
+        ax.plot(np.arange(1, n_dim + 1) / n_dim, cum, color=c, label=name)
+    ax.plot([0, 1], [0, 1], color="black", lw=1, ls=":", label="random vector")
+    return ax
+
+
+def plot_predicted_vs_heldout(ax, rows):
+    """Predicted against held-out test loss for every run (filled: true labels, hollow: random), with the diagonal."""
+
+    colors = dict(zip(dict.fromkeys(r["dataset"] for r in rows), plotting.PALETTE))
+    for r in rows:
+        ax.scatter(r["held_out"], r["predicted"], marker="o" if r["arch"] == "mlp" else "s",
+                   facecolors=colors[r["dataset"]] if r["labels"] == "true" else "none",
+                   edgecolors=colors[r["dataset"]], s=36)
+    lo = min(min(r["held_out"], r["predicted"]) for r in rows) * 0.8
+    hi = max(max(r["held_out"], r["predicted"]) for r in rows) * 1.25
+    ax.plot([lo, hi], [lo, hi], color=plotting.COLORS["black"], lw=1, label="predicted = held-out")
+    for name, c in colors.items():
+        ax.scatter([], [], color=c, label=name)
+    ax.scatter([], [], marker="o", facecolors="none", edgecolors="gray", label="MLP (hollow: random labels)")
+    ax.scatter([], [], marker="s", facecolors="gray", edgecolors="gray", label="CNN")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plotting.label(ax, "held-out test loss", "predicted test loss (trajectory LOO)",
+                   "Predicted against held-out test loss, every run")
+
+
+def plot_snapshot_error(ax, snaps):
+    """Mean relative error against the number of kernel snapshots, per cell (dashed: one-time kernel)."""
+
+    cells = dict.fromkeys((s["dataset"], s["arch"]) for s in snaps)
+    ks = sorted({s["snapshots"] for s in snaps})
+    keys = [("relative_error", "-")] + ([("one_time_relative_error", "--")] if "one_time_relative_error" in snaps[0]
+                                       else [])
+    for (name, arch), c in zip(cells, plotting.PALETTE):
+        for key, style in keys:
+            err = [np.mean([s[key] for s in snaps
+                            if (s["dataset"], s["arch"], s["snapshots"]) == (name, arch, k)]) for k in ks]
+            ax.plot(ks, err, marker="o", ls=style, color=c,
+                    label=f"{name} {arch.upper()}" if style == "-" else None)
+    ax.set_xscale("log")
+    plotting.label(ax, "number of kernel snapshots K", "mean relative error",
+                   "Error against the number of snapshots (dashed: one-time)")
