@@ -15,8 +15,8 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from gramlib import effective_gram, kernel_flow, ntk  # noqa: E402
-from benchmarks import machine, median_time, write_rows  # noqa: E402
+from gramlib import effective_gram, kernel_flow, measure  # noqa: E402
+
 
 def random_gram(n, key=0):
     """A random-features Gram matrix ``Θ = Φ Φᵀ`` (tanh features, p = 1.5 n) and residual."""
@@ -32,17 +32,19 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--times", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=None, help="folder of effective_gram.csv (default benchmarks/results)")
     args = parser.parse_args(argv)
     theta, r0 = random_gram(args.n)
     times = np.logspace(-1, 5, args.times)
     rows = []
     for name, fn in [
-        ("eigh only", lambda: kernel_flow.spectrum(theta)[0]),
+        ("eigendecomposition only (factorize)", lambda: kernel_flow.factorize(theta)),
         (f"loo_residuals n={args.n} x {args.times} times", lambda: effective_gram.loo_residuals(theta, r0, times)),
     ]:
-        rows.append({"benchmark": name, **machine(), **median_time(fn, args.repeats)})
+        rows.append({"benchmark": name, **measure.machine(), **measure.timing(fn, args.repeats)})
         print(rows[-1])
-    write_rows("effective_gram.csv", rows)
+    measure.write_rows("effective_gram.csv", rows, args.out)
+
 
 if __name__ == "__main__":
     main()

@@ -16,8 +16,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from benchmarks import machine, median_time, write_rows  # noqa: E402
-from gramlib import effective_gram, kernel_flow, ntk  # noqa: E402
+from gramlib import effective_gram, kernel_flow, measure  # noqa: E402
 
 
 def snapshots(n, count, seed=0):
@@ -41,8 +40,8 @@ def main(argv=None):
     thetas, rng = snapshots(args.n, args.snapshots)
     residuals = rng.standard_normal((args.steps + 1, args.n))
     lr = 0.5
-    row = {"benchmark": f"loo_trajectory N={args.n} steps={args.steps} K={args.snapshots} float64", **machine(),
-           **median_time(lambda: effective_gram.loo_trajectory(thetas, residuals, lr), args.repeats)}
+    row = {"benchmark": f"loo_trajectory N={args.n} steps={args.steps} K={args.snapshots} float64", **measure.machine(),
+           **measure.timing(lambda: effective_gram.loo_trajectory(thetas, residuals, lr), args.repeats)}
     theta, rng = snapshots(args.check_n, 1, seed=1)
     r0 = rng.standard_normal(args.check_n)
     r = np.asarray(kernel_flow.kernel_residuals(theta[0], r0, np.arange(args.steps + 1), lr=lr))
@@ -52,7 +51,7 @@ def main(argv=None):
     row["max_abs_diff"] = float(np.max(np.abs(got - want)))
     row["max_abs_value"] = float(np.max(np.abs(want)))
     print(row, flush=True)
-    write_rows("loo_trajectory.csv", [row], args.out)
+    measure.write_rows("loo_trajectory.csv", [row], args.out)
     return row
 
 

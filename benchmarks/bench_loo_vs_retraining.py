@@ -11,8 +11,6 @@ predicted against retrained LOO loss on the same subset.
 """
 
 import argparse
-import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +18,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from benchmarks import write_rows  # noqa: E402
-from gramlib import baselines, data, effective_gram, models, ntk, train  # noqa: E402
+from gramlib import baselines, data, effective_gram, measure, models, ntk, train  # noqa: E402
 
 
 def main(argv=None):
@@ -35,26 +32,18 @@ def main(argv=None):
     ds = data.digits(args.n, 200, key=jax.random.PRNGKey(0))
     model = models.mlp(ds.x_train.shape[1], 512, 2, dtype=jnp.float64)
     params = model.init(jax.random.PRNGKey(1))
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    run = train.gradient_descent(model.apply, params, ds.x_train, ds.y_train, lr=args.lr, steps=args.steps,
-                                 snapshots=args.snapshots, progress=False)
-    t_run = time.perf_counter() - start
-    jax.block_until_ready(ntk.empirical_ntk(model.apply, params, ds.x_train))  # compile
-    start = time.perf_counter()
-    jax.block_until_ready(ntk.empirical_ntk(model.apply, params, ds.x_train))
-    t_kernel = time.perf_counter() - start  # one snapshot
-    start = time.perf_counter()
-    rho = np.asarray(effective_gram.loo_trajectory(run.thetas, run.residuals, run.lr))
-    t_loo_first = time.perf_counter() - start  # includes compilation
-    start = time.perf_counter()
-    rho = np.asarray(effective_gram.loo_trajectory(run.thetas, run.residuals, run.lr))
-    t_loo = time.perf_counter() - start
-    start = time.perf_counter()
-    subset, bf = baselines.brute_force_loo(model.apply, params, ds.x_train, ds.y_train, lr=args.lr,
-                                           steps=args.steps, size=args.subset, key=jax.random.PRNGKey(2),
-                                           progress=False)
-    t_brute = time.perf_counter() - start
+    where = measure.machine()
+    run, t_run = measure.timed(lambda: train.gradient_descent(
+        model.apply, params, ds.x_train, ds.y_train, lr=args.lr, steps=args.steps, snapshots=args.snapshots,
+        progress=False))
+    measure.timed(lambda: ntk.empirical_ntk(model.apply, params, ds.x_train))  # compile
+    _, t_kernel = measure.timed(lambda: ntk.empirical_ntk(model.apply, params, ds.x_train))  # one snapshot
+    _, t_loo_first = measure.timed(lambda: effective_gram.loo_trajectory(run.thetas, run.residuals, run.lr))
+    rho, t_loo = measure.timed(lambda: effective_gram.loo_trajectory(run.thetas, run.residuals, run.lr))
+    rho = np.asarray(rho)
+    (subset, bf), t_brute = measure.timed(lambda: baselines.brute_force_loo(
+        model.apply, params, ds.x_train, ds.y_train, lr=args.lr, steps=args.steps, size=args.subset,
+        key=jax.random.PRNGKey(2), progress=False))
     brute_all = t_brute / args.subset * args.n
     predicted = 0.5 * float(np.mean(rho[subset] ** 2))
     retrained = 0.5 * float(np.mean(np.asarray(bf) ** 2))
@@ -71,9 +60,9 @@ def main(argv=None):
            "predicted_loo_loss_subset": predicted, "retrained_loo_loss_subset": retrained,
            "relative_difference": abs(predicted - retrained) / retrained,
            "max_abs_rho_difference": float(np.max(np.abs(rho[subset] - np.asarray(bf)))),
-           "predicted_loo_loss_all": 0.5 * float(np.mean(rho**2)), "load_1min": round(load, 2)}
+           "predicted_loo_loss_all": 0.5 * float(np.mean(rho**2)), **where}
     print(row, flush=True)
-    write_rows("loo_vs_retraining.csv", [row])
+    measure.write_rows("loo_vs_retraining.csv", [row])
     return row
 
 

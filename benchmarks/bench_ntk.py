@@ -12,34 +12,36 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from gramlib import models, ntk
-from benchmarks import machine, median_time, write_rows  # noqa: E402
+from gramlib import measure, models, ntk
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=None, help="folder of ntk.csv (default benchmarks/results)")
     args = parser.parse_args(argv)
-    mlp = models.mlp(64, width=512, depth=2, dtype=jnp.float32)
+    mlp_apply, mlp_params, x = measure.ntk_workload(args.n)
     cnn = models.cnn((8, 8, 1), channels=16, depth=3, dtype=jnp.float32)
-    x = jax.random.normal(jax.random.PRNGKey(1), (args.n, 64), jnp.float32)
+    mlp, cnn = (mlp_apply, mlp_params), (cnn.apply, cnn.init(jax.random.PRNGKey(0)))
     variants = [("MLP 64-512-1", mlp, "default", {}), ("MLP 64-512-1", mlp, "jacobian", {"method": "jacobian"}),
                 ("MLP 64-512-1", mlp, "default, batch_size=250", {"batch_size": 250}),
                 ("MLP 64-512-1", mlp, "jacobian, batch_size=250", {"method": "jacobian", "batch_size": 250}),
                 ("CNN 8x8x1 3x3 16ch depth 3", cnn, "default", {}),
                 ("CNN 8x8x1 3x3 16ch depth 3", cnn, "jacobian", {"method": "jacobian"})]
     rows, reference, previous = [], None, None
-    for label, model, name, kw in variants:
-        params = model.init(jax.random.PRNGKey(0))
-        if model is not previous:
-            reference, previous = None, model
-        out = jax.block_until_ready(ntk.empirical_ntk(model.apply, params, x, **kw))
+    for label, (apply, params), name, kw in variants:
+        if label != previous:
+            reference, previous = None, label
+        out = jax.block_until_ready(ntk.empirical_ntk(apply, params, x, **kw))
         reference = out if reference is None else reference
-        timing = median_time(lambda: ntk.empirical_ntk(model.apply, params, x, **kw), args.repeats)
-        rows.append({"benchmark": f"empirical_ntk {label}, n={args.n}, float32, {name}", **machine(), **timing,
+        timing = measure.timing(lambda: ntk.empirical_ntk(apply, params, x, **kw), args.repeats)
+        rows.append({"benchmark": f"empirical_ntk {label}, n={args.n}, float32, {name}", **measure.machine(),
+                     **timing,
                      "max_rel_diff_to_default": float(jnp.max(jnp.abs(out - reference)) / jnp.max(jnp.abs(reference)))})
         print(rows[-1])
-    write_rows("ntk.csv", rows)
+    measure.write_rows("ntk.csv", rows, args.out)
+
 
 if __name__ == "__main__":
     main()

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import machine, median_time, peer_workloads, write_rows
-from gramlib import models, ntk
+from benchmarks import peer_workloads
+from gramlib import measure, models, ntk
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_TIMEOUT_S = 240
@@ -107,7 +107,7 @@ def main(argv=None):
                 peer, peer_error = None, None
                 for _ in range(args.rounds):  # alternate: gramlib, then the peer, then again
                     for label, fn in cases.items():
-                        t = median_time(fn, args.repeats)
+                        t = measure.timing(fn, args.repeats)
                         if best[label] is None:
                             first[label] = t["first_call_s"]  # the compiling call: round 1 only
                         if best[label] is None or t["median_s"] < best[label]["median_s"]:
@@ -133,10 +133,10 @@ def main(argv=None):
                                     "trace_rel_diff": float(abs(np.trace(theta) - peer["trace"]) / abs(peer["trace"]))})
                     else:
                         row.update({"peer": peer_error or status})
-                    row.update({"rounds": args.rounds, "repeats": args.repeats, **machine()})
+                    row.update({"rounds": args.rounds, "repeats": args.repeats, **measure.machine()})
                     rows.append(row)
                     print(row, flush=True)
-        print("wrote", write_rows("peer.csv", rows))
+        print("wrote", measure.write_rows("peer.csv", rows))
     finally:
         jax.config.update("jax_enable_x64", x64)
 

@@ -32,8 +32,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import median_time, write_rows  # noqa: E402
-from gramlib import data, effective_gram, models, ntk, predict  # noqa: E402
+from gramlib import data, effective_gram, measure, models, ntk, predict  # noqa: E402
 
 SIZES = {"full": dict(ntk_n=10000, ntk_small=1000, loo_n=10000, traj_n=1000, traj_steps=3000, traj_k=30,
                       ch7_n=500, ch7_test=2000, ch7_steps=1000, ch7_k=20, ch7_brute=10, repeats=3, big_repeats=1),
@@ -46,16 +45,14 @@ def log(*args):
 
 
 def part_ntk(s, add):
-    model = models.mlp(64, 512, 2, dtype=jnp.float32)
-    params = model.init(jax.random.PRNGKey(0))
-    x = jax.random.normal(jax.random.PRNGKey(1), (s["ntk_n"], 64), jnp.float32)
-    t = median_time(lambda: ntk.empirical_ntk(model.apply, params, x), s["repeats"])
+    apply, params, x = measure.ntk_workload(s["ntk_n"])
+    t = measure.timing(lambda: ntk.empirical_ntk(apply, params, x), s["repeats"])
     add("ntk", f"empirical_ntk MLP 64-512-1 float32 n={s['ntk_n']} structured", t["median_s"], "s", t)
     xs = x[: s["ntk_small"]]
-    fast = median_time(lambda: ntk.empirical_ntk(model.apply, params, xs), s["repeats"])
-    slow = median_time(lambda: ntk.empirical_ntk(model.apply, params, xs, method="jacobian"), s["repeats"])
-    a = ntk.empirical_ntk(model.apply, params, xs)
-    b = ntk.empirical_ntk(model.apply, params, xs, method="jacobian")
+    fast = measure.timing(lambda: ntk.empirical_ntk(apply, params, xs), s["repeats"])
+    slow = measure.timing(lambda: ntk.empirical_ntk(apply, params, xs, method="jacobian"), s["repeats"])
+    a = ntk.empirical_ntk(apply, params, xs)
+    b = ntk.empirical_ntk(apply, params, xs, method="jacobian")
     rel = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
     add("ntk", f"empirical_ntk MLP n={s['ntk_small']} structured", fast["median_s"], "s", fast)
     add("ntk", f"empirical_ntk MLP n={s['ntk_small']} jacobian", slow["median_s"], "s", slow)
@@ -64,8 +61,8 @@ def part_ntk(s, add):
     cnn = models.cnn((8, 8, 1), 16, 3, dtype=jnp.float32)
     cparams = cnn.init(jax.random.PRNGKey(2))
     xc = jax.random.normal(jax.random.PRNGKey(3), (s["ntk_small"], 64), jnp.float32)
-    fast = median_time(lambda: ntk.empirical_ntk(cnn.apply, cparams, xc), s["repeats"])
-    slow = median_time(lambda: ntk.empirical_ntk(cnn.apply, cparams, xc, method="jacobian"), s["repeats"])
+    fast = measure.timing(lambda: ntk.empirical_ntk(cnn.apply, cparams, xc), s["repeats"])
+    slow = measure.timing(lambda: ntk.empirical_ntk(cnn.apply, cparams, xc, method="jacobian"), s["repeats"])
     add("ntk", f"empirical_ntk CNN 8x8 16ch n={s['ntk_small']} structured", fast["median_s"], "s", fast)
     add("ntk", f"empirical_ntk CNN 8x8 16ch n={s['ntk_small']} jacobian", slow["median_s"], "s", slow)
 
@@ -77,7 +74,7 @@ def part_loo(s, add):
     theta = phi @ phi.T + 0.1 * jnp.eye(n)
     r0 = jnp.asarray(rng.standard_normal(n))
     times = np.logspace(-1, 5, 50)
-    t = median_time(lambda: effective_gram.loo_residuals(theta, r0, times), s["big_repeats"])
+    t = measure.timing(lambda: effective_gram.loo_residuals(theta, r0, times), s["big_repeats"])
     add("loo", f"loo_residuals n={n} x 50 times float64", t["median_s"], "s", t)
 
 
@@ -87,21 +84,18 @@ def part_trajectory(s, add):
     phis = rng.standard_normal((k, n, n // 2)) / np.sqrt(n // 2)
     thetas = np.einsum("kia,kja->kij", phis, phis)
     residuals = rng.standard_normal((s["traj_steps"] + 1, n))
-    t = median_time(lambda: effective_gram.loo_trajectory(thetas, residuals, 0.5), s["big_repeats"])
+    t = measure.timing(lambda: effective_gram.loo_trajectory(thetas, residuals, 0.5), s["big_repeats"])
     add("trajectory", f"loo_trajectory N={n} steps={s['traj_steps']} K={k} float64", t["median_s"], "s", t)
 
 
 def part_chapter7(s, add):
     ds = data.mnist1d(s["ch7_n"], s["ch7_test"], key=jax.random.PRNGKey(0), task="onehot")
     model = models.mlp(ds.x_train.shape[1], 512, 2, outputs=10, dtype=jnp.float64)
-    start = time.perf_counter()
-    pred = predict.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=s["ch7_steps"],
-                                     snapshots=s["ch7_k"], brute_force=s["ch7_brute"], progress=False)
-    total = time.perf_counter() - start
+    pred, total = measure.timed(lambda: predict.predict_test_loss(
+        model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=s["ch7_steps"], snapshots=s["ch7_k"],
+        brute_force=s["ch7_brute"], progress=False))
     run = pred.run
-    start = time.perf_counter()
-    jax.block_until_ready(effective_gram.loo_trajectory(run.thetas, run.residuals, run.lr, outputs=10))
-    t_traj = time.perf_counter() - start
+    _, t_traj = measure.timed(lambda: effective_gram.loo_trajectory(run.thetas, run.residuals, run.lr, outputs=10))
     label = f"Chapter 7 MNIST-1D onehot C=10 n={s['ch7_n']} MLP-512 steps={s['ch7_steps']} K={s['ch7_k']}"
     add("chapter7", label + " total (train+snapshots+LOO+baselines+brute force)", total, "s", {})
     add("chapter7", label + " loo_trajectory alone (N=nC)", t_traj, "s", {})
@@ -121,12 +115,12 @@ def main(argv=None):
     log("devices:", jax.devices(), "jax", jax.__version__)
     rows, errors = [], {}
 
-    def add(part, measure, value, unit, timing):
-        rows.append({"part": part, "measure": measure, "value": value, "unit": unit,
+    def add(part, quantity, value, unit, timing):
+        rows.append({"part": part, "measure": quantity, "value": value, "unit": unit,
                      "first_call_s": timing.get("first_call_s", ""), "repeats": timing.get("repeats", ""),
                      "device": dev.platform, "device_kind": dev.device_kind, "jax": jax.__version__})
-        log(f"{measure}: {value:.4g} {unit}" if isinstance(value, float) else f"{measure}: {value} {unit}")
-        write_rows("gpu.csv", rows, out)  # after every number: a later crash loses nothing
+        log(f"{quantity}: {value:.4g} {unit}" if isinstance(value, float) else f"{quantity}: {value} {unit}")
+        measure.write_rows("gpu.csv", rows, out)  # after every number: a later crash loses nothing
 
     for name, part in [("ntk", part_ntk), ("loo", part_loo), ("trajectory", part_trajectory),
                        ("chapter7", part_chapter7)]:

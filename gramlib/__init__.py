@@ -6,18 +6,24 @@ The library has four layers, each a package that imports only the layers below i
 =================  ======================================================================  ========
 layer              modules (what they compute)                                             chapters
 =================  ======================================================================  ========
-``mathematics``    ``gap`` (the gap, its estimators and bounds), ``twins`` (twin           1–6
+``mathematics``    ``gap`` (the gap and its Monte Carlo estimators), ``bounds`` (the       1–7
+                   NTK-norm and stability bounds, the two-point example), ``twins`` (twin
                    trajectories), ``gap_ode`` (the gap equation), ``kernel_flow`` (the
-                   linearized dynamics of one kernel, factorized once), ``effective_gram``
-                   (leave-one-out residuals and ``K_n``), ``alignment`` (spectra of
-                   ``K_n``): functions of arrays, no data sets, training loops or plots
+                   linearized dynamics of one kernel, factorized once), ``leave_one_out``
+                   (exact leave-one-out residuals), ``effective_gram`` (``K_n``),
+                   ``linearized_gap`` (its gap equation), ``trajectory`` (the twins
+                   along a real run), ``alignment`` (spectra of ``K_n``): functions of
+                   arrays, no data sets, training runs or plots
 ``kernels``        ``ntk`` (empirical and two-time NTK of any ``f(params, x)``, on one or  4, 7
                    several devices), ``tangent_structure`` (the traced structure behind
-                   it)
-``runs``           ``data``, ``models``, ``train`` (gradient descent), ``predict`` (the    7
-                   trajectory prediction of a run), ``baselines``
-``experiments``    ``ch6``, ``ch7`` (each chapter's settings and ``reproduce`` commands),  6, 7
-                   ``results`` (result files, their provenance, resumable jobs)
+                   it), ``tangent_factors`` (its evaluation on a batch)
+``runs``           ``files`` (shipped and downloaded files), ``mnist1d`` (its             6, 7
+                   generator), ``data``, ``models``, ``train`` (gradient descent),
+                   ``predict`` (the trajectory prediction of a run), ``baselines``
+``experiments``    ``tasks`` (data sets and networks by name), ``ch4`` … ``ch7`` and       4–7
+                   ``ch7_findings`` (each chapter's computations, settings and
+                   ``reproduce`` commands), ``results`` (result files, provenance,
+                   resumable jobs), ``measure`` (timing and memory of the benchmarks)
 ``views``          ``plotting``, ``figures``, ``widgets``, ``tables``, ``student``,        all
                    ``exercises``
 =================  ======================================================================  ========
@@ -33,10 +39,11 @@ import importlib
 __version__ = "0.1.0"
 
 LAYERS = {
-    "mathematics": ("gap", "twins", "gap_ode", "kernel_flow", "effective_gram", "alignment"),
-    "kernels": ("ntk", "tangent_structure"),
-    "runs": ("data", "models", "train", "predict", "baselines"),
-    "experiments": ("ch6", "ch7", "results"),
+    "mathematics": ("gap", "bounds", "twins", "gap_ode", "kernel_flow", "leave_one_out", "effective_gram",
+                    "linearized_gap", "trajectory", "alignment"),
+    "kernels": ("ntk", "tangent_structure", "tangent_factors"),
+    "runs": ("files", "mnist1d", "data", "models", "train", "predict", "baselines"),
+    "experiments": ("tasks", "ch4", "ch5", "ch6", "ch7", "ch7_findings", "results", "measure"),
     "views": ("plotting", "figures", "widgets", "tables", "student", "exercises"),
 }
 """Each layer (a subpackage) and its modules, from the bottom up."""

@@ -10,12 +10,16 @@ Commands:
     table; ``ch7-limits``: a deep ReLU network at three learning rates); options ``--scale default|paper`` (``paper``: the larger GPU setting),
     ``--out DIR``, for ``ch7`` and ``ch7-noise`` ``--archs mlp cnn``, and for ``ch7`` and
     ``ch7-limits`` ``--no-retrain`` (the predictions on the brute-force subsets without retraining them);
-    ``ch7`` also takes ``--datasets`` and ``--seeds`` to run part of the table.
+    ``ch7`` also takes ``--datasets`` and ``--seeds`` to run part of the table. A rerun into the
+    same folder keeps the rows already computed with the same settings (see
+    :mod:`gramlib.experiments.results`), and every row records the command line, the machine,
+    the git commit and the JAX version.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 
@@ -37,23 +41,24 @@ def reproduce(argv) -> None:
                         help="ch7, ch7-limits: skip the brute-force retraining (hours per run on a CPU); "
                              "the predictions on the subsets it would retrain are still reported")
     args = parser.parse_args(argv)
+    command = "python -m gramlib reproduce " + shlex.join(argv)  # recorded in every row (provenance)
     if args.chapter == "ch7":
         from gramlib.experiments.ch7 import reproduce_ch7
 
         reproduce_ch7(args.out, args.scale, archs=args.archs, datasets=args.datasets, seeds=args.seeds,
-                      retrain=args.retrain)
+                      retrain=args.retrain, command=command)
     elif args.chapter == "ch7-noise":
         from gramlib.experiments.ch7 import reproduce_ch7_noise
 
-        reproduce_ch7_noise(args.out, args.scale, archs=args.archs)
+        reproduce_ch7_noise(args.out, args.scale, archs=args.archs, command=command)
     elif args.chapter == "ch7-limits":
         from gramlib.experiments.ch7 import reproduce_ch7_limits
 
-        reproduce_ch7_limits(args.out, args.scale, retrain=args.retrain)
+        reproduce_ch7_limits(args.out, args.scale, retrain=args.retrain, command=command)
     else:
         from gramlib.experiments.ch6 import reproduce_ch6
 
-        reproduce_ch6(args.out, args.scale)
+        reproduce_ch6(args.out, args.scale, command=command)
 
 
 def main(argv=None) -> None:

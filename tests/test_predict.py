@@ -1,5 +1,5 @@
-"""The one-call prediction of Chapter 7: its pieces, its agreement with brute-force
-retraining in the lazy regime, and the table plumbing of the command line."""
+"""The one-call prediction of Chapter 7: its pieces and its agreement with brute-force
+retraining in the lazy regime (the reproduce commands are tested in ``test_experiments.py``)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from gramlib import baselines, ch7, data, effective_gram, models, ntk, predict, results  # noqa: E402
+from gramlib import baselines, data, effective_gram, models, ntk, predict  # noqa: E402
 
 KEY = jax.random.PRNGKey(0)
 
@@ -90,29 +90,6 @@ def test_fewer_snapshots_and_constant_kernel_reduce_to_the_linearized_prediction
     assert np.isnan(q.brute_force) and np.isnan(q.correlation)
 
 
-def test_summarize_averages_cells():
-    rows = [{"dataset": "d", "arch": "mlp", "labels": "true", "seed": s, "predicted": 1.0 + s, "held_out": 2.0,
-             "relative_error": 0.1 * s, "one_time": 0.5, "one_time_relative_error": 0.75, "gcv": 1.0, "gcv_relative_error": 0.5, "linearized": 1.0,
-             "ntk_bound": 3.0, "contraction_free": 4.0, "brute_force": 1.0, "predicted_on_subset": 1.0,
-             "correlation": 0.99 + 0.001 * s} for s in range(3)]
-    rows.append(dict(rows[0], labels="random", predicted=7.0, held_out=8.0))
-    (cell,) = ch7.summarize(rows)
-    assert cell["runs"] == 3 and cell["predicted"] == 2.0 and abs(cell["relative_error"] - 0.1) < 1e-15
-    assert cell["min_correlation"] == 0.99 and cell["random_predicted"] == 7.0
-    assert cell["one_time"] == 0.5 and cell["one_time_relative_error"] == 0.75
-
-
-def test_command_line_refuses_unknown_choices():
-    from gramlib.__main__ import main
-
-    with pytest.raises(SystemExit):
-        main(["reproduce", "ch9"])
-    with pytest.raises(SystemExit):
-        main(["reproduce", "ch7", "--scale", "huge"])
-    with pytest.raises(ValueError, match="scale"):
-        ch7.reproduce_ch7("/tmp/never-written", "huge")
-
-
 def test_frozen_kernel_losses_match_parameter_space_gradient_flow():
     """A linear model is its own linearization: retrain it in parameter space by ``expm``."""
     from scipy.linalg import expm
@@ -140,55 +117,3 @@ def test_frozen_kernel_losses_match_parameter_space_gradient_flow():
     np.testing.assert_allclose(got, (loo, held), rtol=1e-9)
     with pytest.raises(ValueError, match="time"):
         predict.frozen_kernel_losses(lin, data.Dataset(x, y, xt, yt, y, yt), key=key, time=-1.0)
-
-
-def test_noise_table_of_the_command_line(tmp_path):
-    jax.config.update("jax_enable_x64", False)  # a caller in float32: the command must not change it
-    try:
-        rows = ch7.reproduce_ch7_noise(tmp_path, "smoke", archs=("mlp",), progress=False)
-        assert not jax.config.jax_enable_x64, "reproduce switched float64 on in the caller's process"
-    finally:
-        jax.config.update("jax_enable_x64", True)
-    assert [(r["dataset"], r["arch"]) for r in rows] == [("digits", "mlp"), ("mnist1d", "mlp"), ("teacher", "mlp")]
-    back = results.read_table(tmp_path / "ch7_noise.csv")
-    for r, b in zip(rows, back):
-        assert b["splits"] == 3 and 0 <= b["share_above_10pct"] <= 1
-        assert abs(b["mean_relative_error"] - r["mean_relative_error"]) < 1e-12
-        assert b["median_relative_error"] <= b["p90_relative_error"]
-
-
-def test_part_of_the_table(tmp_path):
-    ch7.reproduce_ch7(tmp_path, "smoke", archs=("mlp",), datasets=("teacher",), seeds=(0,), progress=False)
-    table = results.read_table(tmp_path / "ch7_table.csv")
-    assert [(r["dataset"], r["arch"], r["labels"], r["seed"]) for r in table] == [
-        ("teacher", "mlp", "true", 0), ("teacher", "mlp", "random", 0)]
-    with pytest.raises(ValueError, match="datasets"):
-        ch7.reproduce_ch7(tmp_path, "smoke", datasets=("cifar10",), progress=False)
-    with pytest.raises(ValueError, match="seeds"):
-        ch7.reproduce_ch7(tmp_path, "smoke", seeds=(7,), progress=False)
-
-
-def test_table_and_limits_of_the_command_line(tmp_path):
-    summary = ch7.reproduce_ch7(tmp_path, "smoke", archs=("mlp",), progress=False)
-    table = results.read_table(tmp_path / "ch7_table.csv")
-    assert [(r["dataset"], r["labels"]) for r in table] == [
-        ("digits", "true"), ("digits", "random"), ("mnist1d", "true"), ("mnist1d", "random"),
-        ("teacher", "true"), ("teacher", "random")]
-    assert [c["dataset"] for c in summary] == ["digits", "mnist1d", "teacher"]
-    for r in table:
-        assert abs(r["relative_error"] - abs(r["predicted"] - r["held_out"]) / r["held_out"]) < 1e-12
-        assert abs(r["one_time_relative_error"] - abs(r["one_time"] - r["held_out"]) / r["held_out"]) < 1e-12
-    snaps = results.read_table(tmp_path / "ch7_snapshots.csv")
-    assert sorted({s["snapshots"] for s in snaps}) == [1, 2, 4]
-    assert (tmp_path / "ch7_predicted_vs_heldout.png").stat().st_size > 0
-    limits = ch7.reproduce_ch7_limits(tmp_path, "smoke", progress=False)
-    assert [r["lr"] for r in limits] == [0.5, 1.0, 2.0]
-    assert all(r["diverged"] or r["loo_ratio_to_brute_force"] > 0 for r in limits)
-    quick = ch7.reproduce_ch7_limits(tmp_path / "no-retrain", "smoke", retrain=False, progress=False)
-    for r, q in zip(limits, quick):
-        assert r["diverged"] == q["diverged"]
-        if not r["diverged"]:
-            assert q["predicted_on_subset"] == r["predicted_on_subset"] and np.isnan(q["brute_force"])
-            assert np.isnan(q["loo_ratio_to_brute_force"])
-    with pytest.raises(ValueError, match="parity"):
-        ch7.reproduce_ch7_limits(tmp_path, "paper")

@@ -57,10 +57,10 @@ def test_make_test_runs_every_toc_notebook():
 
 
 def test_shipped_data_matches_manifest():
-    from gramlib import data
+    from gramlib import files
 
     entries = json.loads((ROOT / "data" / "MANIFEST.json").read_text())["files"]
     assert entries
     for entry in entries:
         assert {"file", "source", "license", "sha256"} <= entry.keys()
-        assert data.sha256(ROOT / "data" / entry["file"]) == entry["sha256"], entry["file"]
+        assert files.sha256(ROOT / "data" / entry["file"]) == entry["sha256"], entry["file"]

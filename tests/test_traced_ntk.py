@@ -214,7 +214,7 @@ def test_jitted_sub_functions_and_gramlib_models_need_no_attribute():
     want = explicit_ntk(model.apply, params, xs, xs)
     np.testing.assert_allclose(ntk.empirical_ntk(model.apply, params, xs), want, rtol=0,
                                atol=1e-12 * np.abs(want).max())
-    assert train._loop_free(model.apply, params, xs) == (jax.default_backend() == "cpu")
+    assert train.recommended_loop(model.apply, params, xs, backend="cpu") == "per_step"  # found by tracing, not an attribute
 
 
 @pytest.mark.parametrize("module", ["flax.nnx", "equinox"])

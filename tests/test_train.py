@@ -8,7 +8,7 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from gramlib import models, ntk, train  # noqa: E402
+from gramlib import models, ntk, train, twins  # noqa: E402
 
 KEY = jax.random.PRNGKey(0)
 N, D = 12, 5
@@ -56,30 +56,69 @@ def test_chunking_does_not_change_the_run_and_snapshots_are_taken_on_time():
     assert np.allclose(a.residuals[4], (np.asarray(model.apply(p4, x)) - y).ravel(), atol=1e-12)
 
 
-def test_unrolled_convolutional_steps_are_the_steps_of_the_loop(monkeypatch):
-    # On the CPU a network with a convolution in its traced computation takes one compiled step per
-    # call (train._loop_free), whether it is a gramlib model or a plain function; forced into the
-    # lax.scan loop (train.LOOP_FREE_ON_CPU = False) the same network must take the same steps, for
-    # the recorded run and for the retrained twins.
+@pytest.fixture(scope="module")
+def mlp_and_cnn():
     rng = np.random.default_rng(4)
     x, y = rng.standard_normal((9, 12)), np.sign(rng.standard_normal(9))
+    mlp = models.mlp(12, 6, 2, dtype=jnp.float64)
     cnn = models.cnn((12, 1), 3, 3, dtype=jnp.float64)
-    plain = lambda p, z: cnn.apply(p, z)  # noqa: E731
-    params = cnn.init(KEY)
-    cpu = jax.default_backend() == "cpu"
-    assert train._loop_free(cnn.apply, params, x) == cpu and train._loop_free(plain, params, x) == cpu
-    mlp = models.mlp(12, 4)
-    assert not train._loop_free(mlp.apply, mlp.init(KEY), x)
-    a = train.gradient_descent(cnn.apply, params, x, y, lr=0.5, steps=14, chunk=5, progress=False)
+    return {"mlp": (mlp, mlp.init(KEY)), "cnn": (cnn, cnn.init(KEY))}, x, y
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_both_loops_take_the_same_steps(mlp_and_cnn, arch):
+    # loop="per_step" (one compiled call per step, twins one at a time) is the CPU-convolution
+    # workaround: the recorded run and the retrained twins must be those of the lax.scan loop.
+    nets, x, y = mlp_and_cnn
+    model, params = nets[arch]
     drop = np.array([0, 4])
-    twins_a = train.retrain_without(cnn.apply, params, x, y, drop, lr=0.5, steps=6, chunk=4, progress=False)
-    monkeypatch.setattr(train, "LOOP_FREE_ON_CPU", False)
-    assert not train._loop_free(plain, params, x)
-    b = train.gradient_descent(plain, params, x, y, lr=0.5, steps=14, chunk=5, progress=False)
-    twins_b = train.retrain_without(plain, params, x, y, drop, lr=0.5, steps=6, chunk=4, progress=False)
-    assert a.residuals.shape == (15, 9) and np.allclose(a.residuals, b.residuals, rtol=0, atol=1e-13)
-    assert a.train_loss[-1] < a.train_loss[0]
-    assert np.allclose(twins_a, twins_b, rtol=0, atol=1e-13)
+    runs, twins = {}, {}
+    for loop in train.LOOPS:
+        runs[loop] = train.gradient_descent(model.apply, params, x, y, lr=0.5, steps=14, chunk=5, loop=loop,
+                                            progress=False)
+        twins[loop] = train.retrain_without(model.apply, params, x, y, drop, lr=0.5, steps=6, chunk=4, loop=loop,
+                                            progress=False)
+    assert runs["scan"].residuals.shape == (15, 9) and runs["scan"].train_loss[-1] < runs["scan"].train_loss[0]
+    assert np.allclose(runs["scan"].residuals, runs["per_step"].residuals, rtol=0, atol=1e-12)
+    assert twins["scan"].shape == (2,) and np.allclose(twins["scan"], twins["per_step"], rtol=0, atol=1e-12)
+
+
+def test_the_loop_is_the_callers_choice(mlp_and_cnn, monkeypatch):
+    nets, x, y = mlp_and_cnn
+    (cnn, p_cnn), (mlp, p_mlp) = nets["cnn"], nets["mlp"]
+    plain = lambda p, z: cnn.apply(p, z)  # noqa: E731
+    # the recommendation: one call per step for a convolution on the CPU, found by tracing any function
+    assert train.recommended_loop(cnn.apply, p_cnn, x, backend="cpu") == "per_step"
+    assert train.recommended_loop(plain, p_cnn, x, backend="cpu") == "per_step"
+    assert train.recommended_loop(cnn.apply, p_cnn, x, backend="gpu") == "scan"
+    assert train.recommended_loop(mlp.apply, p_mlp, x, backend="cpu") == "scan"
+    assert train.recommended_loop(cnn.apply, p_cnn, x) in train.LOOPS
+    # ... which the trainers never consult: no tracing for primitives, no look at the backend
+    def refuse(*args, **kwargs):
+        raise AssertionError("the trainers must not choose the loop themselves")
+
+    monkeypatch.setattr(train, "uses_primitive", refuse)
+    monkeypatch.setattr(train, "recommended_loop", refuse)
+    monkeypatch.setattr(jax, "default_backend", refuse)
+    train.gradient_descent(cnn.apply, p_cnn, x, y, lr=0.5, steps=2, progress=False)
+    train.retrain_without(cnn.apply, p_cnn, x, y, np.array([1]), lr=0.5, steps=2, loop="per_step", progress=False)
+    for bad in ("unrolled", None, 1):
+        with pytest.raises(ValueError, match=r"loop must be one of \('scan', 'per_step'\)"):
+            train.gradient_descent(cnn.apply, p_cnn, x, y, lr=0.5, steps=2, loop=bad, progress=False)
+        with pytest.raises(ValueError, match="loop must be one of"):
+            train.retrain_without(cnn.apply, p_cnn, x, y, np.array([1]), lr=0.5, steps=2, loop=bad, progress=False)
+
+
+def test_twins_of_chapter_7_are_the_twins_of_chapter_2(linear):
+    # one gradient step for every twin (gramlib.twins.gradient_step): the leave-one-out twin of
+    # retrain_without is twin_trajectories' twin u, whose loss on z_i is ½ρ_i²
+    model, params, x, y = linear
+    rho = train.retrain_without(model.apply, params, x, y, np.array([3]), lr=0.7, steps=9, progress=False)
+    rec = twins.twin_trajectories(model.apply, params, x, y, 3, lr=0.7, record_at=[9])
+    assert abs(float(rec.loss_u[0]) - 0.5 * rho[0] ** 2) < 1e-12
+    run = train.gradient_descent(model.apply, params, x, y, lr=0.7, steps=9, progress=False)
+    assert abs(float(rec.loss_w[0]) - 0.5 * run.residuals[-1, 3] ** 2) < 1e-12
+    assert abs(float(rec.train_loss[0]) - run.train_loss[-1]) < 1e-12
 
 
 def test_retrain_without_matches_an_explicit_loop(linear):
@@ -99,15 +138,43 @@ def test_retrain_without_matches_an_explicit_loop(linear):
 
 def test_bad_arguments_and_divergence(linear):
     model, params, x, y = linear
+    kw = dict(lr=0.1, steps=3, progress=False)
     with pytest.raises(ValueError, match="multiple"):
         train.gradient_descent(model.apply, params, x, y, lr=0.1, steps=10, snapshots=3, progress=False)
-    with pytest.raises(ValueError, match="lr"):
-        train.gradient_descent(model.apply, params, x, y, lr=-1.0, steps=10, progress=False)
-    with pytest.raises(ValueError, match="y must have one row"):
-        train.gradient_descent(model.apply, params, x, y[:-1], lr=0.1, steps=10, progress=False)
-    with pytest.raises(ValueError, match="NaN"):
-        train.gradient_descent(model.apply, params, np.full_like(x, np.nan), y, lr=0.1, steps=10, progress=False)
-    with pytest.raises(ValueError, match="drop"):
-        train.retrain_without(model.apply, params, x, y, np.array([N]), lr=0.1, steps=3, progress=False)
     with pytest.raises(FloatingPointError, match="diverged"):
         train.gradient_descent(model.apply, params, x, y, lr=1e6, steps=200, progress=False)
+    nan_params = [{"w": params[0]["w"].at[0, 0].set(np.nan), "b": params[0]["b"]}]
+    cases = [
+        (TypeError, "apply must be a function", dict(apply=None)),
+        (ValueError, "params must be a tree holding", dict(params=[])),
+        (ValueError, r"params\[0\]\['w'\] contains 1 NaN", dict(params=nan_params)),
+        (TypeError, "must be an array of numbers", dict(params=[{"w": "weights"}])),
+        (ValueError, "x contains", dict(x=np.full_like(x, np.nan))),
+        (ValueError, "x must have 2 or 3 or 4", dict(x=x[0])),
+        (ValueError, r"apply\(params, x\) fails for x of shape \(12, 4\)", dict(x=x[:, :4])),
+        (ValueError, "y must have one row", dict(y=y[:-1])),
+        (ValueError, "y contains", dict(y=np.full_like(y, np.inf))),
+        (ValueError, "shaped like y's rows", dict(y=y[:, None])),
+        (ValueError, "lr must be > 0", dict(lr=-1.0)),
+        (ValueError, "lr must be a finite", dict(lr=np.nan)),
+        (ValueError, "steps must be at least 1", dict(steps=0)),
+        (TypeError, "steps must be an integer", dict(steps=2.5)),
+        (ValueError, "chunk must be at least 1", dict(chunk=0)),
+    ]
+    base = dict(apply=model.apply, params=params, x=x, y=y, lr=0.1, steps=3, progress=False)
+    for error, message, change in cases:
+        args = {**base, **change}
+        first = [args.pop(name) for name in ("apply", "params", "x", "y")]
+        with pytest.raises(error, match=message):
+            train.gradient_descent(*first, **args)
+        with pytest.raises(error, match=message):
+            train.retrain_without(*first, np.array([0]), **args)
+    with pytest.raises(ValueError, match="snapshots must be at least 0"):
+        train.gradient_descent(model.apply, params, x, y, snapshots=-1, **kw)
+    for drop in (np.array([N]), np.array([-1]), np.array([], int), np.array([0.5]), np.array([[0]])):
+        with pytest.raises(ValueError, match="drop must be"):
+            train.retrain_without(model.apply, params, x, y, drop, **kw)
+    with pytest.raises(TypeError, match="backend"):
+        train.recommended_loop(model.apply, params, x, backend=0)
+    with pytest.raises(ValueError, match="fails for x"):
+        train.recommended_loop(model.apply, params, x[:, :2])

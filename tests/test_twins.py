@@ -90,6 +90,36 @@ def test_twins_match_brute_force_on_a_linear_model(replace):
     np.testing.assert_allclose(rec.delta_norm, np.linalg.norm(rec.delta, axis=1), rtol=1e-12)
 
 
+def test_weighted_loss_and_gradient_step_match_closed_forms():
+    """``(1/2n) Σ m_j (x_j·w − y_j)²`` and one step ``w − η Xᵀ diag(m) (Xw − y) / n`` of the linear model."""
+    rng = np.random.default_rng(4)
+    x, y, w = rng.normal(size=(7, 3)), rng.normal(size=7), rng.normal(size=3)
+    m = np.ones(7)
+    m[2] = 0.0  # the leave-one-out twin of sample 2, normalized by n = 7
+    value, r = twins.weighted_loss(linear_apply, {"w": jnp.asarray(w)}, x, y, m)
+    np.testing.assert_allclose(r, x @ w - y, rtol=1e-13)
+    np.testing.assert_allclose(value, 0.5 * np.sum(m * (x @ w - y) ** 2) / 7, rtol=1e-13)
+    new, r, g = twins.gradient_step(linear_apply, {"w": jnp.asarray(w)}, x, y, m, 0.3)
+    want_g = x.T @ (m * (x @ w - y)) / 7
+    np.testing.assert_allclose(g["w"], want_g, rtol=1e-12)
+    np.testing.assert_allclose(new["w"], w - 0.3 * want_g, rtol=1e-12)
+    np.testing.assert_allclose(r, x @ w - y, rtol=1e-13)
+    # C = 2 outputs: residuals stacked (sample, output); a flat parameter vector works the same way
+    W, Y = rng.normal(size=(3, 2)), rng.normal(size=(7, 2))
+    flat = lambda theta, xs: xs @ theta.reshape(3, 2)  # noqa: E731
+    value, r = twins.weighted_loss(flat, jnp.asarray(W.ravel()), x, Y, m)
+    np.testing.assert_allclose(r, (x @ W - Y).ravel(), rtol=1e-13)
+    np.testing.assert_allclose(value, 0.5 * np.sum(m[:, None] * (x @ W - Y) ** 2) / 7, rtol=1e-13)
+    with pytest.raises(ValueError, match="one row per sample"):
+        twins.weighted_loss(linear_apply, {"w": jnp.asarray(w)}, x, y, m[:-1])
+    with pytest.raises(ValueError, match="one row per sample"):
+        twins.weighted_loss(linear_apply, {"w": jnp.asarray(w)}, x, y[:-1], m)
+    with pytest.raises(ValueError, match="expected the shape"):
+        twins.weighted_loss(linear_apply, {"w": jnp.asarray(w)}, x, y[:, None], m)
+    with pytest.raises(ValueError, match="lr"):
+        twins.gradient_step(linear_apply, {"w": jnp.asarray(w)}, x, y, m, -0.1)
+
+
 def test_perturbation_equation_error_is_second_order(tiny):
     """One step from the recorded state: δ_{k+1} − δ_k = η(−H_{−i}δ + p) + O(‖δ‖²) for the MLP."""
     model, params, x, y = tiny

@@ -2,9 +2,10 @@
 
 The settings of the chapter (:data:`SCALES`), the linearized networks of each data set
 (:func:`chapter_settings`), kernel training on true, random and noisy labels
-(:func:`label_run`) beside the real network (:func:`network_losses`), and
+(:func:`label_run`, :func:`noise_sweep`) beside the real network (:func:`network_losses`),
+the sampling error of the two test-loss estimates (:func:`sampling_error`), and
 :func:`reproduce_ch6`, which regenerates the chapter's tables (CSV) and figures (PNG);
-``python -m gramlib reproduce ch6`` calls it.
+``python -m gramlib reproduce ch6`` calls it. The chapter calls the same functions.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from tqdm.auto import tqdm
 from .. import _checks
 from ..kernels.ntk import empirical_ntk
 from ..mathematics.alignment import alignment_curve, AlignmentCurve, effective_grams, random_share_samples
+from ..mathematics.effective_gram import loo_residuals
 from ..mathematics.kernel_flow import kernel_test_residuals
-from ..runs import data, models
-from ..runs.train import gradient_descent
-from ..views.figures import plot_cumulative, plot_shares, plot_spectra
+from ..runs import data
+from ..runs.train import gradient_descent, recommended_loop
+from ..views.figures import compare_figure, cumulative_figure, plot_noise_sweep, plot_spectra
 from ..views.plotting import figure, label
-from .results import write_csv
+from . import tasks
+from .results import in_float64, provenance, write_csv
 
 #: Sizes of the chapter's experiments. ``"default"`` runs on a laptop CPU in about a
 #: minute; ``"paper"`` is for a GPU (Colab); ``"smoke"`` is a seconds-long run for the tests.
@@ -43,10 +46,8 @@ SCALES = {
 
 
 def scale_config(scale="default"):
-    """The sizes of :data:`SCALES` for ``scale`` (``"default"`` or ``"paper"``)."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    return dict(SCALES[scale])
+    """The sizes of :data:`SCALES` for ``scale`` (``"default"``, ``"paper"`` or ``"smoke"``)."""
+    return tasks.scale_config(SCALES, scale)
 
 
 class Setting(NamedTuple):
@@ -88,13 +89,15 @@ class LabelRun(NamedTuple):
     """Kernel training of a :class:`Setting` on one set of labels.
 
     ``curve`` is the :class:`AlignmentCurve`; ``test_loss`` the held-out loss
-    ``(1/2m) ‖r*(t)‖²`` of the linearized model at the same times.
+    ``(1/2m) ‖r*(t)‖²`` of the linearized model at the same times; ``r0`` the initial
+    residual ``f0(X) − y``.
     """
 
     curve: AlignmentCurve
     test_loss: np.ndarray
     y_train: np.ndarray
     y_test: np.ndarray
+    r0: np.ndarray
 
 
 def label_run(setting, grams, y_train, y_test, *, fraction=0.1):
@@ -110,7 +113,7 @@ def label_run(setting, grams, y_train, y_test, *, fraction=0.1):
     curve = alignment_curve(setting.theta, r0, fraction=fraction, grams=grams)
     rt = np.atleast_2d(np.asarray(kernel_test_residuals(setting.theta, setting.theta_test, r0, r0_test,
                                                             grams.times, lr=grams.lr)))
-    return LabelRun(curve, 0.5 * np.mean(rt**2, axis=-1), np.asarray(y_train), np.asarray(y_test))
+    return LabelRun(curve, 0.5 * np.mean(rt**2, axis=-1), np.asarray(y_train), np.asarray(y_test), r0)
 
 
 def network_losses(setting, y_train, y_test, *, lr, steps, progress=False):
@@ -122,8 +125,9 @@ def network_losses(setting, y_train, y_test, *, lr, steps, progress=False):
     """
 
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), setting.params)
+    loop = recommended_loop(setting.model.apply, params, setting.dataset.x_train)  # per_step: a CNN on the CPU
     run = gradient_descent(setting.model.apply, params, setting.dataset.x_train, y_train,
-                           lr=lr, steps=steps, progress=progress)
+                           lr=lr, steps=steps, loop=loop, progress=progress)
     f_test = np.asarray(setting.model.apply(run.params, jnp.asarray(setting.dataset.x_test, jnp.float32)), float)
     return float(run.train_loss[-1]), float(0.5 * np.mean((f_test - np.asarray(y_test)) ** 2))
 
@@ -134,37 +138,84 @@ def flow_times(scale_cfg):
     return np.logspace(0.0, np.log10(total), scale_cfg["times"])
 
 
+#: The data sets of Chapter 6 (names of :func:`gramlib.experiments.tasks.dataset`) and their networks.
+NETWORKS = {"digits": ("mlp", "cnn"), "mnist1d": ("mlp",), "teacher": ("mlp",)}
+
+
 def chapter_settings(scale_cfg, *, key, datasets=("digits", "mnist1d"), progress=True):
     """The chapter's linearized networks: an MLP and a CNN on the digits, an MLP on each other dataset.
 
     Binary parity targets, ``n_train``/``n_test`` from ``scale_cfg``
     (:func:`scale_config`); 2-layer tanh MLP of width ``width`` and a 3-layer
-    tanh CNN with ``channels`` filters, NTK parameterization, float64.
-    ``datasets`` are names of :mod:`gramlib.data` loaders (``"digits"``,
-    ``"mnist1d"``, ``"teacher"``). Returns ``{name: Setting}``.
+    tanh CNN with ``channels`` filters (:func:`gramlib.experiments.tasks.architecture`),
+    NTK parameterization, float64. ``datasets`` are names in :data:`NETWORKS`
+    (``"digits"``, ``"mnist1d"``, ``"teacher"``). Returns ``{"MLP / digits": Setting, …}``.
     """
-
-
-
-    n, m = scale_cfg["n_train"], scale_cfg["n_test"]
+    unknown = [name for name in datasets if name not in NETWORKS]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {unknown}; use names of {sorted(NETWORKS)}")
     jobs = []
     for j, name in enumerate(datasets):
-        k_data = jax.random.fold_in(key, j)
-        if name == "digits":
-            ds = data.digits(n, min(m, len(data.digits_raw()[1]) - n), key=k_data)
-            jobs.append(("MLP / digits", models.mlp(ds.x_train.shape[1], scale_cfg["width"], 2, dtype=jnp.float64), ds))
-            jobs.append(("CNN / digits", models.cnn((8, 8, 1), scale_cfg["channels"], 3, dtype=jnp.float64), ds))
-        elif name in ("mnist1d", "teacher"):
-            ds = getattr(data, name)(n, m, key=k_data)
-            label = {"mnist1d": "MNIST-1D", "teacher": "teacher"}[name]
-            jobs.append((f"MLP / {label}", models.mlp(ds.x_train.shape[1], scale_cfg["width"], 2, dtype=jnp.float64), ds))
-        else:
-            raise ValueError(f"unknown dataset {name!r}; use 'digits', 'mnist1d' or 'teacher'")
+        ds, shape = tasks.dataset(name, scale_cfg["n_train"], scale_cfg["n_test"], key=jax.random.fold_in(key, j))
+        jobs += [(f"{arch.upper()} / {tasks.LABELS[name]}", tasks.architecture(arch, shape, 1, scale_cfg, jnp.float64),
+                  ds) for arch in NETWORKS[name]]
     out = {}
     for j, (name, model, ds) in enumerate(tqdm(jobs, desc="empirical NTKs", disable=not progress, leave=False)):
         out[name] = linearized_setting(name, model, ds, key=jax.random.fold_in(key, 100 + j),
                                        batch_size=scale_cfg["batch_size"])
     return out
+
+
+class NoiseSweep(NamedTuple):
+    """Kernel training of one :class:`Setting` with a fraction ``ν`` of flipped labels, for each ``ν`` in ``levels``.
+
+    ``runs[ν]`` is the :class:`LabelRun`; ``share``, ``test_loss`` and ``predicted`` are, per
+    level, the share of ``‖r0‖²`` in the bottom ``k`` of ``K_n(T)``, the held-out loss of the
+    linearized model and its leave-one-out prediction at the final time ``T``.
+    """
+
+    levels: np.ndarray
+    runs: dict
+    share: np.ndarray
+    test_loss: np.ndarray
+    predicted: np.ndarray
+
+
+def noise_sweep(setting, grams, levels, *, key_train, key_test, fraction=0.1):
+    """:func:`label_run` on labels with each fraction in ``levels`` flipped (:func:`gramlib.data.noisy_labels`).
+
+    The training and held-out labels are flipped with ``key_train`` and ``key_test`` (the
+    same keys at every level). Returns a :class:`NoiseSweep` (levels rounded to 3 decimals,
+    ascending).
+    """
+    runs = {}
+    for nu in levels:
+        y_tr = data.noisy_labels(setting.dataset.y_train, nu, key=key_train)
+        y_te = data.noisy_labels(setting.dataset.y_test, nu, key=key_test)
+        runs[round(float(nu), 3)] = label_run(setting, grams, y_tr, y_te, fraction=fraction)
+    order = np.array(sorted(runs))
+    return NoiseSweep(order, runs, np.array([runs[nu].curve.share_r0[-1] for nu in order]),
+                      np.array([runs[nu].test_loss[-1] for nu in order]),
+                      np.array([runs[nu].curve.predicted_test_loss[-1] for nu in order]))
+
+
+def sampling_error(setting, run, t):
+    """The leave-one-out prediction and the held-out loss of ``run`` at time ``t``, with two standard errors each.
+
+    Both are means of per-sample losses, ``(1/2n) Σ_i ρ_i(t)²`` over the ``n`` training
+    samples (:func:`gramlib.effective_gram.loo_residuals`) and ``(1/2m) Σ_j r*_j(t)²`` over
+    the ``m`` held-out samples (:func:`gramlib.kernel_flow.kernel_test_residuals`);
+    ``se_*`` is twice the standard deviation of the per-sample losses over ``√(count)``.
+    Returns a dict with ``loo``, ``se_loo``, ``held``, ``se_held`` and ``within`` (``"yes"``
+    if the two differ by at most ``√(se_loo² + se_held²)``).
+    """
+    rho = np.asarray(loo_residuals(setting.theta, run.r0, t))
+    r_test = np.asarray(kernel_test_residuals(setting.theta, setting.theta_test, run.r0,
+                                              setting.f0_test - run.y_test, t))
+    loo, held = np.mean(0.5 * rho**2), np.mean(0.5 * r_test**2)
+    se_loo, se_held = (2 * np.std(0.5 * v**2) / np.sqrt(len(v)) for v in (rho, r_test))
+    return dict(loo=loo, se_loo=se_loo, held=held, se_held=se_held,
+                within="yes" if abs(loo - held) <= np.hypot(se_loo, se_held) else "no")
 
 
 def summary_row(setting_name, labels, run, *, key, samples=1000, network=None):
@@ -196,7 +247,8 @@ def summary_row(setting_name, labels, run, *, key, samples=1000, network=None):
     return row
 
 
-def reproduce_ch6(out_dir, scale="default", *, progress=True):
+@in_float64
+def reproduce_ch6(out_dir, scale="default", *, progress=True, command=None):
     """Regenerate Chapter 6's tables (CSV) and figures (PNG) under ``out_dir``.
 
     For the MLP and CNN on the digits and the MLP on MNIST-1D and on the
@@ -204,24 +256,19 @@ def reproduce_ch6(out_dir, scale="default", *, progress=True):
     alignment of the true- and random-label residuals, held-out test losses of
     the linearized model and of the real network trained by
     :func:`gramlib.train.gradient_descent`, and a label-noise sweep for the
-    MLP on the digits. Writes ``ch6_summary.csv``, ``ch6_curves.csv``,
-    ``ch6_label_noise.csv`` and ``ch6_*.png``; returns the list of paths.
-    ``python -m gramlib reproduce ch6 [--scale paper]`` calls it.
+    MLP on the digits (:func:`noise_sweep`). Writes ``ch6_summary.csv``, ``ch6_curves.csv``,
+    ``ch6_label_noise.csv`` (every row with :func:`gramlib.results.provenance`; ``command``:
+    the command line to record) and ``ch6_*.png``; returns the list of paths. The theory
+    checks run in float64 (the real networks train in float32) and the caller's setting is
+    restored. ``python -m gramlib reproduce ch6 [--scale paper]`` calls it.
     """
-
-    with jax.enable_x64(True):  # the theory checks run in float64 (the real networks train in float32)
-        return _reproduce_ch6(Path(out_dir), scale_config(scale), progress)
-
-
-def _reproduce_ch6(out, cfg, progress):
-
-
+    cfg, out, extra = scale_config(scale), Path(out_dir), provenance(command)
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.PRNGKey(0)
     settings = chapter_settings(cfg, key=key, datasets=("digits", "mnist1d", "teacher"), progress=progress)
     times = flow_times(cfg)
     runs, grams_of, summary, curves = {}, {}, [], []
-    bar = tqdm(total=2 * len(settings) + len(cfg["noise"]), desc="Chapter 6", disable=not progress)
+    bar = tqdm(total=2 * len(settings) + 1, desc="Chapter 6", disable=not progress)
     for j, (name, s) in enumerate(settings.items()):
         grams_of[name] = effective_grams(s.theta, times)
         shuffled = data.random_labels(s.dataset, key=jax.random.fold_in(key, 200 + j))
@@ -229,70 +276,47 @@ def _reproduce_ch6(out, cfg, progress):
             run = label_run(s, grams_of[name], ds.y_train, ds.y_test, fraction=cfg["fraction"])
             net = network_losses(s, ds.y_train, ds.y_test, lr=cfg["lr"], steps=cfg["steps"])
             runs[name, labels] = run
-            summary.append(summary_row(name, labels, run, key=jax.random.fold_in(key, 300 + j),
-                                       samples=cfg["samples"], network=net))
+            summary.append({**summary_row(name, labels, run, key=jax.random.fold_in(key, 300 + j),
+                                          samples=cfg["samples"], network=net), **extra})
             c = run.curve
-            for i, t in enumerate(c.times):
-                curves.append({"setting": name, "labels": labels, "t": float(t), "share_r0": float(c.share_r0[i]),
-                               "share_rt": float(c.share_rt[i]), "random_share": c.random_share,
-                               "gap": float(c.gap[i]), "random_gap": float(c.random_gap[i]),
-                               "min_eig": float(c.eigenvalues[i][0]), "max_eig": float(c.eigenvalues[i][-1]),
-                               "train_loss": float(c.train_loss[i]),
-                               "predicted_test_loss": float(c.predicted_test_loss[i]),
-                               "linearized_test_loss": float(run.test_loss[i])})
+            curves += [{"setting": name, "labels": labels, "t": float(t), "share_r0": float(c.share_r0[i]),
+                        "share_rt": float(c.share_rt[i]), "random_share": c.random_share,
+                        "gap": float(c.gap[i]), "random_gap": float(c.random_gap[i]),
+                        "min_eig": float(c.eigenvalues[i][0]), "max_eig": float(c.eigenvalues[i][-1]),
+                        "train_loss": float(c.train_loss[i]), "predicted_test_loss": float(c.predicted_test_loss[i]),
+                        "linearized_test_loss": float(run.test_loss[i]), **extra} for i, t in enumerate(c.times)]
             bar.update()
-    base = settings["MLP / digits"]
-    noise_rows = []
-    for p in cfg["noise"]:
-        y_tr = data.noisy_labels(base.dataset.y_train, p, key=jax.random.fold_in(key, 400))
-        y_te = data.noisy_labels(base.dataset.y_test, p, key=jax.random.fold_in(key, 401))
-        run = label_run(base, grams_of["MLP / digits"], y_tr, y_te, fraction=cfg["fraction"])
-        noise_rows.append({"flip_fraction": float(p), "share_r0": float(run.curve.share_r0[-1]),
-                           "random_share": run.curve.random_share, "gap": float(run.curve.gap[-1]),
-                           "predicted_test_loss": float(run.curve.predicted_test_loss[-1]),
-                           "linearized_test_loss": float(run.test_loss[-1])})
-        bar.update()
+    sweep = noise_sweep(settings["MLP / digits"], grams_of["MLP / digits"], cfg["noise"], fraction=cfg["fraction"],
+                        key_train=jax.random.fold_in(key, 400), key_test=jax.random.fold_in(key, 401))
+    noise_rows = [{"flip_fraction": float(nu), "share_r0": float(share), "random_share": run.curve.random_share,
+                   "gap": float(run.curve.gap[-1]), "predicted_test_loss": float(pred),
+                   "linearized_test_loss": float(test), **extra}
+                  for (nu, run), share, test, pred in zip(sweep.runs.items(), sweep.share, sweep.test_loss,
+                                                          sweep.predicted)]
+    bar.update()
     bar.close()
     paths = [write_csv(out / "ch6_summary.csv", summary), write_csv(out / "ch6_curves.csv", curves),
              write_csv(out / "ch6_label_noise.csv", noise_rows)]
+    return paths + _figures(out, settings, runs, grams_of, times, sweep, cfg["fraction"])
 
-    def save(fig, name):
-        fig.savefig(out / name)
-        paths.append(out / name)
 
-        plt.close(fig)
-
+def _figures(out, settings, runs, grams_of, times, sweep, fraction):
+    figures = []
     fig, axes = figure(2)
-    plot_spectra(axes[0], grams_of["MLP / digits"], times=times[[0, len(times) // 2, -1]])
-    label(axes[0], "rank j / N", "eigenvalue of K_n(t)", "MLP / digits")
-    plot_spectra(axes[1], grams_of["CNN / digits"], times=times[[0, len(times) // 2, -1]], color="#D55E00")
-    label(axes[1], "rank j / N", "eigenvalue of K_n(t)", "CNN / digits")
-    save(fig, "ch6_spectra.png")
+    for ax, (name, color) in zip(axes, (("MLP / digits", None), ("CNN / digits", "#D55E00"))):
+        plot_spectra(ax, grams_of[name], times=times[[0, len(times) // 2, -1]], color=color)
+        label(ax, "rank j / N", "eigenvalue of K_n(t)", name)
+    figures.append(("ch6_spectra.png", fig))
     for fname, names in (("ch6_true_vs_random.png", [("MLP / digits", "true"), ("MLP / digits", "random")]),
                          ("ch6_mlp_vs_cnn.png", [("MLP / digits", "true"), ("CNN / digits", "true")]),
                          ("ch6_datasets.png", [(n, "true") for n in settings if n.startswith("MLP")])):
-        fig, axes = figure(2)
-        sel = {f"{a} ({b})": runs[a, b] for a, b in names}
-        plot_shares(axes[0], sel)
-        label(axes[0], "training time t", "share in bottom 10% of K_n(t)")
-        for (a, b), run in zip(names, sel.values()):
-            axes[1].plot(times, run.test_loss, marker="o", ms=3, label=f"{a} ({b}): held-out")
-            axes[1].plot(times, run.curve.predicted_test_loss, ls="--", color=axes[1].lines[-1].get_color(),
-                         label="leave-one-out prediction")
-        axes[1].set_xscale("log")
-        label(axes[1], "training time t", "test loss (linearized)")
-        save(fig, fname)
-    fig, axes = figure(2)
-    plot_cumulative(axes[0], {f"{a} ({b})": r for (a, b), r in runs.items()})
-    label(axes[0], "rank j / N", "cumulative share of ‖r0‖²")
-    plot_cumulative(axes[1], {f"{a} ({b})": r for (a, b), r in runs.items()}, gap=True)
-    label(axes[1], "rank j / N", "cumulative share of r0ᵀK_n r0")
-    save(fig, "ch6_cumulative.png")
+        figures.append((fname, compare_figure({f"{a} ({b})": runs[a, b] for a, b in names}, fraction=fraction)))
+    figures.append(("ch6_cumulative.png", cumulative_figure({f"{a} ({b})": r for (a, b), r in runs.items()})))
     fig, ax = figure(1)
-    p = [r["flip_fraction"] for r in noise_rows]
-    ax.plot(p, [r["share_r0"] for r in noise_rows], marker="o", label="share of ‖r0‖² in bottom 10%")
-    ax.plot(p, [r["linearized_test_loss"] for r in noise_rows], marker="s", label="held-out test loss")
-    ax.plot(p, [r["predicted_test_loss"] for r in noise_rows], ls="--", label="leave-one-out prediction")
+    plot_noise_sweep(ax, sweep)
     label(ax, "fraction of flipped labels", "share / loss", "MLP / digits, label noise")
-    save(fig, "ch6_label_noise.png")
-    return paths
+    figures.append(("ch6_label_noise.png", fig))
+    for fname, fig in figures:
+        fig.savefig(out / fname)
+        plt.close(fig)
+    return [out / fname for fname, _ in figures]

@@ -1,29 +1,31 @@
-"""The empirical neural tangent kernel and the linearized residual dynamics (Chapter 4).
+"""The empirical neural tangent kernel and the two-time kernel of any JAX function (Chapters 4 and 7).
 
 For a network ``f(params, x)`` the Jacobian ``J = ∂f(X; w)/∂w`` has one row per
 (sample, output) pair; the empirical NTK Gram matrix is ``Θ = J Jᵀ``
-(Jacot et al. 2018). Linearizing ``f`` around its initialization and training
-on ``L_S = (1/2n) Σ_i ‖f(x_i) − y_i‖²`` gives the residual dynamics
-
-    gradient flow      ṙ = −(1/n) Θ r          ⇒  r(t) = e^{−Θt/n} r0,
-    gradient descent   r_{k+1} = (I − (η/n) Θ) r_k  ⇒  r_k = (I − (η/n) Θ)^k r0,
-
-computed here through one eigendecomposition ``Θ = U Λ Uᵀ``
-(:func:`kernel_residuals`). The spectral helpers of this module are shared with
-:mod:`gramlib.effective_gram` (Chapter 5).
+(Jacot et al. 2018, Chapter 4), and the two-time kernel of a run is
+``Θ(t, s) = J(X; w_t) J(X; w_s)ᵀ`` (Chapter 7). :func:`empirical_ntk` computes
+them from the traced structure of ``f`` (:mod:`gramlib.tangent_structure`) or
+by contracting per-sample Jacobians, in tiles (``batch_size``) or with the
+rows of ``x1`` split over the devices of a mesh (``mesh``,
+:mod:`gramlib.devices`); :func:`two_time_kernel` keeps the traced factors of
+each snapshot. This module holds the kernels only: the linearized dynamics they
+drive (``r(t) = e^{−Θt/n} r0`` and its gradient-descent version) are in
+:mod:`gramlib.kernel_flow`.
 """
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 from jax import lax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from . import tangent_factors as tf
 from . import tangent_structure as ts
-from .. import _checks
+from .. import _checks, devices
 
 METHODS = ("auto", "structured", "jacobian")
 """Ways to compute the empirical NTK. ``"auto"`` (the default) traces ``f`` and
@@ -43,13 +45,9 @@ def _sample_jacobian(f, params, x):
     return jnp.concatenate([leaf.reshape(rows, -1) for leaf in jax.tree_util.tree_leaves(jac)], axis=1)
 
 
-def _pad_batches(x, batch_size):
-    """Pad ``x`` (repeating its last row) to whole batches: ``(batches, batch_size, ...)``."""
-    n = x.shape[0]
-    pad = (-n) % batch_size
-    if pad:
-        x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
-    return x.reshape((-1, batch_size) + x.shape[1:])
+def _batches(x, batch_size):
+    """``x`` padded (repeating its last row) to whole batches: ``(batches, batch_size, ...)``."""
+    return devices.pad_rows(x, batch_size).reshape((-1, batch_size) + x.shape[1:])
 
 
 @partial(jax.jit, static_argnames=("f", "batch_size"))
@@ -59,7 +57,7 @@ def _ntk_jacobian(f, params, x1, x2, batch_size, params2):
         j2 = _sample_jacobian(f, params2, x2)
         return j1 @ j2.T
     n1, n2 = x1.shape[0], x2.shape[0]
-    b1, b2 = _pad_batches(x1, batch_size), _pad_batches(x2, batch_size)
+    b1, b2 = _batches(x1, batch_size), _batches(x2, batch_size)
 
     def row(xa):
         ja = _sample_jacobian(f, params, xa)
@@ -73,12 +71,12 @@ def _ntk_jacobian(f, params, x1, x2, batch_size, params2):
 
 @partial(jax.jit, static_argnames=("prog", "choice", "same"))
 def _ntk_traced_jit(prog, choice, leaves, consts, x1, x2, same, leaves2):
-    fa = ts.factors(prog, choice, leaves, consts, x1)
-    return ts.contract(fa, fa if same else ts.factors(prog, choice, leaves2, consts, x2), same)
+    fa = tf.factors(prog, choice, leaves, consts, x1)
+    return tf.contract(fa, fa if same else tf.factors(prog, choice, leaves2, consts, x2), same)
 
 
-_factors = jax.jit(ts.factors, static_argnums=(0, 1))
-_contract = jax.jit(ts.contract, static_argnames=("same",))
+_factors = jax.jit(tf.factors, static_argnums=(0, 1))
+_contract = jax.jit(tf.contract, static_argnames=("same",))
 
 
 def _plan(f, params, x1, n1, n2, method):
@@ -118,7 +116,7 @@ def _ntk_traced_tiled(f, params, x1, x2, batch_size, params2, method="auto"):
     leaves, leaves2 = jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(params2)
 
     def tiles(x):
-        padded = _pad_batches(x, batch_size)
+        padded = _batches(x, batch_size)
         return [(b, min(batch_size, x.shape[0] - b * batch_size)) for b in range(padded.shape[0])], padded
 
     parts2, pad2 = tiles(x2)
@@ -133,6 +131,36 @@ def _ntk_traced_tiled(f, params, x1, x2, batch_size, params2, method="auto"):
             out = jnp.zeros((x1.shape[0] * c, block.shape[1]), block.dtype)
         out = _put_rows(out, block[: size * c], b * batch_size * c)
     return out
+
+
+def _kernel(f, params, x1, x2, same, params2, method, batch_size):
+    """``Θ(x1, x2)`` by ``method`` (checked arguments), untiled or in tiles of ``batch_size`` samples."""
+    if method == "jacobian":
+        return _ntk_jacobian(f, params, x1, x2, batch_size, params2)
+    if batch_size is None:
+        return _ntk_traced(f, params, x1, x2, same, params2, method)
+    return _ntk_traced_tiled(f, params, x1, x2, batch_size, params2, method)
+
+
+@lru_cache(maxsize=8)
+def _row_sharded(f, mesh, method, batch_size):
+    """:func:`_kernel` as one jit-compiled call with the rows of ``x1`` split over the ``"samples"`` axis of ``mesh``."""
+
+    def block(params, params2, xa, xb):  # one device: its rows of x1 against all of x2
+        return _kernel(f, params, xa, xb, False, params2, method, batch_size)
+
+    return jax.jit(jax.shard_map(block, mesh=mesh, in_specs=(P(), P(), P(devices.AXIS), P()),
+                                 out_specs=P(devices.AXIS), check_vma=False))
+
+
+def _sharded_kernel(f, params, x1, x2, params2, method, batch_size, mesh, outputs):
+    """``Θ(x1, x2)`` with ``x1`` padded to a multiple of the row blocks of ``mesh``, the padding dropped."""
+    x1p = devices.pad_rows(x1, devices.row_blocks(mesh))
+    try:
+        run = _row_sharded(f, mesh, method, batch_size)
+    except TypeError:  # an unhashable f: compiled anew at every call
+        run = _row_sharded.__wrapped__(f, mesh, method, batch_size)
+    return run(params, params2, x1p, x2)[: x1.shape[0] * outputs]
 
 
 def _check_call(f, params, x, name):
@@ -157,7 +185,27 @@ def _check_params(params, name):
         _checks.array(w, f"{name}{jax.tree_util.keystr(path)}", finite=False)
 
 
-def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, method=None):
+def _check_like(params, other, name):
+    """``other`` a tree of arrays with the tree structure and leaf shapes of ``params``; else a ``ValueError``."""
+    want, got = jax.tree_util.tree_structure(params), jax.tree_util.tree_structure(other)
+    if want != got:
+        raise ValueError(f"{name} must have the tree structure of the parameters {want}, got {got}")
+    _check_params(other, name)
+    for (path, w), v in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree_util.tree_leaves(other)):
+        if np.shape(w) != np.shape(v):
+            raise ValueError(f"{name}{jax.tree_util.keystr(path)} must have the shape {np.shape(w)} of the "
+                             f"parameters, got {np.shape(v)}")
+
+
+def _check_batch(x, name):
+    """``x`` a finite array with at least one sample along axis 0; else a ``ValueError`` naming ``name``."""
+    a = _checks.array(x, name)
+    if a.ndim < 1 or a.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty batch with samples along axis 0, got shape {a.shape}")
+    return a
+
+
+def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, method=None, mesh=None):
     """The empirical NTK Gram matrix ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` of any JAX function (Chapter 4).
 
     ``f(params, x)`` maps a batch ``x`` of shape ``(n, ...)`` to outputs of shape
@@ -189,42 +237,45 @@ def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, meth
     second Jacobian at other weights: ``J(x1; params) J(x2; params2)ᵀ``, the
     two-time kernel ``Θ(t, s) = J(w_t) J(w_s)ᵀ`` of Chapter 7 for
     ``params = w_t``, ``params2 = w_s``.
+
+    ``mesh`` (a :class:`jax.sharding.Mesh` with a ``"samples"`` axis, e.g.
+    :func:`gramlib.devices.sample_mesh`) splits the rows of ``x1`` over its
+    devices: device ``d`` computes the rows ``Θ(X_d, x2)`` of its share
+    ``X_d`` by the same method (``x2`` and the parameters are replicated), and
+    the result, equal to the one-device result up to rounding, is sharded by
+    rows (appendix "Scaling up"). ``x1`` is padded to a multiple of the
+    device count and the padding dropped.
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
     method = "auto" if method is None else method
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    a1 = _checks.array(x1, "x1")
-    if a1.ndim < 1 or a1.shape[0] == 0:
-        raise ValueError(f"x1 must be a non-empty batch with samples along axis 0, got shape {a1.shape}")
+    a1 = _check_batch(x1, "x1")
     if x2 is not None:
-        a2 = _checks.array(x2, "x2")
-        if a2.ndim != a1.ndim or a2.shape[1:] != a1.shape[1:] or a2.shape[0] == 0:
-            raise ValueError(f"x2 must be a non-empty batch shaped like x1 {('n',) + a1.shape[1:]}, got {a2.shape}")
+        a2 = _check_batch(x2, "x2")
+        if a2.ndim != a1.ndim or a2.shape[1:] != a1.shape[1:]:
+            raise ValueError(f"x2 must be a batch shaped like x1 {('n',) + a1.shape[1:]}, got {a2.shape}")
     if batch_size is not None:
         batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
+    if mesh is not None:
+        devices.row_blocks(mesh)
     _check_params(params, "params")
     if params2 is None:
         params2 = params
     else:
-        shapes = [jax.tree_util.tree_structure(params), [np.shape(w) for w in jax.tree_util.tree_leaves(params)]]
-        shapes2 = [jax.tree_util.tree_structure(params2), [np.shape(w) for w in jax.tree_util.tree_leaves(params2)]]
-        if shapes != shapes2:
-            raise ValueError("params2 must have the tree structure and leaf shapes of params")
-        _check_params(params2, "params2")
+        _check_like(params, params2, "params2")
     x1 = jnp.asarray(x1)
     same = x2 is None and params2 is params
     x2 = x1 if x2 is None else jnp.asarray(x2)
-    _check_call(f, params, x1, "x1")
-    if method == "jacobian":
-        return _ntk_jacobian(f, params, x1, x2, batch_size, params2)
-    if batch_size is None:
-        return _ntk_traced(f, params, x1, x2, same, params2, method)
-    return _ntk_traced_tiled(f, params, x1, x2, batch_size, params2, method)
+    out = _check_call(f, params, x1, "x1")
+    if mesh is not None:
+        outputs = 1 if len(out.shape) == 1 else out.shape[1]
+        return _sharded_kernel(f, params, x1, x2, params2, method, batch_size, mesh, outputs)
+    return _kernel(f, params, x1, x2, same, params2, method, batch_size)
 
 
-def two_time_kernel(f, weights, x, *, batch_size=None):
+def two_time_kernel(f, weights, x, *, batch_size=None, mesh=None):
     """The two-time kernel ``Θ(t_k, t_l) = J(X; w_k) J(X; w_l)ᵀ`` of a run, as a function of ``(k, l)`` (Chapter 7).
 
     ``weights`` is a sequence of parameter trees ``w_0, w_1, …`` (e.g. the
@@ -232,18 +283,24 @@ def two_time_kernel(f, weights, x, *, batch_size=None):
     inputs. ``Θ(t_k, t_k)`` is the empirical NTK at ``w_k``; for ``k ≠ l`` it
     says how a step taken with the Jacobian of time ``t_l`` moves the outputs
     as seen at time ``t_k``. Returns ``theta(k, l)``, an ``(N, N)`` array.
-    Without ``batch_size``, the traced factors of each ``w_k``
+    Without ``batch_size`` and ``mesh``, the traced factors of each ``w_k``
     (:mod:`gramlib.tangent_structure`) are computed once and kept, so that
-    ``m`` weights cost ``m`` factor passes and one contraction per pair.
+    ``m`` weights cost ``m`` factor passes and one contraction per pair; with
+    either, each pair is one call of :func:`empirical_ntk` with these options.
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
     weights = list(weights)
     if not weights:
         raise ValueError("weights must hold at least one parameter tree")
-    a = _checks.array(x, "x")
-    if a.ndim < 1 or a.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty batch with samples along axis 0, got shape {a.shape}")
+    _check_params(weights[0], "weights[0]")
+    for i, w in enumerate(weights[1:], start=1):
+        _check_like(weights[0], w, f"weights[{i}]")
+    _check_batch(x, "x")
+    if batch_size is not None:
+        batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
+    if mesh is not None:
+        devices.row_blocks(mesh)
     x = jnp.asarray(x)
     _check_call(f, weights[0], x, "x")
     plan = _plan(f, weights[0], x, x.shape[0], x.shape[0], "auto")
@@ -254,8 +311,8 @@ def two_time_kernel(f, weights, x, *, batch_size=None):
             _checks.integer(i, name, minimum=0)
             if i >= len(weights):
                 raise ValueError(f"{name} must index the {len(weights)} weights, got {i}")
-        if plan is None or batch_size is not None:
-            return empirical_ntk(f, weights[k], x, params2=weights[l], batch_size=batch_size)
+        if plan is None or batch_size is not None or mesh is not None:
+            return empirical_ntk(f, weights[k], x, params2=weights[l], batch_size=batch_size, mesh=mesh)
         prog, choice = plan
         for i in (k, l):
             if i not in factors:
@@ -263,8 +320,3 @@ def two_time_kernel(f, weights, x, *, batch_size=None):
         return _contract(factors[k], factors[l], same=k == l)
 
     return theta
-
-
-# ----------------------------------------------------------------------------- kernel problems
-
-

@@ -31,10 +31,8 @@ algebraic eigenvalue. When eigenvalues repeat, the bottom-``k`` subspace is
 only defined up to a rotation inside the repeated eigenspace; the shares are
 then those of the eigenvectors ``numpy``/``jax`` return.
 
-The chapter's experiments (:func:`chapter_settings`, :func:`label_run`,
-:func:`network_losses`, the ``plot_*`` figures) and
-``reproduce_ch6(out_dir)``, which regenerates the chapter's tables (CSV) and figures
-(PNG); ``python -m gramlib reproduce ch6`` calls it.
+The chapter's experiments, figures and ``reproduce`` command are in
+:mod:`gramlib.experiments.ch6`.
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ import numpy as np
 
 from .. import _checks
 from .effective_gram import effective_gram
-from .kernel_flow import kernel_problem, kernel_residuals
+from .kernel_flow import factorize, kernel_problem, kernel_residuals, residual_loss
 
 # ---------------------------------------------------------------- validation
 def _gram(k_matrix, name="k_matrix"):
@@ -224,22 +222,23 @@ def _batched_eigh(k_matrices):
     return jax.vmap(jnp.linalg.eigh)(k_matrices)
 
 
-def effective_grams(theta, t, *, outputs=1, lr=None):
+def effective_grams(theta, t, *, outputs=None, lr=None):
     """``K_n(t_j)`` for each time (:func:`gramlib.effective_gram.effective_gram`) and their spectra.
 
     One call per kernel; :func:`alignment_curve` then measures any number of
-    residuals (true labels, random labels, label noise) against it.
+    residuals (true labels, random labels, label noise) against it. ``theta`` may be a
+    :class:`gramlib.kernel_flow.Factorization`.
     ``t = 0`` is refused: ``K_n(0) = 0`` has no preferred eigenvectors.
     """
-    _, _, times, _, _, lr = kernel_problem(theta, None, t, outputs, lr)
+    fact, _, times, _, lr = kernel_problem(theta, None, t, outputs, lr)
     if np.any(times == 0):
         raise ValueError("t must be > 0: K_n(0) = 0 has no preferred eigenvectors")
-    kn = effective_gram(theta, times, outputs=outputs, lr=lr)  # (T, N, N): times is an array
+    kn = effective_gram(fact, times, lr=lr)  # (T, N, N): times is an array
     vals, vecs = _batched_eigh(kn)
-    return EffectiveGrams(times, kn, vals, vecs, outputs, lr)
+    return EffectiveGrams(times, kn, vals, vecs, fact.outputs, lr)
 
 
-def alignment_curve(theta, r0, t=None, *, fraction=0.1, outputs=1, lr=None, grams=None):
+def alignment_curve(theta, r0, t=None, *, fraction=0.1, outputs=None, lr=None, grams=None):
     """How ``r0`` and ``r(t)`` sit in the eigenbasis of ``K_n(t)`` along kernel training.
 
     For each time ``t_j > 0`` (flow time, or steps when ``lr`` is given):
@@ -249,39 +248,30 @@ def alignment_curve(theta, r0, t=None, *, fraction=0.1, outputs=1, lr=None, gram
     the limit ``K_n(∞)`` of Chapter 5, where ``share_rt`` is NaN if
     ``r(∞) = 0``. Pass ``grams = effective_grams(theta, t, ...)`` (then ``t``,
     ``outputs`` and ``lr`` are taken from it) to measure several residuals
-    (true and random labels) against one computation of ``K_n``. Returns an
-    :class:`AlignmentCurve`.
+    (true and random labels) against one computation of ``K_n``; ``theta`` may be a
+    :class:`gramlib.kernel_flow.Factorization`, decomposed once for ``K_n`` and ``r(t)``.
+    Returns an :class:`AlignmentCurve`.
     """
     if grams is None:
-        grams = effective_grams(theta, t, outputs=outputs, lr=lr)
+        theta = factorize(theta, outputs=outputs)
+        grams = effective_grams(theta, t, lr=lr)
     elif not isinstance(grams, EffectiveGrams):
         raise TypeError(f"grams must come from effective_grams(), got {type(grams).__name__}")
-    times, outputs, lr = grams.times, grams.outputs, grams.lr
-    theta, r0, _, _, n, _ = kernel_problem(theta, r0, times, outputs, lr)
-    n_dim = theta.shape[0]
+    times, lr = grams.times, grams.lr
+    fact, r0, _, _, _ = kernel_problem(theta, r0, times, grams.outputs, lr)
+    n_dim = fact.theta.shape[0]
     if grams.k_matrices.shape[1] != n_dim:
         raise ValueError(f"grams are for N = {grams.k_matrices.shape[1]}, theta has N = {n_dim}")
     _residual(r0, n_dim, "r0")
     k = bottom_count(n_dim, fraction)
     kn, vals, vecs = grams.k_matrices, grams.eigenvalues, grams.eigenvectors
-    rt = jnp.atleast_2d(kernel_residuals(theta, r0, times, outputs=outputs, lr=lr))
+    rt = jnp.atleast_2d(kernel_residuals(fact, r0, times, lr=lr))
     shares = np.asarray(_cumulative_share(vecs, r0[None, None, :])[:, 0])  # (T, N)
     rt_norm = jnp.sum(rt ** 2, axis=-1)
     ct = jnp.square(jnp.einsum("ti,tij->tj", rt, vecs))
     shares_t = jnp.where(rt_norm > 0, jnp.sum(ct[:, :k], axis=-1) / jnp.where(rt_norm > 0, rt_norm, 1.0), jnp.nan)
     gaps = np.asarray(jnp.einsum("i,tij,j->t", r0, kn, r0))
     rand = np.asarray(jnp.sum(r0 ** 2) * jnp.trace(kn, axis1=1, axis2=2) / n_dim)
-    train = np.asarray(rt_norm) / (2 * n)
+    train = residual_loss(rt, fact.n)
     return AlignmentCurve(times, k, np.asarray(vals), shares[:, k - 1], np.asarray(shares_t), shares, k / n_dim,
                           gaps, rand, train, train + gaps)
-
-
-# ---------------------------------------------------------------- the chapter's experiments
-
-
-# ---------------------------------------------------------------- figures (shared by Chapter 6 and the CLI)
-
-
-# ---------------------------------------------------------------- tables and the command line
-
-

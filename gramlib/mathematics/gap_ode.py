@@ -35,10 +35,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import _checks
-from .twins import per_sample_losses
-
-#: Two-sided 95% normal quantile used for Monte Carlo bands.
-Z95 = 1.959963984540054
+from .gap import interval
+from .twins import gradient_step, per_sample_losses
 
 
 class ReplaceOnePairs(NamedTuple):
@@ -129,14 +127,19 @@ def _pair_core(apply, every, params0, x_pool, y_pool, train, i, new, cov, lr, nu
     n = x.shape[0]
     xi, yi, xn, yn = x[i][None], y[i][None], x_pool[new][None], y_pool[new][None]
     x_twin, y_twin = x.at[i].set(x_pool[new]), y.at[i].set(y_pool[new])
+    ones = jnp.ones((n,), theta0.dtype)
+
+    def flat_apply(theta, xs):
+        return apply(unravel(theta), xs)
 
     def loss(theta, xs, ys):
-        return jnp.mean(per_sample_losses(apply, unravel(theta), xs, ys))
+        return jnp.mean(per_sample_losses(flat_apply, theta, xs, ys))
 
     grad = jax.grad(loss)
 
     def factors(w, u):
-        g_s_w, g_tw_u = grad(w, x, y), grad(u, x_twin, y_twin)
+        w_next, _, g_s_w = gradient_step(flat_apply, w, x, y, ones, lr)
+        u_next, _, g_tw_u = gradient_step(flat_apply, u, x_twin, y_twin, ones, lr)
         g_w_i, g_w_new = grad(w, xi, yi), grad(w, xn, yn)
         g_u_i, g_u_new = grad(u, xi, yi), grad(u, xn, yn)
         g_s_u = g_tw_u + (g_u_i - g_u_new) / n  # ∇L_S(u) from the twin's own gradient
@@ -152,7 +155,7 @@ def _pair_core(apply, every, params0, x_pool, y_pool, train, i, new, cov, lr, nu
             g_w_new @ g_tw_w - g_u_new @ g_tw_u,
             (g_w_new @ g_w_new - g_w_new @ g_w_i) / n,
         ])
-        return jnp.stack([forward, backward], 1), (w - lr * g_s_w, u - lr * g_tw_u)
+        return jnp.stack([forward, backward], 1), (w_next, u_next)
 
     def step(carry, _):
         out, nxt = factors(*carry)
@@ -187,7 +190,8 @@ def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, rec
     ``x_pool (N, d)``, ``y_pool (N,)`` or ``(N, C)`` is the population; ``pairs`` a
     :class:`ReplaceOnePairs`. Both twins of every pair start from ``params0``
     and take ``steps`` full-batch steps of size ``lr`` (``steps`` a multiple of
-    ``record_every``). Pairs are ``vmap``-ed in chunks of ``chunk``
+    ``record_every``; each step is :func:`gramlib.twins.gradient_step`, whose gradients
+    the factors reuse). Pairs are ``vmap``-ed in chunks of ``chunk``
     (``progress=True`` shows a tqdm bar over chunks). Returns :class:`GapFactors`.
     """
     xp = _checks.array(x_pool, "x_pool", ndim=2)
@@ -277,14 +281,6 @@ def integrate_gap_ode(cbar, epsbar, dt, *, method="euler"):
     return np.concatenate([[0.0], np.asarray(out)])
 
 
-def mean_band(samples):
-    """Mean over the first axis and the half-width of its 95% normal confidence band (``1.96 σ/√M``)."""
-    a = _checks.array(samples, "samples", ndim=(1, 2))
-    if a.shape[0] < 2:
-        raise ValueError(f"need at least 2 Monte Carlo samples, got {a.shape[0]}")
-    return a.mean(axis=0), Z95 * a.std(axis=0, ddof=1) / np.sqrt(a.shape[0])
-
-
 class GapCurves(NamedTuple):
     """Chapter 3's curves from :class:`GapFactors`; ``*_hw`` are 95% Monte Carlo half-widths.
 
@@ -319,29 +315,33 @@ class GapCurves(NamedTuple):
 
 
 def gap_curves(factors):
-    """Estimate ``c̄_n``, ``ε̄_n``, integrate the gap equation and collect the measured gap, with bands."""
+    """Estimate ``c̄_n``, ``ε̄_n``, integrate the gap equation and collect the measured gap, with bands.
+
+    Means over the ``M`` pairs and their 95% half-widths ``1.96 σ/√M`` come from
+    :func:`gramlib.gap.interval` (Chapter 3).
+    """
     if not isinstance(factors, GapFactors):
         raise TypeError("factors must be a GapFactors (see replace_one_factors)")
     dt = factors.lr
-    gap, gap_hw = mean_band(factors.gap)
-    contraction, _ = mean_band(factors.contraction)
-    eps, eps_hw = mean_band(factors.perturbation)
+    gap, gap_hw = interval(factors.gap)
+    contraction, _ = interval(factors.contraction)
+    eps, eps_hw = interval(factors.perturbation)
     safe = np.where(gap != 0, gap, 1.0)
     cbar = np.where(gap != 0, contraction / safe, 0.0)
     # ratio of means A/B: Var ≈ Var(a − c̄ b) / (M B²)
-    _, cbar_hw = mean_band(factors.contraction - cbar * factors.gap)
+    _, cbar_hw = interval(factors.contraction - cbar * factors.gap)
     cbar_hw = np.where(gap != 0, cbar_hw / np.abs(safe), np.inf)
     per_pair = np.concatenate(
         [np.zeros((factors.gap.shape[0], 1)),
          np.cumsum(dt * (factors.perturbation - factors.contraction)[:, :-1], axis=1)], axis=1)
     free = np.concatenate([np.zeros((factors.gap.shape[0], 1)),
                            np.cumsum(dt * factors.perturbation[:, :-1], axis=1)], axis=1)
-    numer, numer_hw = mean_band(per_pair)
-    free_mean, free_hw = mean_band(free)
+    numer, numer_hw = interval(per_pair)
+    free_mean, free_hw = interval(free)
     measured_pairs = factors.population_loss - factors.train_loss
-    measured, measured_hw = mean_band(measured_pairs)
-    _, diff_hw = mean_band(per_pair[:, factors.record_steps] - measured_pairs)
-    tcov, tcov_hw = mean_band(factors.trace_cov)
+    measured, measured_hw = interval(measured_pairs)
+    _, diff_hw = interval(per_pair[:, factors.record_steps] - measured_pairs)
+    tcov, tcov_hw = interval(factors.trace_cov)
     return GapCurves(
         t=factors.t, cbar=cbar, cbar_hw=cbar_hw, epsbar=eps, epsbar_hw=eps_hw, replace_one=gap, replace_one_hw=gap_hw,
         ode=integrate_gap_ode(cbar, eps, dt), ode_numerator=numer, ode_numerator_hw=numer_hw,

@@ -25,7 +25,9 @@ along ``δ``). For the leave-one-out twin ``p = (1/n) ∇ℓ(w; z_i)``.
 
 Parameters are flattened with :func:`jax.flatten_util.ravel_pytree`, so any
 model ``apply(params, x)`` with a pytree of parameters works. Losses are the
-book's squared loss ``ℓ(w; z) = ½‖f(x; w) − y‖²``.
+book's squared loss ``ℓ(w; z) = ½‖f(x; w) − y‖²``. Every twin of the book (Chapters 2, 3
+and 7) takes its steps with :func:`gradient_step` on the per-sample-weighted loss
+:func:`weighted_loss`.
 """
 
 from __future__ import annotations
@@ -63,10 +65,53 @@ class TwinRecord(NamedTuple):
     train_loss: jnp.ndarray
 
 
+def _half_squares(r):
+    """``½‖r_j‖²`` for every row ``j`` of the residuals ``r`` (``(n,)`` or ``(n, C)``)."""
+    return 0.5 * jnp.sum(jnp.reshape(r, (r.shape[0], -1)) ** 2, axis=1)
+
+
 def per_sample_losses(apply, params, x, y):
     """``ℓ(w; z_j) = ½‖f(x_j; w) − y_j‖²`` for every row ``j`` (shape ``(n,)``)."""
+    return _half_squares(apply(params, x) - y)
+
+
+def weighted_loss(apply, params, x, y, weights):
+    """``L_m(w) = (1/2n) Σ_j m_j ‖f(x_j; w) − y_j‖² = (1/n) Σ_j m_j ℓ(w; z_j)`` and the stacked residual.
+
+    The loss that every gradient-descent twin of the book trains on (Chapters 2, 3 and 7):
+    ``m = 1`` gives the training loss ``L_S``; ``m = 1 − e_i`` the loss of ``S∖i`` with the
+    per-sample weight ``1/n`` of the full run kept (the leave-one-out twin); ``L_S`` on the
+    data with row ``i`` replaced is the replace-one twin's. ``weights`` has shape ``(n,)``.
+    Returns ``(L_m(w), r)`` with ``r = (f(X; w) − Y).reshape(-1)``, rows ordered
+    (sample, output). Shapes are checked here, also under ``jit``; values are checked by the
+    public trainers that call it.
+    """
+    n = jnp.shape(x)[0]
+    if jnp.shape(y)[:1] != (n,) or jnp.shape(weights) != (n,):
+        raise ValueError(f"x, y and weights must have one row per sample: got shapes {jnp.shape(x)}, "
+                         f"{jnp.shape(y)} and {jnp.shape(weights)}")
     r = apply(params, x) - y
-    return 0.5 * jnp.sum(jnp.reshape(r, (r.shape[0], -1)) ** 2, axis=1)
+    if r.shape != jnp.shape(y):
+        raise ValueError(f"apply(params, x) - y has shape {r.shape}, expected the shape {jnp.shape(y)} of y "
+                         f"(outputs (n,) for y of shape (n,), (n, C) for (n, C))")
+    return jnp.sum(weights * _half_squares(r)) / n, r.reshape(-1)
+
+
+def gradient_step(apply, params, x, y, weights, lr):
+    """One gradient-descent step on :func:`weighted_loss`: ``w_{k+1} = w_k − η ∇L_m(w_k)`` (Chapters 2, 3, 7).
+
+    The one step behind every trainer of twins in the book: :func:`twin_trajectories`
+    (Chapter 2), :func:`gramlib.gap_ode.replace_one_factors` (Chapter 3) and
+    :func:`gramlib.train.gradient_descent` / :func:`gramlib.train.retrain_without`
+    (Chapter 7). ``params`` is any pytree (a flat vector, or a network's layers); ``lr`` the
+    step ``η``, checked to be positive unless it is traced. Returns ``(w_{k+1}, r_k, ∇L_m(w_k))``:
+    the new parameters, the stacked residual before the step and the gradient (Chapter 3's
+    factors reuse it).
+    """
+    if not isinstance(lr, jax.core.Tracer):
+        _checks.positive(lr, "lr")
+    (_, r), g = jax.value_and_grad(weighted_loss, argnums=1, has_aux=True)(apply, params, x, y, weights)
+    return jax.tree_util.tree_map(lambda w, d: w - lr * d, params, g), r, g
 
 
 def flat_loss(apply, unravel, x, y, weights, n):
@@ -128,28 +173,30 @@ def _twin_core(apply, params0, x, y, i, x_new, y_new, a, lr, segments):
     theta0, unravel = ravel_pytree(params0)
     n = x.shape[0]
     dtype = theta0.dtype
+    ones = jnp.ones((n,), dtype)
     shared_w = _shared_weights(n, i, dtype)
     x_twin = x.at[i].set(x_new)
     y_twin = y.at[i].set(y_new)
     twin_w = shared_w.at[i].set(a)
-    loss_s = flat_loss(apply, unravel, x, y, jnp.ones((n,), dtype), n)
-    loss_twin = flat_loss(apply, unravel, x_twin, y_twin, twin_w, n)
     loss_shared = flat_loss(apply, unravel, x, y, shared_w, n)
     xi, yi = x[i][None], y[i][None]
     xn, yn = x_new[None], y_new[None]
 
+    def flat_apply(theta, xs):
+        return apply(unravel(theta), xs)
+
     def sample_loss(theta, xs, ys):
-        return per_sample_losses(apply, unravel(theta), xs, ys)[0]
+        return per_sample_losses(flat_apply, theta, xs, ys)[0]
 
-    grad_sample = jax.grad(sample_loss)
-    grad_s, grad_twin, grad_shared = jax.grad(loss_s), jax.grad(loss_twin), jax.grad(loss_shared)
+    grad_sample, grad_shared = jax.grad(sample_loss), jax.grad(loss_shared)
 
-    def gd(carry, _):
+    def gd(_, carry):
         w, u = carry
-        return (w - lr * grad_s(w), u - lr * grad_twin(u)), None
+        return (gradient_step(flat_apply, w, x, y, ones, lr)[0],
+                gradient_step(flat_apply, u, x_twin, y_twin, twin_w, lr)[0])
 
     def segment(carry, length):
-        w, u = jax.lax.fori_loop(0, length, lambda _, c: gd(c, None)[0], carry)
+        w, u = jax.lax.fori_loop(0, length, gd, carry)
         delta = u - w
         sq = delta @ delta
         norm = jnp.sqrt(sq)
@@ -163,7 +210,7 @@ def _twin_core(apply, params0, x, y, i, x_new, y_new, a, lr, segments):
             perturbation_along=_safe_ratio(p @ delta, norm),
             loss_w=sample_loss(w, xi, yi),
             loss_u=sample_loss(u, xi, yi),
-            train_loss=loss_s(w),
+            train_loss=weighted_loss(flat_apply, w, x, y, ones)[0],
         )
         return (w, u), record
 

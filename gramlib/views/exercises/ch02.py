@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import jax
+from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from . import call_answer, compare, not_answered
+from ...mathematics.twins import flat_loss
+from ...runs.models import mlp
 
 
 def _tiny_problem():
-    from ...runs.models import mlp
-    from ...mathematics.twins import flat_loss
-
     model = mlp(4, 6, 2, dtype=jnp.float64)
     params = model.init(jax.random.PRNGKey(11))
     rng = np.random.default_rng(11)

@@ -7,6 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import call_answer, compare, not_answered
+from ...kernels.ntk import empirical_ntk
+from ...mathematics.effective_gram import first_order_loo_residuals
+from ...mathematics.kernel_flow import kernel_residuals
+from ...runs.models import mlp
 
 
 def _kernel_problem():
@@ -19,7 +23,6 @@ def check_kernel_residuals(my_residuals) -> bool:
     """Check ``my_residuals(theta, r0, t) -> e^{−Θt/n} r0`` (gradient flow, ``n = len(r0)``)."""
     if not_answered(my_residuals):
         return False
-    from ...kernels.ntk import kernel_residuals
 
     theta, r0 = _kernel_problem()
     times = [0.0, 0.5, 3.0, 40.0]
@@ -41,7 +44,6 @@ def check_first_order(my_first_order) -> bool:
     """
     if not_answered(my_first_order):
         return False
-    from ...mathematics.effective_gram import first_order_loo_residuals
 
     theta, r0 = _kernel_problem()
     times = [0.5, 1.5, 3.0]
@@ -61,8 +63,6 @@ def check_empirical_ntk(my_ntk) -> bool:
     """Check ``my_ntk(apply, params, x) -> J Jᵀ`` (scalar outputs) on a small tanh MLP."""
     if not_answered(my_ntk):
         return False
-    from ...runs.models import mlp
-    from ...kernels.ntk import empirical_ntk
 
     with jax.enable_x64():  # the model and the reference in float64, whatever the notebook's setting
         model = mlp(3, width=6, depth=2, dtype=jnp.float64)

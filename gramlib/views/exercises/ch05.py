@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import call_answer, compare, not_answered
+from ...mathematics.effective_gram import effective_gram, loo_residuals
 
 
 def _kernel_problem(n=9, p=14, key=5):
@@ -17,7 +18,6 @@ def check_loo_limit(my_limit) -> bool:
     """Check ``my_limit(theta, r0) -> ρ(∞)``, the LOO residuals of interpolating kernel regression."""
     if not_answered(my_limit):
         return False
-    from ...mathematics.effective_gram import loo_residuals
 
     theta, r0 = _kernel_problem()
     got = call_answer(my_limit, "my_limit", theta, r0)
@@ -31,7 +31,6 @@ def check_loo_descent(my_loo) -> bool:
     """Check ``my_loo(theta, r0, lr, steps) -> ρ`` (gradient descent twins, loss weight 1/n)."""
     if not_answered(my_loo):
         return False
-    from ...mathematics.effective_gram import loo_residuals
 
     theta, r0 = _kernel_problem(n=7, key=6)
     cases = [(0.5, 1), (1.0, 25), (2.0, 60)]
@@ -51,7 +50,6 @@ def check_effective_gram_infinity(my_k) -> bool:
     """Check ``my_k(theta) -> K_n(∞) = (1/2n) Θ⁻¹ D⁻² Θ⁻¹``, ``D = Diag(diag Θ⁻¹)``."""
     if not_answered(my_k):
         return False
-    from ...mathematics.effective_gram import effective_gram
 
     theta, _ = _kernel_problem(n=6, p=10, key=7)
     got = call_answer(my_k, "my_k", theta)

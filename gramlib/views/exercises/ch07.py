@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import call_answer, compare, not_answered
+from ...mathematics import effective_gram
 
 
 def _problems():
@@ -76,7 +77,6 @@ def check_linearized_twins(my_linearized_twins) -> bool:
     function space by :func:`gramlib.effective_gram.loo_trajectory` with
     ``cross(k, l) = J_k J_lᵀ`` (one snapshot per step).
     """
-    from ...mathematics import effective_gram
 
     if not_answered(my_linearized_twins):
         return False

@@ -1,0 +1,60 @@
+"""The data sets, networks and scales that Chapters 6 and 7 share, looked up by name."""
+
+from __future__ import annotations
+
+import math
+
+from ..runs import data, models
+
+#: The input shape each data set's CNN needs, and the label the chapters print.
+SHAPES = {"digits": (8, 8, 1), "mnist1d": (40, 1), "teacher": (32, 1), "mnist": (28, 28, 1),
+          "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+LABELS = {"digits": "digits", "mnist1d": "MNIST-1D", "teacher": "teacher", "mnist": "MNIST",
+          "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+
+
+def scale_config(scales, scale):
+    """A copy of ``scales[scale]``, or a ``ValueError`` naming the scales there are."""
+    if scale not in scales:
+        raise ValueError(f"scale must be one of {sorted(scales)}, got {scale!r}")
+    return dict(scales[scale])
+
+
+def dataset(name, n_train, n_test, *, key, task="parity"):
+    """A data set of Chapters 6–7 by name, with the input shape its CNN needs: ``(Dataset, shape)``.
+
+    ``"digits"`` (at most as many held-out samples as the 1797 digits leave), ``"mnist1d"``,
+    ``"teacher"`` (its own ±1 target; ``task`` does not apply), or an image set of
+    :func:`gramlib.data.images` (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``).
+    """
+    if name not in SHAPES:
+        raise ValueError(f"unknown dataset {name!r}; use one of {sorted(SHAPES)}")
+    if name == "digits":
+        ds = data.digits(n_train, min(n_test, len(data.digits_raw()[1]) - n_train), key=key, task=task)
+    elif name == "mnist1d":
+        ds = data.mnist1d(n_train, n_test, key=key, task=task)
+    elif name == "teacher":
+        ds = data.teacher(n_train, n_test, key=key)
+    else:
+        ds = data.images(name, n_train, n_test, key=key, task=task)
+    return ds, SHAPES[name]
+
+
+def outputs(ds):
+    """The number of network outputs a data set's targets need (1 for ±1 targets)."""
+    return 1 if ds.y_train.ndim == 1 else ds.y_train.shape[1]
+
+
+def architecture(name, input_shape, n_outputs, setting, dtype):
+    """The MLP (2 layers, tanh, width ``setting["width"]``) or CNN (2 convolutions of
+    ``setting["channels"]`` filters + readout, tanh) of Chapters 6–7, NTK parameterization."""
+    if name == "mlp":
+        return models.mlp(math.prod(input_shape), setting["width"], 2, n_outputs, dtype=dtype)
+    if name == "cnn":
+        return models.cnn(input_shape, setting["channels"], 3, n_outputs, dtype=dtype)
+    raise ValueError(f"architecture must be 'mlp' or 'cnn', got {name!r}")
+
+
+def architecture_deep_relu(input_shape, setting, dtype):
+    """The strong-feature-learning network of Chapter 7's limits: a 4-layer ReLU MLP."""
+    return models.mlp(math.prod(input_shape), setting["width"], 4, 1, activation="relu", dtype=dtype)
