@@ -12,7 +12,8 @@ layer              modules (what they compute)                                  
                    linearized dynamics of one kernel, factorized once), ``leave_one_out``
                    (exact leave-one-out residuals), ``effective_gram`` (``K_n``),
                    ``linearized_gap`` (its gap equation), ``trajectory`` (the twins
-                   along a real run), ``alignment`` (spectra of ``K_n``): functions of
+                   along a real run), ``trajectory_gram`` (the run's effective Gram
+                   matrix ``K_traj``), ``alignment`` (spectra of ``K_n``): functions of
                    arrays, no data sets, training runs or plots
 ``kernels``        ``ntk`` (empirical and two-time NTK of any ``f(params, x)``, on one or  4, 7
                    several devices), ``tangent_structure`` (the traced structure behind
@@ -40,7 +41,7 @@ __version__ = "0.1.0"
 
 LAYERS = {
     "mathematics": ("gap", "bounds", "twins", "gap_ode", "kernel_flow", "leave_one_out", "effective_gram",
-                    "linearized_gap", "trajectory", "alignment"),
+                    "linearized_gap", "trajectory", "trajectory_gram", "alignment"),
     "kernels": ("ntk", "tangent_structure", "tangent_factors"),
     "runs": ("files", "mnist1d", "data", "models", "train", "predict", "baselines"),
     "experiments": ("tasks", "ch4", "ch5", "ch6", "ch7", "ch7_findings", "results", "measure"),

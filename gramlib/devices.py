@@ -1,4 +1,4 @@
-"""Devices: a mesh over the samples and the padding that splits rows evenly (appendix "Scaling up").
+"""Devices and precision: a mesh over the samples, the padding that splits rows evenly, float64.
 
 The computations of the book split naturally over samples, so the devices form
 one mesh axis ``"samples"`` (:func:`sample_mesh`) and every device owns a
@@ -6,11 +6,13 @@ contiguous block of rows. An array of ``n`` rows is padded to a multiple of
 the number of blocks (:func:`pad_rows`, repeating its last row) and the
 padding is dropped from the result. On a CPU, several devices can be simulated
 with ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` set before JAX
-starts. This module sits below every layer of :mod:`gramlib` and imports none.
+starts. :func:`float64` runs a block with JAX's 64-bit floats switched on (the
+theory checks) and restores the caller's setting. This module sits below every layer of :mod:`gramlib` and imports none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import jax
@@ -62,3 +64,18 @@ def pad_rows(x, multiple):
         raise ValueError(f"x must have at least one row (samples along axis 0), got shape {x.shape}")
     pad = (-x.shape[0]) % int(multiple)
     return x if not pad else jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)])
+
+
+@contextlib.contextmanager
+def float64():
+    """``with float64(): ...`` computes in 64-bit floats and restores the caller's setting afterwards, also on error.
+
+    Works on every JAX the book supports (``jax.enable_x64`` as a context manager is newer than
+    the floor in ``pyproject.toml``).
+    """
+    before = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)

@@ -398,3 +398,26 @@ def test_reproduce_ch6_restores_float32_when_it_fails(monkeypatch, tmp_path):
         assert not jax.config.jax_enable_x64
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_simulated_twins_confirm_the_effective_gram_matrix():
+    """Chapter 6's direct simulation of every twin against r0ᵀ K_n(t) r0 (Euler steps: agreement to ~1e-4)."""
+    theta = ch6.random_gram(3)
+    r0 = np.random.default_rng(0).normal(size=4)
+    t = 2.0 * 4 / np.linalg.eigvalsh(theta).max()
+    want = float(r0 @ np.asarray(effective_gram.effective_gram(theta, t)) @ r0)
+    got = ch6.simulated_twin_gap(theta, r0, t, euler_steps=200_000)
+    assert abs(got - want) < 1e-4 * abs(want)
+    with pytest.raises(ValueError, match="r0"):
+        ch6.simulated_twin_gap(theta, r0[:3], t)
+    with pytest.raises(ValueError, match="t"):
+        ch6.simulated_twin_gap(theta, r0, -1.0)
+
+
+def test_indefinite_example_has_a_negative_eigenvalue():
+    example = ch6.indefinite_example(range(50))
+    assert example is not None
+    vals = np.linalg.eigvalsh(example.k_matrix)
+    assert vals[0] < -1e-6 * np.abs(vals).max()
+    np.testing.assert_allclose(example.k_matrix, effective_gram.effective_gram(example.theta, example.t), rtol=1e-12)
+    assert ch6.indefinite_example([]) is None

@@ -2,10 +2,6 @@
 its null-space tolerance on float32 kernels; ``lr`` as a traced argument; the signed power of
 gradient descent; and leave-one-out residuals split over devices (``mesh``)."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -17,6 +13,7 @@ jax.config.update("jax_enable_x64", True)
 
 from gramlib import (alignment, baselines, bounds, data, devices, effective_gram, gap, kernel_flow,  # noqa: E402
                      leave_one_out, linearized_gap, models, predict)
+from tests.simulated_devices import run_on_devices  # noqa: E402
 
 RNG = np.random.default_rng(11)
 
@@ -223,12 +220,7 @@ SCRIPT = textwrap.dedent('''
 
 def test_loo_residuals_over_four_devices_equal_one_device():
     """The samples split over 4 simulated CPU devices (a subprocess, so the other tests keep one device)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.split("RESULT")[-1])
+    result = run_on_devices(SCRIPT)
     assert result["devices"] == 4
     for key in ["loo_diff_1", "loo_diff_3", "rate_diff_1", "rate_diff_3"]:
         assert result[key] < 1e-12, (key, result[key])  # equal up to rounding in float64

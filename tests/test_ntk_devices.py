@@ -5,10 +5,6 @@ The check on 4 simulated CPU devices runs in a subprocess started with
 tests keep their single CPU device; the argument checks and the padding run here.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -19,6 +15,7 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 from gramlib import devices, models, ntk  # noqa: E402
+from tests.simulated_devices import run_on_devices  # noqa: E402
 
 SCRIPT = textwrap.dedent('''
     import json
@@ -59,12 +56,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_sharded_ntk_equals_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.split("RESULT")[-1])
+    result = run_on_devices(SCRIPT)
     assert result.pop("devices") == 4 and result.pop("blocks") == 4
     assert len(result) == 8
     for name, r in result.items():

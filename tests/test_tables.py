@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from gramlib import tables
@@ -47,3 +48,13 @@ def test_glue_stores_python_numbers():
 
     value = tables.glue("ch00-numpy", np.float64(0.25))
     assert type(value) is float and value == 0.25
+
+
+def test_intervals_of_a_mask():
+    t = np.arange(10.0)
+    mask = np.array([0, 1, 1, 0, 0, 1, 1, 1, 0, 1], bool)
+    assert tables.intervals(t, mask) == "[1, 2], [5, 7], [9, 9]"
+    assert tables.intervals(t, np.ones(10, bool)) == "[0, 9]"
+    assert tables.intervals(t, np.zeros(10, bool)) == "none"
+    with pytest.raises(ValueError, match="same length"):
+        tables.intervals(t, mask[:3])

@@ -15,7 +15,10 @@
 # chapter in _toc.yml (install cell, imports, settings) run under IPython, from
 # an empty working directory as in Colab's /content.
 # Set FIRST_CELLS to run more or fewer cells (default 3), NOTEBOOKS to a
-# space-separated list of notebooks to check other than those of _toc.yml.
+# space-separated list of notebooks to check other than those of _toc.yml, and
+# JAX_FLOOR=1 to install the oldest JAX that pyproject.toml allows (its "jax>=X"
+# floor, with jaxlib X) instead of the pinned one: the check that the floor is
+# the version the code needs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
@@ -41,7 +44,18 @@ fi
 echo "== 2. a clean environment with only Colab's preinstalled packages (pinned in constraints.txt)"
 "$PY" -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install -q --upgrade pip 2>&1 | quiet
-"$WORK/venv/bin/python" -m pip install -q -c "$ROOT/constraints.txt" jax jaxlib numpy matplotlib ipywidgets tqdm ipython 2>&1 | quiet
+CONSTRAINTS="$ROOT/constraints.txt"
+JAX_SPEC=(jax jaxlib)
+if [[ -n "${JAX_FLOOR:-}" ]]; then
+  FLOOR="$(sed -n 's/^ *"jax>=\([0-9.]*\)",$/\1/p' "$ROOT/pyproject.toml")"
+  [[ -n "$FLOOR" ]] || { echo "no jax>=X floor in pyproject.toml"; exit 1; }
+  echo "   JAX at the floor of pyproject.toml: $FLOOR"
+  grep -v -E '^(jax|jaxlib|ml_dtypes|opt_einsum|scipy)==' "$ROOT/constraints.txt" > "$WORK/constraints.txt"
+  CONSTRAINTS="$WORK/constraints.txt"
+  JAX_SPEC=("jax==$FLOOR" "jaxlib==$FLOOR")
+fi
+"$WORK/venv/bin/python" -m pip install -q -c "$CONSTRAINTS" "${JAX_SPEC[@]}" numpy matplotlib ipywidgets tqdm ipython 2>&1 | quiet
+"$WORK/venv/bin/python" -c 'import jax; print("   JAX", jax.__version__)'
 "$WORK/venv/bin/python" -c 'import importlib.util as u; assert u.find_spec("gramlib") is None, "gramlib already installed"'
 "$WORK/venv/bin/python" -m pip list --format=freeze > "$WORK/before.txt"
 

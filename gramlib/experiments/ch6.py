@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .. import _checks
 from ..kernels.ntk import empirical_ntk
 from ..mathematics.alignment import alignment_curve, AlignmentCurve, effective_grams, random_share_samples
-from ..mathematics.effective_gram import loo_residuals
+from ..mathematics.effective_gram import effective_gram, loo_residuals
 from ..mathematics.kernel_flow import kernel_test_residuals
 from ..runs import data
 from ..runs.train import gradient_descent, recommended_loop
@@ -216,6 +216,59 @@ def sampling_error(setting, run, t):
     se_loo, se_held = (2 * np.std(0.5 * v**2) / np.sqrt(len(v)) for v in (rho, r_test))
     return dict(loo=loo, se_loo=se_loo, held=held, se_held=se_held,
                 within="yes" if abs(loo - held) <= np.hypot(se_loo, se_held) else "no")
+
+
+class IndefiniteExample(NamedTuple):
+    """A Gram matrix ``theta`` whose ``K_n(t)`` (``k_matrix``) has a negative eigenvalue, found at ``seed``."""
+
+    seed: int
+    theta: np.ndarray
+    t: float
+    k_matrix: np.ndarray
+
+
+def random_gram(seed, n=4):
+    """``A Aᵀ`` with Gaussian ``A`` whose columns are scaled by ``e^{2g}``: an ill-conditioned ``n×n`` Gram matrix."""
+    rng = np.random.default_rng(_checks.integer(seed, "seed", minimum=0))
+    a = rng.normal(size=(n, n)) * np.exp(2 * rng.normal(size=(1, n)))
+    return a @ a.T
+
+
+def indefinite_example(seeds, *, n=4, times=(0.3, 1.0, 3.0, 10.0)):
+    """The first of ``seeds`` whose :func:`random_gram` has an indefinite ``K_n(t)`` (Chapter 6).
+
+    ``times`` are in units of ``n / λ_max``; ``K_n(t)`` counts as indefinite when its smallest
+    eigenvalue is below ``−1e-6`` times its largest in magnitude. Returns an
+    :class:`IndefiniteExample` at the time with the most negative ratio, or ``None``.
+    """
+    for seed in seeds:
+        theta = random_gram(seed, n)
+        ts = np.asarray(times) * n / np.linalg.eigvalsh(theta).max()
+        k = np.asarray(effective_gram(theta, ts))
+        ratios = np.array([np.linalg.eigvalsh(m)[0] / np.abs(np.linalg.eigvalsh(m)).max() for m in k])
+        if ratios.min() < -1e-6:
+            j = int(np.argmin(ratios))
+            return IndefiniteExample(int(seed), theta, float(ts[j]), k[j])
+    return None
+
+
+def simulated_twin_gap(theta, r0, t, *, euler_steps=100_000):
+    """``(1/2n) Σ_i (ρ_i(t)² − r_i(t)²)`` by simulating the run and every twin directly (Chapter 6).
+
+    An independent check of ``r0ᵀ K_n(t) r0``: the run ``ṙ = −(1/n) Θ r`` and twin ``i``'s
+    ``ṙ^{(i)} = −(1/n) Θ P_{−i} r^{(i)}`` take ``euler_steps`` explicit Euler steps (one matrix
+    power each), with no eigendecomposition and no Laplace transform; Euler's relative error
+    is of order ``t λ_max / (n · euler_steps)``. One output, small ``n``.
+    """
+    theta = _checks.square_symmetric(theta, "theta")
+    n = theta.shape[0]
+    r0 = _checks.array(r0, "r0", shape=(n,))
+    t = _checks.positive(t, "t")
+    euler_steps = _checks.integer(euler_steps, "euler_steps", minimum=1)
+    step = lambda m: np.linalg.matrix_power(np.eye(n) - (t / n / euler_steps) * m, euler_steps)  # noqa: E731
+    r_t = step(theta) @ r0
+    rho = [(step(theta @ np.diag(np.arange(n) != i)) @ r0)[i] for i in range(n)]
+    return float((np.sum(np.square(rho)) - r_t @ r_t) / (2 * n))
 
 
 def summary_row(setting_name, labels, run, *, key, samples=1000, network=None):

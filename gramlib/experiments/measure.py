@@ -104,9 +104,22 @@ def loglog_slope(sizes, seconds):
 # ----------------------------------------------------------------------------- memory
 
 def peak_rss():
-    """The peak resident memory of this process so far, in bytes (``ru_maxrss``; Unix only)."""
+    """The peak resident memory of this process so far, in bytes.
+
+    On Linux ``VmHWM`` of ``/proc/self/status``: the high-water mark of this program's own
+    memory. Not ``ru_maxrss``, which Linux carries across ``exec`` from the process that
+    forked it, so that a child of a large process (a long test session) would report its
+    parent's peak. Elsewhere ``ru_maxrss`` (macOS: bytes).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     if resource is None:  # pragma: no cover - Windows
-        raise RuntimeError("peak_rss needs the resource module (Linux or macOS)")
+        raise RuntimeError("peak_rss needs /proc or the resource module (Linux or macOS)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes, Linux: KiB
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import jax
 
+from ..devices import float64
+
 #: Columns kept as text by :func:`read_table` (every other column is a number).
 TEXT_COLUMNS = frozenset({"dataset", "arch", "labels", "baseline_dynamics", "setting", "settings",
                           "command", "platform", "jax_backend", "device_kind", "commit", "jax_version"})
@@ -182,11 +184,7 @@ def in_float64(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        before = bool(jax.config.jax_enable_x64)
-        jax.config.update("jax_enable_x64", True)
-        try:
+        with float64():
             return fn(*args, **kwargs)
-        finally:
-            jax.config.update("jax_enable_x64", before)
 
     return wrapper

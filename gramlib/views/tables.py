@@ -103,3 +103,17 @@ def glue(name: str, value):
         return value
     _glue(name, value, display=False)
     return value
+
+
+def intervals(t, mask) -> str:
+    """The stretches of the grid ``t`` on which ``mask`` holds, as text: ``"[0.5, 2], [8, 10]"``, or ``"none"``.
+
+    A stretch runs from the first to the last grid point of a run of ``True`` entries (a table
+    cell of Chapter 2: the records at which the contraction wins).
+    """
+    t = np.asarray(t, dtype=float)
+    mask = np.asarray(mask, dtype=bool)
+    if t.ndim != 1 or mask.shape != t.shape:
+        raise ValueError(f"t and mask must be 1-D of the same length, got shapes {t.shape} and {mask.shape}")
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+    return ", ".join(f"[{t[a]:g}, {t[b - 1]:g}]" for a, b in zip(edges[::2], edges[1::2])) or "none"

@@ -7,6 +7,7 @@ from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 
+from ...devices import float64
 from . import call_answer, compare, not_answered
 from ...mathematics.twins import flat_loss
 from ...runs.models import mlp
@@ -29,7 +30,7 @@ def check_rayleigh_quotient(my_rayleigh) -> bool:
     """Check ``my_rayleigh(apply, params, x, y, i, v) = vᵀH_{−i}v/‖v‖²`` on a tiny MLP (against a dense Hessian)."""
     if not_answered(my_rayleigh):
         return False
-    with jax.enable_x64():
+    with float64():
         model, params, x, y, i, dense = _tiny_problem()
         vs = np.random.default_rng(12).normal(size=(2, dense.shape[0]))
         expected = np.array([v @ dense @ v / (v @ v) for v in vs])

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ...devices import float64
 from . import call_answer, compare, not_answered
 from ...kernels.ntk import empirical_ntk
 from ...mathematics.effective_gram import first_order_loo_residuals
@@ -29,7 +30,7 @@ def check_kernel_residuals(my_residuals) -> bool:
     got = call_answer(lambda: [np.asarray(my_residuals(theta, r0, t), dtype=float) for t in times], "my_residuals")
     if got is None:
         return False
-    with jax.enable_x64():  # the reference in float64, whatever the notebook's setting
+    with float64():  # the reference in float64, whatever the notebook's setting
         want = np.asarray(kernel_residuals(theta, r0, np.array(times)))
     return compare(got, want, "residuals r(t)", rtol=1e-8, atol=1e-10, labels=[f"t={t}" for t in times],
                    hint="Diagonalize Θ = U Λ Uᵀ and apply e^{−λt/n} to the coordinates Uᵀ r0; mind the 1/n.")
@@ -51,7 +52,7 @@ def check_first_order(my_first_order) -> bool:
                       "my_first_order")
     if got is None:
         return False
-    with jax.enable_x64():  # the reference in float64, whatever the notebook's setting
+    with float64():  # the reference in float64, whatever the notebook's setting
         want = np.asarray(first_order_loo_residuals(theta, r0, np.array(times)))
     return compare(got, want, "first-order LOO residuals ρ^FO(t)", rtol=1e-6, atol=1e-8,
                    labels=[f"t={t}" for t in times],
@@ -64,7 +65,7 @@ def check_empirical_ntk(my_ntk) -> bool:
     if not_answered(my_ntk):
         return False
 
-    with jax.enable_x64():  # the model and the reference in float64, whatever the notebook's setting
+    with float64():  # the model and the reference in float64, whatever the notebook's setting
         model = mlp(3, width=6, depth=2, dtype=jnp.float64)
         params = model.init(jax.random.PRNGKey(4))
         x = jnp.asarray(np.random.default_rng(4).standard_normal((5, 3)))

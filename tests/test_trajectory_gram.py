@@ -1,0 +1,92 @@
+"""The effective Gram matrix of a run with a moving kernel, K_traj (gramlib.trajectory_gram)."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from gramlib import data, effective_gram, kernel_flow, models, predict, train, trajectory_gram  # noqa: E402
+
+RNG = np.random.default_rng(5)
+
+
+def gram(rows, width=9):
+    j = RNG.normal(size=(rows, width))
+    return j @ j.T
+
+
+def brute_force_maps(thetas, steps, lr, outputs):
+    """``R_traj`` and ``S_traj`` by multiplying the per-step matrices, twin by twin."""
+    big_n = thetas.shape[1]
+    n, s = big_n // outputs, steps // len(thetas)
+    which = [min(t // s, len(thetas) - 1) for t in range(steps)]
+    run = np.eye(big_n)
+    for t in range(steps):
+        run = (np.eye(big_n) - lr / n * thetas[which[t]]) @ run
+    loo = np.zeros((big_n, big_n))
+    for i in range(n):
+        rows = slice(i * outputs, (i + 1) * outputs)
+        keep = np.eye(big_n)
+        keep[rows, rows] = 0
+        twin = np.eye(big_n)
+        for t in range(steps):
+            twin = (np.eye(big_n) - lr / n * thetas[which[t]] @ keep) @ twin
+        loo[rows] = twin[rows]
+    return loo, run
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_frozen_kernel_gives_the_effective_gram_matrix_of_gradient_descent(outputs):
+    theta = gram(6 * outputs)
+    lr = 0.9 * 6 / np.linalg.eigvalsh(theta).max()
+    got = trajectory_gram.trajectory_effective_gram(np.stack([theta] * 4), 23, lr, outputs=outputs)
+    want = np.asarray(effective_gram.effective_gram(theta, 23, lr=lr, outputs=outputs))
+    np.testing.assert_allclose(got.k_matrix, want, rtol=0, atol=1e-10 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("outputs,steps", [(1, 13), (2, 9)])
+def test_moving_kernel_against_products_of_step_matrices(outputs, steps):
+    thetas = np.stack([gram(5 * outputs) for _ in range(3)])
+    lr = 1.5 * 5 / max(np.linalg.eigvalsh(t).max() for t in thetas)  # oscillating steps included
+    got = trajectory_gram.trajectory_effective_gram(thetas, steps, lr, outputs=outputs)
+    loo, run = brute_force_maps(thetas, steps, lr, outputs)
+    scale = max(np.abs(loo).max(), 1.0)
+    np.testing.assert_allclose(got.loo_map, loo, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(got.run_map, run, rtol=0, atol=1e-12 * scale)
+    n = 5
+    np.testing.assert_allclose(got.k_matrix, (loo.T @ loo - run.T @ run) / (2 * n), rtol=0, atol=1e-12 * scale**2)
+
+
+def test_on_a_real_run_against_the_trajectory_prediction():
+    """r0ᵀ K_traj r0 + the linear train loss = the LOO loss of linear residuals; the run's real residuals differ little."""
+    ds = data.digits(40, 100, key=jax.random.PRNGKey(0))
+    model = models.mlp(64, 256, 2, dtype=jnp.float64)
+    run = train.gradient_descent(model.apply, model.init(jax.random.PRNGKey(1)), ds.x_train, ds.y_train, lr=1.0,
+                                 steps=200, snapshots=10, progress=False)
+    out = trajectory_gram.trajectory_effective_gram(run.thetas, run.steps, run.lr)
+    r0 = run.residuals[0]
+    linear_loo = float(r0 @ out.k_matrix @ r0) + kernel_flow.residual_loss(out.run_map @ r0, run.n)
+    np.testing.assert_allclose(linear_loo, kernel_flow.residual_loss(out.loo_map @ r0, run.n), rtol=1e-10)
+    real = kernel_flow.residual_loss(predict.trajectory_loo(run), run.n)  # one-time recursion, real residuals
+    assert abs(linear_loo / real - 1) < 0.05
+
+
+def test_bad_input():
+    theta = gram(4)
+    with pytest.raises(ValueError, match="thetas"):
+        trajectory_gram.trajectory_effective_gram(theta, 3, 0.1)
+    with pytest.raises(ValueError, match="steps"):
+        trajectory_gram.trajectory_effective_gram(np.stack([theta] * 3), 2, 0.1)
+    with pytest.raises(ValueError, match="lr"):
+        trajectory_gram.trajectory_effective_gram(np.stack([theta]), 3, -0.1)
+    with pytest.raises(ValueError, match="symmetric"):
+        trajectory_gram.trajectory_effective_gram(np.stack([theta + np.triu(theta, 1)]), 3, 0.1)
+    with pytest.raises(ValueError, match="outputs"):
+        trajectory_gram.trajectory_effective_gram(np.stack([theta]), 3, 0.1, outputs=3)
+    bad = np.stack([theta])
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        trajectory_gram.trajectory_effective_gram(bad, 3, 0.1)
