@@ -23,7 +23,8 @@ layer              modules (what they compute)                                  
                    ``predict`` (the trajectory prediction of a run), ``baselines``
 ``experiments``    ``tasks`` (data sets and networks by name), ``ch4`` … ``ch7`` and       4–7
                    ``ch7_findings`` (each chapter's computations, settings and
-                   ``reproduce`` commands), ``results`` (result files, provenance,
+                   ``reproduce`` commands), ``real_alignment`` (Chapter 6 on trained
+                   networks), ``results`` (result files, provenance,
                    resumable jobs), ``measure`` (timing and memory of the benchmarks)
 ``views``          ``plotting``, ``figures``, ``widgets``, ``tables``, ``student``,        all
                    ``exercises``
@@ -44,7 +45,7 @@ LAYERS = {
                     "linearized_gap", "trajectory", "trajectory_gram", "alignment"),
     "kernels": ("ntk", "tangent_structure", "tangent_factors"),
     "runs": ("files", "mnist1d", "data", "models", "train", "predict", "baselines"),
-    "experiments": ("tasks", "ch4", "ch5", "ch6", "ch7", "ch7_findings", "results", "measure"),
+    "experiments": ("tasks", "ch4", "ch5", "ch6", "real_alignment", "ch7", "ch7_findings", "results", "measure"),
     "views": ("plotting", "figures", "widgets", "tables", "student", "exercises"),
 }
 """Each layer (a subpackage) and its modules, from the bottom up."""

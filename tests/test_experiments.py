@@ -421,3 +421,23 @@ def test_indefinite_example_has_a_negative_eigenvalue():
     assert vals[0] < -1e-6 * np.abs(vals).max()
     np.testing.assert_allclose(example.k_matrix, effective_gram.effective_gram(example.theta, example.t), rtol=1e-12)
     assert ch6.indefinite_example([]) is None
+
+
+def test_alignment_of_a_trained_network_with_its_runs_effective_gram_matrix():
+    from gramlib import real_alignment, trajectory_gram, train
+
+    ds = data.digits(30, 60, key=jax.random.PRNGKey(0))
+    model = models.mlp(64, 64, 2, dtype=jnp.float64)
+    params = model.init(jax.random.PRNGKey(1))
+    out = real_alignment.run_alignment(model, params, ds, ds.y_train, ds.y_test, lr=1.0, steps=60, snapshots=6)
+    run = train.gradient_descent(model.apply, params, ds.x_train, ds.y_train, lr=1.0, steps=60, snapshots=6,
+                                 progress=False)
+    k = trajectory_gram.trajectory_effective_gram(run.thetas, 60, 1.0).k_matrix
+    r0 = run.residuals[0]
+    vals, vecs = np.linalg.eigh(k)
+    assert out.share_r0 == pytest.approx(np.sum((vecs[:, :3].T @ r0) ** 2) / (r0 @ r0), rel=1e-9)  # k = 3 of 30
+    assert out.gap == pytest.approx(r0 @ k @ r0, rel=1e-9) and out.random_share == 0.1
+    assert out.train_loss == pytest.approx(run.train_loss[-1], rel=1e-12)
+    assert 0 < out.test_loss and abs(out.predicted / out.trajectory - 1) < 0.05
+    with pytest.raises(ValueError, match="y_train"):
+        real_alignment.run_alignment(model, params, ds, ds.y_train[:5], ds.y_test, lr=1.0, steps=6, snapshots=2)
