@@ -99,7 +99,7 @@ def test_the_machinery_adds_little_to_a_redraw():
 # Run inside the chapter's kernel: record every explorer and time its draw function,
 # then move each control one step and back, timing the draw and the whole update.
 RECORD = """
-import time as _time, gramlib.widgets as _gw
+import time as _time, gramlib.views.widgets as _gw
 _EXPLORERS, _explorer = [], _gw.explorer
 def _recording(draw, **controls):
     _times = []

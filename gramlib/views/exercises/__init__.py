@@ -40,6 +40,23 @@ def call_answer(func, name, *args):
         return None
 
 
+
+def call_each(func, name, cases):
+    """``[func(*args) for args in cases]`` as float arrays, or ``None`` at the first call that failed (said why)."""
+    values = []
+    for args in cases:
+        value = call_answer(func, name, *args)
+        if value is None:
+            return None
+        values.append(value)
+    return values
+
+
+def compare_call(func, name, args, expected, what, **options) -> bool:
+    """:func:`compare` the student's ``func(*args)`` with ``expected``; ``False`` (said why) if the call failed."""
+    got = call_answer(func, name, *args)
+    return got is not None and compare(got, expected, what, **options)
+
 def compare(answer, expected, name, *, rtol=1e-6, atol=1e-9, hint="", labels=None) -> bool:
     """Compare an array answer with the expected one and explain any difference.
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import call_answer, compare, not_answered
+from . import compare_call, not_answered
 
 
 def two_layer_problem(n=12, d=5, m=7, seed=0):
@@ -34,10 +34,7 @@ def check_two_layer_ntk(answer) -> bool:
         return False
     x, w, v = two_layer_problem()
     want = two_layer_ntk_reference(x, w, v)
-    got = call_answer(answer, "your function", x, w, v)
-    if got is None:
-        return False
-    return compare(got, want, "two-layer NTK", rtol=1e-5, atol=1e-8,
-                   hint="Sum two terms: (x_a·x_b/d)(g_a·g_b) for W with g = v ⊙ tanh'(z)/sqrt(m), "
-                        "and h_a·h_b/m for v with h = tanh(z).")
+    return compare_call(answer, "your function", (x, w, v), want, "two-layer NTK", rtol=1e-5, atol=1e-8,
+                        hint="Sum two terms: (x_a·x_b/d)(g_a·g_b) for W with g = v ⊙ tanh'(z)/sqrt(m), "
+                             "and h_a·h_b/m for v with h = tanh(z).")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import call_answer, compare, not_answered
+from . import compare_call, not_answered
 
 
 def check_gap_integrator(my_integrate) -> bool:
@@ -21,9 +21,7 @@ def check_gap_integrator(my_integrate) -> bool:
     dt = 0.1
     expected = [sum(dt * epsbar[k] * np.prod(1 - dt * cbar[k + 1:big]) for k in range(big))
                 for big in range(len(cbar))]
-    got = call_answer(my_integrate, "my_integrate", cbar, epsbar, dt)
-    if got is None:
-        return False
-    return compare(got, expected, "integrated gap Δ_k", rtol=1e-9, atol=1e-12,
-                   hint="Start from Δ_0 = 0, return K values for K factor values "
-                        "(the last factor is not used), and use Δ_{k+1} = (1 − dt c_k) Δ_k + dt ε_k.")
+    return compare_call(my_integrate, "my_integrate", (cbar, epsbar, dt), expected, "integrated gap Δ_k",
+                        rtol=1e-9, atol=1e-12,
+                        hint="Start from Δ_0 = 0, return K values for K factor values "
+                             "(the last factor is not used), and use Δ_{k+1} = (1 − dt c_k) Δ_k + dt ε_k.")

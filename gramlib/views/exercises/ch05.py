@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import call_answer, compare, not_answered
+from . import call_answer, compare, compare_call, not_answered
 from ...mathematics.effective_gram import effective_gram, loo_residuals
 
 
@@ -20,11 +20,8 @@ def check_loo_limit(my_limit) -> bool:
         return False
 
     theta, r0 = _kernel_problem()
-    got = call_answer(my_limit, "my_limit", theta, r0)
-    if got is None:
-        return False
-    return compare(got, loo_residuals(theta, r0, np.inf), "ρ(∞)", rtol=1e-7, atol=1e-10,
-                   hint="ρ_i(∞) = [Θ⁻¹ r0]_i / [Θ⁻¹]_ii.")
+    return compare_call(my_limit, "my_limit", (theta, r0), loo_residuals(theta, r0, np.inf), "ρ(∞)",
+                        rtol=1e-7, atol=1e-10, hint="ρ_i(∞) = [Θ⁻¹ r0]_i / [Θ⁻¹]_ii.")
 
 
 def check_loo_descent(my_loo) -> bool:
@@ -52,8 +49,5 @@ def check_effective_gram_infinity(my_k) -> bool:
         return False
 
     theta, _ = _kernel_problem(n=6, p=10, key=7)
-    got = call_answer(my_k, "my_k", theta)
-    if got is None:
-        return False
-    return compare(got, effective_gram(theta, np.inf), "K_n(∞)", rtol=1e-7, atol=1e-12,
-                   hint="ρ(∞) = D⁻¹ Θ⁻¹ r0 and r(∞) = 0, so the gap is (1/2n)‖D⁻¹Θ⁻¹r0‖².")
+    return compare_call(my_k, "my_k", (theta,), effective_gram(theta, np.inf), "K_n(∞)", rtol=1e-7, atol=1e-12,
+                        hint="ρ(∞) = D⁻¹ Θ⁻¹ r0 and r(∞) = 0, so the gap is (1/2n)‖D⁻¹Θ⁻¹r0‖².")

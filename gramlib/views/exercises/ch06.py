@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import FAIL, call_answer, compare, not_answered
+from . import FAIL, call_answer, call_each, compare, not_answered
 
 
 def _problems():
@@ -22,14 +22,11 @@ def check_bottom_share(my_bottom_share) -> bool:
     """Check ``my_bottom_share(k_matrix, r, k)`` = share of ``‖r‖²`` in the ``k`` eigenvectors of smallest eigenvalue."""
     if not_answered(my_bottom_share):
         return False
-    got, want = [], []
-    for k_matrix, r, k in _problems():
-        value = call_answer(my_bottom_share, "my_bottom_share", k_matrix, r, k)
-        if value is None:
-            return False
-        lam, vecs = np.linalg.eigh(k_matrix)
-        got.append(value)
-        want.append(np.sum((vecs[:, :k].T @ r) ** 2) / (r @ r))
+    problems = _problems()
+    got = call_each(my_bottom_share, "my_bottom_share", problems)
+    if got is None:
+        return False
+    want = [np.sum((np.linalg.eigh(k_matrix)[1][:, :k].T @ r) ** 2) / (r @ r) for k_matrix, r, k in problems]
     return compare(got, want, "bottom-k share of ‖r‖²", rtol=1e-8, atol=1e-10,
                    hint="Sort eigenvalues ascending (np.linalg.eigh does), project r on the first k "
                         "eigenvectors, and divide the squared norm of the projection by ‖r‖².")
@@ -39,13 +36,11 @@ def check_random_gap(my_random_gap) -> bool:
     """Check ``my_random_gap(k_matrix, norm)`` = ``E uᵀKu`` for ``u`` of norm ``norm`` in a uniformly random direction."""
     if not_answered(my_random_gap):
         return False
-    got, want = [], []
-    for (k_matrix, r, _), norm in zip(_problems(), (1.0, 2.5, 0.3)):
-        value = call_answer(my_random_gap, "my_random_gap", k_matrix, norm)
-        if value is None:
-            return False
-        got.append(value)
-        want.append(norm**2 * np.trace(k_matrix) / k_matrix.shape[0])
+    cases = [(k_matrix, norm) for (k_matrix, _, _), norm in zip(_problems(), (1.0, 2.5, 0.3))]
+    got = call_each(my_random_gap, "my_random_gap", cases)
+    if got is None:
+        return False
+    want = [norm**2 * np.trace(k_matrix) / k_matrix.shape[0] for k_matrix, norm in cases]
     return compare(got, want, "random-direction gap E uᵀKu", rtol=1e-8, atol=1e-12,
                    hint="E[u uᵀ] = (‖u‖²/N) I for a uniformly random direction; take the expectation of uᵀKu = tr(K u uᵀ).")
 

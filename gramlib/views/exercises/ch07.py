@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import call_answer, compare, not_answered
+from . import call_answer, call_each, compare, not_answered
 from ...mathematics import effective_gram
 
 
@@ -27,15 +27,12 @@ def check_perturbation_factor(my_perturbation_factor) -> bool:
     """
     if not_answered(my_perturbation_factor):
         return False
-    got, want = [], []
-    for theta, rho, c in _problems():
-        value = call_answer(my_perturbation_factor, "my_perturbation_factor", theta, rho, c)
-        if value is None:
-            return False
-        n = len(rho) // c
-        blocks = [theta[i * c:(i + 1) * c, i * c:(i + 1) * c] for i in range(n)]
-        got.append(value)
-        want.append(sum(rho[i * c:(i + 1) * c] @ b @ rho[i * c:(i + 1) * c] for i, b in enumerate(blocks)) / n**2)
+    problems = _problems()
+    got = call_each(my_perturbation_factor, "my_perturbation_factor", problems)
+    if got is None:
+        return False
+    want = [sum(rho[i * c:(i + 1) * c] @ theta[i * c:(i + 1) * c, i * c:(i + 1) * c] @ rho[i * c:(i + 1) * c]
+                for i in range(len(rho) // c)) / (len(rho) // c) ** 2 for theta, rho, c in problems]
     return compare(got, want, "perturbation factor ε̄", rtol=1e-8, atol=1e-12,
                    hint="Only the C×C diagonal blocks Θ_ii enter (the squared gradient ‖J_iᵀ ρ_i‖² of the "
                         "sample each twin never saw); no −Θ/n term; divide the sum by n².")
@@ -45,16 +42,15 @@ def check_gcv(my_gcv) -> bool:
     """Check ``my_gcv(theta, r0, steps, lr)`` = ``(1/2n)‖r_k‖² / (tr(I − S_k)/N)²`` for one output."""
     if not_answered(my_gcv):
         return False
-    got, want = [], []
-    for (theta, r0, c), (steps, lr) in zip(_problems()[:2], ((7, 1.0), (30, 0.5))):
-        value = call_answer(my_gcv, "my_gcv", theta, r0, steps, lr)
-        if value is None:
-            return False
+    cases = [(theta, r0, steps, lr) for (theta, r0, _), (steps, lr) in zip(_problems()[:2], ((7, 1.0), (30, 0.5)))]
+    got = call_each(my_gcv, "my_gcv", cases)
+    if got is None:
+        return False
+    want = []
+    for theta, r0, steps, lr in cases:
         n = len(r0)
         m = np.linalg.matrix_power(np.eye(n) - lr / n * theta, steps)
-        r = m @ r0
-        got.append(value)
-        want.append(0.5 * (r @ r) / n / (np.trace(m) / n) ** 2)
+        want.append(0.5 * (m @ r0) @ (m @ r0) / n / (np.trace(m) / n) ** 2)
     return compare(got, want, "GCV", rtol=1e-8, atol=1e-12,
                    hint="I − S_k = (I − (η/n)Θ)^k; its trace over N replaces each 1 − [S_k]_ii.")
 
