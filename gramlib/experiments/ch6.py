@@ -245,7 +245,7 @@ def indefinite_example(seeds, *, n=4, times=(0.3, 1.0, 3.0, 10.0)):
         theta = random_gram(seed, n)
         ts = np.asarray(times) * n / np.linalg.eigvalsh(theta).max()
         k = np.asarray(effective_gram(theta, ts))
-        ratios = np.array([np.linalg.eigvalsh(m)[0] / np.abs(np.linalg.eigvalsh(m)).max() for m in k])
+        ratios = np.array([vals[0] / np.abs(vals).max() for vals in map(np.linalg.eigvalsh, k)])
         if ratios.min() < -1e-6:
             j = int(np.argmin(ratios))
             return IndefiniteExample(int(seed), theta, float(ts[j]), k[j])
