@@ -1,15 +1,17 @@
-"""Chapter 7's experiments: the table of predictions, its noise floor and its limits.
+"""Chapter 7's experiments: the table of predictions over many splits, and its limits.
 
-The settings (:data:`SCALES`), the data sets and networks of the table, and the
-``reproduce`` commands (``python -m gramlib reproduce ch7 | ch7-noise | ch7-limits``)
-that write the CSV tables and figures under ``results/``, resumably (:mod:`gramlib.results`:
-a rerun keeps the rows already computed with the same settings and computes only the others).
-The per-run pieces that the chapter also calls on its live runs are :func:`snapshot_rows`
-and :func:`noise_floor`.
+The settings (:data:`SCALES`: the cells of the table and how many independent splits each
+gets), the ``reproduce`` commands (``python -m gramlib reproduce ch7 | ch7-limits``) that
+write the CSV tables and figures under ``results/ch7/`` and ``results/ch7-limits/``, resumably
+(:mod:`gramlib.results`: a rerun keeps the rows already computed with the same settings and
+computes only the others), and the protocol's summary per cell (:func:`summarize`). The
+per-run pieces that the chapter also calls on its live runs are :func:`snapshot_rows` and
+:func:`noise_floor`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..mathematics.gap import interval
 from ..runs import data
 from ..runs.predict import frozen_kernel_losses, predict_test_loss, trajectory_loo
 from ..runs.train import recommended_loop
@@ -27,32 +30,47 @@ from ..views.figures import plot_predicted_vs_heldout, plot_snapshot_error
 from . import tasks
 from .results import fingerprint, in_float64, provenance, ResultTable, run_job, write_csv
 
-#: The settings of Chapter 7. ``"default"``: the CPU-scale table of the book
-#: (3 data sets × 2 architectures × 3 seeds, binary ±1 targets, n = 300,
-#: 1000 held-out samples). ``"paper"``: 10-class one-hot subsets of MNIST,
-#: Fashion-MNIST and CIFAR-10 with more samples (a GPU, e.g. Colab, and a
-#: download of the data are needed). ``"smoke"``: a seconds-long run of the
-#: same pipeline for tests.
+class Cell(NamedTuple):
+    """A cell of Chapter 7's table: a data set (:func:`gramlib.experiments.tasks.dataset`), its task and ``n``."""
+
+    dataset: str
+    task: object
+    n_train: int
+
+
+#: The settings of Chapter 7. ``"default"``: the CPU-scale table of the book: five cells
+#: that are all learned at ``n = 300`` (their random-label held-out loss is several times the
+#: true one): the 8×8 digits' parity, a teacher network's sign, and real 28×28 MNIST
+#: (:func:`gramlib.data.mnist`, shipped) as parity, 4 against 9, and 10 classes one-hot at
+#: ``n = 100``; ``splits`` independent splits (data, initialization, retrained subset) per MLP
+#: cell, ``cnn_splits`` per CNN cell (the CNN only on the small inputs of ``cnn_cells``), the
+#: twins of the first ``retrain_splits`` splits retrained, random labels on the first
+#: ``random_label_splits``. ``"paper"``: 10-class one-hot subsets of the full MNIST,
+#: Fashion-MNIST and CIFAR-10 with more samples (a GPU, e.g. Colab, and a download of the data
+#: are needed). ``"smoke"``: a seconds-long run of the same pipeline for tests.
 SCALES = {
-    "default": dict(datasets=("digits", "mnist1d", "teacher"), n_train=300, n_test=1000, task="parity",
-                    width=512, channels=16, lr=1.0, steps=3000, snapshots=30, brute_force=30,
-                    seeds=(0, 1, 2), random_label_seeds=(0,), snapshot_counts=(1, 2, 3, 5, 10, 15, 30),
-                    noise_splits=20),
-    "paper": dict(datasets=("mnist", "fashion_mnist", "cifar10"), n_train=500, n_test=2000, task="onehot",
-                  width=512, channels=32, lr=1.0, steps=1000, snapshots=20, brute_force=20,
-                  seeds=(0, 1, 2), random_label_seeds=(0,), snapshot_counts=(1, 2, 5, 10, 20),
-                  noise_splits=10),
-    "smoke": dict(datasets=("digits", "mnist1d", "teacher"), n_train=40, n_test=100, task="parity",
-                  width=32, channels=4, lr=1.0, steps=40, snapshots=4, brute_force=4,
-                  seeds=(0,), random_label_seeds=(0,), snapshot_counts=(1, 2, 4), noise_splits=3),
+    "default": dict(cells={"digits": Cell("digits", "parity", 300), "teacher": Cell("teacher", "sign", 300),
+                           "mnist-parity": Cell("mnist10k", "parity", 300), "mnist-4v9": Cell("mnist10k", (4, 9), 300),
+                           "mnist-10": Cell("mnist10k", "onehot", 100)},
+                    cnn_cells=("digits", "teacher"), n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
+                    snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, random_label_splits=1,
+                    snapshot_counts=(1, 2, 3, 5, 10, 15, 30)),
+    "paper": dict(cells={"mnist": Cell("mnist", "onehot", 500), "fashion_mnist": Cell("fashion_mnist", "onehot", 500),
+                         "cifar10": Cell("cifar10", "onehot", 500)},
+                  cnn_cells=("mnist", "fashion_mnist", "cifar10"), n_test=2000, width=512, channels=32, lr=1.0,
+                  steps=1000, snapshots=20, brute_force=20, splits=3, cnn_splits=3, retrain_splits=1,
+                  random_label_splits=1, snapshot_counts=(1, 2, 5, 10, 20)),
+    "smoke": dict(cells={"digits": Cell("digits", "parity", 40), "teacher": Cell("teacher", "sign", 40),
+                         "mnist-10": Cell("mnist10k", "onehot", 20)},
+                  cnn_cells=("digits",), n_test=100, width=32, channels=4, lr=1.0, steps=40, snapshots=4,
+                  brute_force=4, splits=3, cnn_splits=2, retrain_splits=1, random_label_splits=1,
+                  snapshot_counts=(1, 2, 4)),
 }
 
 
-#: The settings that determine a row of the table, the snapshots and the limits (their fingerprint
-#: is the row's ``settings`` column; ``retrain`` is added to it).
-RUN_SETTINGS = ("n_train", "n_test", "task", "width", "channels", "lr", "steps", "snapshots", "brute_force")
-#: The settings that determine a row of the noise floor.
-NOISE_SETTINGS = ("n_train", "n_test", "task", "width", "channels", "lr", "steps", "noise_splits")
+#: The settings that determine a row of the table and its snapshots (their fingerprint, with the
+#: row's :class:`Cell` and whether its twins are retrained, is the row's ``settings`` column).
+RUN_SETTINGS = ("n_test", "width", "channels", "lr", "steps", "snapshots", "brute_force")
 
 
 def scale_config(scale="default"):
@@ -125,15 +143,15 @@ def _restrict(setting, scale, archs, datasets, seeds):
     archs = tuple(archs)
     if not archs or set(archs) - {"mlp", "cnn"}:
         raise ValueError(f"archs must be a non-empty subset of ('mlp', 'cnn'), got {archs}")
-    for option, value, keys in (("datasets", datasets, ("datasets",)),
-                                ("seeds", seeds, ("seeds", "random_label_seeds"))):
-        if value is None:
-            continue
-        allowed = sorted(set().union(*(setting[k] for k in keys)))
-        if not value or set(value) - set(allowed):
-            raise ValueError(f"{option} must be a non-empty subset of {allowed} at scale {scale!r}, got {value}")
-        for k in keys:
-            setting[k] = tuple(v for v in setting[k] if v in set(value))
+    if datasets is not None:
+        if not datasets or set(datasets) - set(setting["cells"]):
+            raise ValueError(f"datasets must be a non-empty subset of {sorted(setting['cells'])} at scale "
+                             f"{scale!r}, got {datasets}")
+        setting["cells"] = {k: c for k, c in setting["cells"].items() if k in set(datasets)}
+    allowed = range(max(setting["splits"], setting["cnn_splits"], setting["random_label_splits"]))
+    if seeds is not None and (not seeds or set(seeds) - set(allowed)):
+        raise ValueError(f"seeds must be a non-empty subset of {list(allowed)} at scale {scale!r}, got {seeds}")
+    setting["seeds"] = tuple(allowed) if seeds is None else tuple(seeds)
     return setting, archs
 
 
@@ -143,43 +161,65 @@ def _output_folder(out_dir):
     return out
 
 
-@in_float64
-def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), datasets=None, seeds=None,
-                  retrain=True, progress=True, command=None):
-    """Regenerate Chapter 7's tables (CSV) and figures (PNG) under ``out_dir``, resumably.
+def table_keys(setting, archs, retrain=True):
+    """The runs of Chapter 7's table at ``setting``: one dict per run, in the table's order.
 
-    ``ch7_table.csv``: one row per run (data set, architecture, true or random
-    labels, seed) with the prediction, the held-out loss and every baseline;
-    ``ch7_summary.csv``: per cell, the means over seeds and the mean relative
-    errors; ``ch7_snapshots.csv``: the prediction with fewer kernel
-    snapshots (:func:`snapshot_rows`); ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``.
-    ``archs``, ``datasets`` and ``seeds`` restrict the runs to those
-    architectures, data sets and seeds (``None``: all of the scale's; a
-    random-label run is kept if its seed is kept); ``retrain=False`` skips the
-    brute-force retraining but still reports the predictions on the subsets it
-    would retrain (their ``brute_force`` and ``correlation`` are then empty).
-    Each row records its ``settings`` fingerprint and :func:`gramlib.results.provenance`
-    (``command``: the command line to record, default this process's); a run already in
-    the table with the same settings is not computed again, and every finished run is
-    written at once. Runs in float64 (the caller's setting is restored). Returns the
-    summary rows. The limits are :func:`reproduce_ch7_limits`.
+    Per cell of ``setting["cells"]`` and architecture (the CNN only on ``cnn_cells``): the
+    true-label runs of seeds ``0, 1, …`` (``splits`` of them for the MLP, ``cnn_splits`` for
+    the CNN), then the random-label runs of the first ``random_label_splits`` seeds; only
+    seeds in ``setting["seeds"]``. ``retrain`` is true for the true-label runs of the first
+    ``retrain_splits`` seeds (all false with ``retrain=False``).
+    """
+    keys = []
+    for name in setting["cells"]:
+        for arch in archs:
+            if arch == "cnn" and name not in setting["cnn_cells"]:
+                continue
+            count = setting["splits"] if arch == "mlp" else setting["cnn_splits"]
+            for labels, seeds in (("true", range(count)), ("random", range(setting["random_label_splits"]))):
+                keys += [{"dataset": name, "arch": arch, "labels": labels, "seed": seed,
+                          "retrain": bool(retrain and labels == "true" and seed < setting["retrain_splits"])}
+                         for seed in seeds if seed in setting["seeds"]]
+    return keys
+
+
+@in_float64
+def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"), datasets=None, seeds=None,
+                  retrain=True, progress=True, command=None):
+    """Regenerate Chapter 7's table (CSV) and figures (PNG) under ``out_dir``, resumably.
+
+    Every run (:func:`table_keys`) is one split ``s``: ``PRNGKey(s)`` draws the data, the
+    initialization and the subset of twins. Per run, ``ch7_table.csv`` holds the prediction,
+    the held-out loss and every baseline (:func:`gramlib.predict.predict_test_loss`; the twins
+    retrained where the key says so, else only the prediction on their subset), and the exact
+    leave-one-out and held-out losses of the network linearized at the same initialization on
+    the same split (``exact_loo``, ``linearized_held_out``: :func:`gramlib.predict.frozen_kernel_losses`),
+    the noise floor of leave-one-out itself. ``ch7_summary.csv``: per cell, :func:`summarize`;
+    ``ch7_snapshots.csv``: the true-label predictions with fewer kernel snapshots
+    (:func:`snapshot_rows`); ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``.
+    ``archs``, ``datasets`` (cell names) and ``seeds`` restrict the runs (``None``: all of the
+    scale's); ``retrain=False`` retrains no twins. Each row records its ``settings`` fingerprint
+    (the scale's :data:`RUN_SETTINGS`, the row's :class:`Cell` and ``retrain``) and
+    :func:`gramlib.results.provenance` (``command``: the command line to record, default this
+    process's); a run already in the table with the same settings is not computed again, and
+    every finished run is written at once. Runs in float64 (the caller's setting is restored).
+    Returns the summary rows. The limits are :func:`reproduce_ch7_limits`.
     """
     setting, archs = _restrict(scale_config(scale), scale, archs, datasets, seeds)
     out = _output_folder(out_dir)
-    settings = _fingerprint(setting, RUN_SETTINGS, retrain=bool(retrain))
     extra = provenance(command)
     table = ResultTable(out / "ch7_table.csv", ("dataset", "arch", "labels", "seed", "settings"))
     snaps = ResultTable(out / "ch7_snapshots.csv", ("dataset", "arch", "seed", "snapshots", "settings"))
-    keys = [{"dataset": name, "arch": arch, "labels": labels, "seed": seed, "settings": settings}
-            for name in setting["datasets"] for arch in archs
-            for labels, seeds in (("true", setting["seeds"]), ("random", setting["random_label_seeds"]))
-            for seed in seeds]
+    keys = [{**k, "settings": _fingerprint(setting, RUN_SETTINGS, cell=setting["cells"][k["dataset"]],
+                                           retrain=k["retrain"])} for k in table_keys(setting, archs, retrain)]
     model_of = {}  # one model object per cell, so that compiled code is reused across seeds
+    time_ = setting["lr"] * setting["steps"]
 
     def compute(key):
         name, arch, labels, seed = key["dataset"], key["arch"], key["labels"], key["seed"]
+        cell = setting["cells"][name]
         k_data, k_run, k_labels = jax.random.split(jax.random.PRNGKey(seed), 3)
-        ds, shape = tasks.dataset(name, setting["n_train"], setting["n_test"], key=k_data, task=setting["task"])
+        ds, shape = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=k_data, task=cell.task)
         if labels == "random":
             ds = data.random_labels(ds, key=k_labels)
         if (name, arch) not in model_of:
@@ -189,29 +229,34 @@ def reproduce_ch7(out_dir="results", scale="default", *, archs=("mlp", "cnn"), d
         start = time.time()
         p = predict_test_loss(model, ds, key=k_run, lr=setting["lr"], steps=setting["steps"],
                               snapshots=setting["snapshots"], brute_force=setting["brute_force"],
-                              retrain=retrain, loop=loop, progress=progress)
+                              retrain=key["retrain"], loop=loop, progress=progress)
+        exact_loo, linear_held = frozen_kernel_losses(model, ds, key=k_run, time=time_)
         seconds = time.time() - start
         if labels == "true":  # the snapshot rows first: a run counts as done once its table row is written
             for row in snapshot_rows(p, setting["snapshot_counts"]):
-                snaps.put({"dataset": name, "arch": arch, "seed": seed, **row, "settings": settings, **extra})
+                snaps.put({"dataset": name, "arch": arch, "seed": seed, **row, "settings": key["settings"], **extra})
         if progress:
-            print(f"{name:8s} {arch} {labels:6s} seed {seed}: predicted {p.predicted:.4f} held-out "
-                  f"{p.held_out:.4f} GCV {p.gcv:.4f} corr {p.correlation:.4f} ({seconds:.0f} s)", flush=True)
-        return {**p.row(), "loop": loop, "seconds": seconds}
+            print(f"{name:12s} {arch} {labels:6s} seed {seed}: predicted {p.predicted:.4f} held-out "
+                  f"{p.held_out:.4f} | exact LOO {exact_loo:.4f} linearized held-out {linear_held:.4f} | "
+                  f"twins {p.brute_force:.4f} on subset {p.predicted_on_subset:.4f} ({seconds:.0f} s)", flush=True)
+        return {**p.row(), "exact_loo": exact_loo, "linearized_held_out": linear_held, "loop": loop,
+                "seconds": seconds}
 
-    rows = run_job(table, keys, compute, extra=extra)
+    rows = run_job(table, tqdm(keys, desc="Chapter 7 runs", disable=not progress), compute, extra=extra)
+    settings = {k["settings"] for k in keys}
     true_runs = {(k["dataset"], k["arch"], k["seed"]) for k in keys if k["labels"] == "true"}
-    snap_rows = [s for s in snaps.rows if s.get("settings") == settings
+    snap_rows = [s for s in snaps.rows if s.get("settings") in settings
                  and (s["dataset"], s["arch"], s["seed"]) in true_runs
                  and s["snapshots"] in setting["snapshot_counts"]]
-    summary = [{**c, "settings": settings, **extra} for c in summarize(rows)]
+    summary = [{**c, **extra} for c in summarize(rows)]
     write_csv(out / "ch7_summary.csv", summary)
     figures(rows, snap_rows, out)
     return summary
 
 
 @in_float64
-def reproduce_ch7_limits(out_dir="results", scale="default", *, retrain=True, progress=True, command=None):
+def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retrain=True, progress=True,
+                         command=None):
     """Chapter 7's limits: a 4-layer ReLU MLP on the digits at ``η/2, η, 2η`` (strong feature learning).
 
     Writes ``ch7_limits.csv``: per learning rate, the prediction (two-time and
@@ -223,11 +268,12 @@ def reproduce_ch7_limits(out_dir="results", scale="default", *, retrain=True, pr
     Returns the rows.
     """
     setting = scale_config(scale)
-    if setting["task"] != "parity":
-        raise ValueError(f"the limits run on the digits' parity task; scale {scale!r} has task {setting['task']!r}")
+    cell = setting["cells"].get("digits")
+    if cell is None or cell.task != "parity":
+        raise ValueError(f"the limits run on the digits' parity task, which scale {scale!r} does not have")
     out = _output_folder(out_dir)
-    settings = _fingerprint(setting, RUN_SETTINGS, retrain=bool(retrain))
-    ds, shape = tasks.dataset("digits", setting["n_train"], setting["n_test"], key=jax.random.PRNGKey(0))
+    settings = _fingerprint(setting, RUN_SETTINGS, cell=cell, retrain=bool(retrain))
+    ds, shape = tasks.dataset("digits", cell.n_train, setting["n_test"], key=jax.random.PRNGKey(0))
     deep = tasks.architecture_deep_relu(shape, setting, np.float64)
 
     def compute(key):
@@ -248,57 +294,62 @@ def reproduce_ch7_limits(out_dir="results", scale="default", *, retrain=True, pr
     return run_job(table, keys, compute, extra=provenance(command))
 
 
-@in_float64
-def reproduce_ch7_noise(out_dir="results", scale="default", *, archs=("mlp", "cnn"), progress=True, command=None):
-    """The sampling noise of leave-one-out at the scale of Chapter 7's table: ``ch7_noise.csv``.
+def _signed(rows, estimate, reference):
+    """``(estimate − reference) / reference`` per row, as an array."""
+    return np.array([r[estimate] / r[reference] - 1 for r in rows])
 
-    For each data set and architecture, :func:`noise_floor` over ``noise_splits``
-    fresh splits (seeds 1000, 1001, …, disjoint from the table's). One row
-    per cell: the means of the exact leave-one-out and held-out losses, the mean, median
-    and 90th percentile of ``|LOO − held-out| / held-out``, and the share of splits above
-    10%. Resumable and with provenance like :func:`reproduce_ch7`. Returns the rows.
-    """
-    setting = scale_config(scale)
-    setting, archs = _restrict(setting, scale, archs, None, None)
-    out = _output_folder(out_dir)
-    settings = _fingerprint(setting, NOISE_SETTINGS)
 
-    def compute(key):
-        f = noise_floor(key["dataset"], setting, splits=setting["noise_splits"], arch=key["arch"])
-        return {"splits": len(f.loo), "loo": float(f.loo.mean()), "held_out": float(f.held_out.mean()),
-                "mean_relative_error": float(f.relative.mean()),
-                "median_relative_error": float(np.median(f.relative)),
-                "p90_relative_error": float(np.quantile(f.relative, 0.9)),
-                "share_above_10pct": float(np.mean(f.relative > 0.10))}
-
-    keys = [{"dataset": name, "arch": arch, "settings": settings} for name in setting["datasets"] for arch in archs]
-    table = ResultTable(out / "ch7_noise.csv", ("dataset", "arch", "settings"))
-    return run_job(table, tqdm(keys, desc="noise floor", disable=not progress), compute,
-                   extra=provenance(command))
+def _mean_and_half(values):
+    """The mean of ``values`` and the half-width of its 95% Student-t interval (``nan`` with fewer than 2 values)."""
+    if len(values) < 2:
+        return (float(np.mean(values)) if len(values) else math.nan), math.nan
+    est = interval(np.asarray(values, dtype=float), student=True)
+    return float(est.mean), float(est.half_width)
 
 
 def summarize(rows):
-    """Per (data set, architecture): means over seeds of the true-label runs, and the random-label means."""
+    """Per cell (data set, architecture): Chapter 7's protocol over the cell's splits.
+
+    Over the true-label runs (``splits``): the mean held-out and predicted losses; the
+    prediction's signed relative error ``(L̂ − L_test)/L_test`` (``error``, with the
+    half-width ``error_half`` of its 95% Student-t interval over the splits, :func:`gramlib.gap.interval`) and its mean
+    absolute value (``abs_error``); the same for the exact leave-one-out of the linearized
+    network on the same splits against its own held-out loss (``floor``, ``floor_half``,
+    ``abs_floor``), for the one-time kernel (``one_time_error``), GCV (``gcv_error``) and the
+    linearized network's LOO (``linearized_error``), each against the run's held-out loss. On
+    the retrained runs (``retrained``): the prediction on the twins' subset against the twins,
+    ``(L̂_subset − L_twins)/L_twins``, signed (``twin_error``, ``twin_error_half``) and absolute
+    (``twin_abs_error``), the one-time kernel's (``one_time_twin_error``) and the lowest
+    per-sample correlation (``min_correlation``). Random labels: the mean held-out and predicted
+    losses and ``learned``, the random-label held-out loss over the true one.
+    """
     cells = []
-    for name in dict.fromkeys(r["dataset"] for r in rows):
-        for arch in ("mlp", "cnn"):
-            true = [r for r in rows if (r["dataset"], r["arch"], r["labels"]) == (name, arch, "true")]
-            rand = [r for r in rows if (r["dataset"], r["arch"], r["labels"]) == (name, arch, "random")]
-            if not true:
-                continue
-            mean = lambda rs, k: float(np.mean([r[k] for r in rs])) if rs else float("nan")  # noqa: E731
-            cells.append({
-                "dataset": name, "arch": arch, "runs": len(true),
-                "predicted": mean(true, "predicted"), "held_out": mean(true, "held_out"),
-                "relative_error": mean(true, "relative_error"), "one_time": mean(true, "one_time"),
-                "one_time_relative_error": mean(true, "one_time_relative_error"), "gcv": mean(true, "gcv"),
-                "gcv_relative_error": mean(true, "gcv_relative_error"),
-                "linearized": mean(true, "linearized"), "ntk_bound": mean(true, "ntk_bound"),
-                "contraction_free": mean(true, "contraction_free"), "brute_force": mean(true, "brute_force"),
-                "predicted_on_subset": mean(true, "predicted_on_subset"),
-                "min_correlation": float(np.min([r["correlation"] for r in true])),
-                "random_predicted": mean(rand, "predicted"), "random_held_out": mean(rand, "held_out"),
-            })
+    for name, arch in dict.fromkeys((r["dataset"], r["arch"]) for r in rows):
+        true = [r for r in rows if (r["dataset"], r["arch"], r["labels"]) == (name, arch, "true")]
+        rand = [r for r in rows if (r["dataset"], r["arch"], r["labels"]) == (name, arch, "random")]
+        twins = [r for r in true if not math.isnan(r["brute_force"])]
+        if not true:
+            continue
+        error, floor = _signed(true, "predicted", "held_out"), _signed(true, "exact_loo", "linearized_held_out")
+        twin = _signed(twins, "predicted_on_subset", "brute_force")
+        mean = lambda rs, k: float(np.mean([r[k] for r in rs])) if rs else math.nan  # noqa: E731
+        cell = {"dataset": name, "arch": arch, "splits": len(true),
+                "held_out": mean(true, "held_out"), "predicted": mean(true, "predicted")}
+        cell["error"], cell["error_half"] = _mean_and_half(error)
+        cell["abs_error"] = float(np.mean(np.abs(error)))
+        cell["floor"], cell["floor_half"] = _mean_and_half(floor)
+        cell["abs_floor"] = float(np.mean(np.abs(floor)))
+        for key, column in (("one_time_error", "one_time"), ("gcv_error", "gcv"), ("linearized_error", "linearized")):
+            cell[key] = float(np.mean(_signed(true, column, "held_out")))
+        cell["retrained"] = len(twins)
+        cell["twin_error"], cell["twin_error_half"] = _mean_and_half(twin)
+        cell["twin_abs_error"] = float(np.mean(np.abs(twin))) if len(twins) else math.nan
+        cell["one_time_twin_error"] = (float(np.mean(_signed(twins, "one_time_on_subset", "brute_force")))
+                                       if twins else math.nan)
+        cell["min_correlation"] = float(np.min([r["correlation"] for r in twins])) if twins else math.nan
+        cell["random_held_out"], cell["random_predicted"] = mean(rand, "held_out"), mean(rand, "predicted")
+        cell["learned"] = cell["random_held_out"] / cell["held_out"]
+        cells.append(cell)
     return cells
 
 

@@ -7,9 +7,9 @@ import math
 from ..runs import data, models
 
 #: The input shape each data set's CNN needs, and the label the chapters print.
-SHAPES = {"digits": (8, 8, 1), "mnist1d": (40, 1), "teacher": (32, 1), "mnist": (28, 28, 1),
+SHAPES = {"digits": (8, 8, 1), "mnist1d": (40, 1), "teacher": (32, 1), "mnist10k": (28, 28, 1), "mnist": (28, 28, 1),
           "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
-LABELS = {"digits": "digits", "mnist1d": "MNIST-1D", "teacher": "teacher", "mnist": "MNIST",
+LABELS = {"digits": "digits", "mnist1d": "MNIST-1D", "teacher": "teacher", "mnist10k": "MNIST", "mnist": "MNIST",
           "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
@@ -24,8 +24,9 @@ def dataset(name, n_train, n_test, *, key, task="parity"):
     """A data set of Chapters 6–7 by name, with the input shape its CNN needs: ``(Dataset, shape)``.
 
     ``"digits"`` (at most as many held-out samples as the 1797 digits leave), ``"mnist1d"``,
-    ``"teacher"`` (its own ±1 target; ``task`` does not apply), or an image set of
-    :func:`gramlib.data.images` (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``).
+    ``"teacher"`` (its own ±1 target; ``task`` does not apply), ``"mnist10k"`` (the 10,000
+    real MNIST digits shipped in ``data/``, :func:`gramlib.data.mnist`), or an image set of
+    :func:`gramlib.data.images`, downloaded once (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``).
     """
     if name not in SHAPES:
         raise ValueError(f"unknown dataset {name!r}; use one of {sorted(SHAPES)}")
@@ -35,6 +36,8 @@ def dataset(name, n_train, n_test, *, key, task="parity"):
         ds = data.mnist1d(n_train, n_test, key=key, task=task)
     elif name == "teacher":
         ds = data.teacher(n_train, n_test, key=key)
+    elif name == "mnist10k":
+        ds = data.mnist(n_train, n_test, key=key, task=task)
     else:
         ds = data.images(name, n_train, n_test, key=key, task=task)
     return ds, SHAPES[name]

@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 from .. import _checks
 from .bounds import (ntk_norm_bound, stability_bound, two_point_gap, two_point_loo_gap,  # noqa: F401
@@ -47,16 +48,20 @@ class Estimate(NamedTuple):
     half_width: np.ndarray
 
 
-def interval(samples, axis=0) -> Estimate:
-    """Mean of i.i.d. Monte Carlo ``samples`` along ``axis`` with a 95% interval.
+def interval(samples, axis=0, *, student=False) -> Estimate:
+    """Mean of i.i.d. ``samples`` along ``axis`` with a 95% interval.
 
-    ``half_width = 1.96 · sd / √N`` (normal approximation, ``N`` = number of samples).
+    ``half_width = z · sd / √N`` (``N`` = number of samples, ``sd`` with ``N − 1``): the
+    normal quantile ``z = 1.96`` for Monte Carlo over many draws, or with ``student=True`` the
+    Student-t quantile ``t_{0.975, N−1}`` (2.262 for ``N = 10``), exact for normal samples and
+    the honest choice for a few independent splits (Chapter 7's table).
     """
     a = _checks.array(samples, "samples", ndim=(1, 2, 3))
     m = a.shape[axis]
     if m < 2:
-        raise ValueError(f"samples must hold at least 2 Monte Carlo draws along axis {axis}, got {m}")
-    return Estimate(a.mean(axis=axis), Z95 * a.std(axis=axis, ddof=1) / math.sqrt(m))
+        raise ValueError(f"samples must hold at least 2 draws along axis {axis}, got {m}")
+    z = float(scipy.stats.t.ppf(0.975, m - 1)) if student else Z95
+    return Estimate(a.mean(axis=axis), z * a.std(axis=axis, ddof=1) / math.sqrt(m))
 
 
 # --------------------------------------------------------------------------------------
