@@ -36,6 +36,8 @@ INT_COLUMNS = frozenset({"seed", "snapshots", "runs", "splits", "n", "k", "cpu_c
 BOOL_COLUMNS = frozenset({"diverged"})
 
 _REPOSITORY = Path(__file__).resolve().parents[2]
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process's umask (os.umask can only read it by setting it)
 
 
 def write_csv(path, rows):
@@ -52,6 +54,7 @@ def write_csv(path, rows):
     columns = list(dict.fromkeys(k for r in rows for k in r))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private (0600); a table is an ordinary file
         with os.fdopen(fd, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns, restval="")
             writer.writeheader()
