@@ -12,6 +12,7 @@ was computed (:func:`provenance`).
 from __future__ import annotations
 
 import csv
+import fcntl
 import functools
 import hashlib
 import json
@@ -126,13 +127,15 @@ def provenance(command=None):
 
 
 class ResultTable:
-    """A CSV table that a job fills row by row, resumably.
+    """A CSV table that a job fills row by row, resumably, also from several processes at once.
 
     ``key_columns`` name the columns that identify a row (with a ``settings`` fingerprint
-    among them, rows of other settings have other keys). The rows already in ``path`` are
-    read once; :meth:`get` returns the stored row of a key (``None`` if it was not computed),
-    :meth:`put` adds or replaces a row and rewrites the whole table atomically
-    (:func:`write_csv`), keeping every other row in its place.
+    among them, rows of other settings have other keys). :meth:`get` returns the stored row of
+    a key (``None`` if it was not computed), :meth:`put` adds or replaces a row and rewrites the
+    whole table atomically (:func:`write_csv`), keeping every other row in its place. Each
+    :meth:`put` holds a lock (``fcntl.flock`` on ``<path>.lock``) and re-reads the file first, so
+    that processes filling different rows of one table (e.g. ``reproduce ch7 --archs mlp`` and
+    ``--archs cnn`` side by side) keep each other's rows.
     """
 
     def __init__(self, path, key_columns):
@@ -148,20 +151,27 @@ class ResultTable:
             raise ValueError(f"a row of {self.path.name} lacks its key column(s) {missing}")
         return tuple(str(row[c]) for c in self.key_columns)
 
+    def _index(self, key):
+        return next((i for i, r in enumerate(self.rows)
+                     if all(c in r for c in self.key_columns) and self.key(r) == key), None)
+
     def get(self, key_row):
         """The stored row with the key of ``key_row`` (a dict holding the key columns), or ``None``."""
-        key = self.key(key_row)
-        return next((r for r in self.rows if all(c in r for c in self.key_columns) and self.key(r) == key), None)
+        at = self._index(self.key(key_row))
+        return None if at is None else self.rows[at]
 
     def put(self, row):
         """Add ``row`` (or replace the stored row of its key) and write the table at once."""
         key = self.key(row)
-        at = [i for i, r in enumerate(self.rows) if all(c in r for c in self.key_columns) and self.key(r) == key]
-        if at:
-            self.rows[at[0]] = row
-        else:
-            self.rows.append(row)
-        write_csv(self.path, self.rows)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            self.rows = read_table(self.path) if self.path.exists() else []
+            at = self._index(key)
+            if at is None:
+                self.rows.append(row)
+            else:
+                self.rows[at] = row
+            write_csv(self.path, self.rows)
         return row
 
 
