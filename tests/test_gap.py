@@ -158,6 +158,20 @@ def test_interval_matches_normal_formula():
     np.testing.assert_allclose(est.half_width, 1.959963984540054 * x.std(0, ddof=1) / 2.0)
 
 
+def test_student_interval_uses_the_t_quantile_and_covers_95_percent():
+    x = np.array([[1.0, 2.0], [3.0, 5.0], [2.0, 2.0], [6.0, 0.0]])
+    est = gap.interval(x, student=True)  # t_{0.975, 3} = 3.182446305284263 (printed tables)
+    np.testing.assert_allclose(est.half_width, 3.182446305284263 * x.std(0, ddof=1) / 2.0, rtol=1e-12)
+    assert abs(gap.interval(np.arange(10.0), student=True).half_width / (np.arange(10.0).std(ddof=1) / np.sqrt(10))
+               - 2.262157) < 1e-6  # t_{0.975, 9}, printed tables
+    draws = np.random.default_rng(0).normal(size=(4, 20000))  # 20,000 samples of 4 normal draws
+    est = gap.interval(draws, student=True)
+    normal = gap.interval(draws)
+    covered = np.mean(np.abs(est.mean) <= est.half_width)
+    assert abs(covered - 0.95) < 0.01  # exact for normal samples; the normal quantile covers far less
+    assert np.mean(np.abs(normal.mean) <= normal.half_width) < 0.9
+
+
 # ------------------------------------------------------------- two-point example
 
 

@@ -34,7 +34,7 @@ TEXT_COLUMNS = frozenset({"dataset", "arch", "labels", "baseline_dynamics", "set
                           "command", "platform", "jax_backend", "device_kind", "commit", "jax_version"})
 #: Columns read as integers, and as booleans (``True``/``False``).
 INT_COLUMNS = frozenset({"seed", "snapshots", "runs", "splits", "n", "k", "cpu_count"})
-BOOL_COLUMNS = frozenset({"diverged"})
+BOOL_COLUMNS = frozenset({"diverged", "retrain"})
 
 _REPOSITORY = Path(__file__).resolve().parents[2]
 _UMASK = os.umask(0o022)
