@@ -4,8 +4,9 @@ Commands:
 
 ``student``
     write student copies of chapter notebooks (see :mod:`gramlib.student`).
-``reproduce ch6|ch7|ch7-limits``
-    regenerate a chapter's tables (CSV) and figures (PNG) under ``results/`` (``ch7``: the
+``reproduce ch6|ch6-runs|ch7|ch7-limits``
+    regenerate a chapter's tables (CSV) and figures (PNG) under ``results/`` (``ch6-runs``:
+    the alignment of trained networks with their runs' ``K_traj``, in ``results/ch6/``; ``ch7``: the
     table over many splits, in ``results/ch7/``; ``ch7-limits``: a deep ReLU network at three
     learning rates, in ``results/ch7-limits/``), with progress bars; options
     ``--scale default|paper`` (``paper``: the larger GPU setting), ``--out DIR``, for ``ch7``
@@ -25,14 +26,15 @@ import sys
 
 
 def reproduce(argv) -> None:
-    """``reproduce ch6|ch7|ch7-limits [--scale …] [--out DIR] [--archs mlp cnn] [--no-retrain]``."""
+    """``reproduce ch6|ch6-runs|ch7|ch7-limits [--scale …] [--out DIR] [--archs mlp cnn] [--no-retrain]``."""
     parser = argparse.ArgumentParser(prog="python -m gramlib reproduce",
                                      description="Regenerate a chapter's tables and figures.")
-    parser.add_argument("chapter", choices=["ch6", "ch7", "ch7-limits"])
+    parser.add_argument("chapter", choices=["ch6", "ch6-runs", "ch7", "ch7-limits"])
     parser.add_argument("--scale", default="default", choices=["default", "paper", "smoke"],
                         help="default: the CPU scale of the book; paper: the larger GPU setting; "
                              "smoke: a seconds-long check of the pipeline")
-    parser.add_argument("--out", help="output folder (default: results/ch7, results/ch7-limits or results)")
+    parser.add_argument("--out", help="output folder (default: results/ch7, results/ch7-limits, results/ch6 "
+                                      "for ch6-runs, results for ch6)")
     parser.add_argument("--archs", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"],
                         help="ch7: the architectures to run (default: both)")
     parser.add_argument("--datasets", nargs="+", help="ch7: only these cells of the table (default: all of the scale's)")
@@ -52,6 +54,10 @@ def reproduce(argv) -> None:
         from gramlib.experiments.ch7 import reproduce_ch7_limits
 
         reproduce_ch7_limits(args.out or "results/ch7-limits", args.scale, retrain=args.retrain, command=command)
+    elif args.chapter == "ch6-runs":
+        from gramlib.experiments.real_alignment import reproduce_ch6_runs
+
+        reproduce_ch6_runs(args.out or "results/ch6", args.scale, command=command)
     else:
         from gramlib.experiments.ch6 import reproduce_ch6
 

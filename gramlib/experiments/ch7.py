@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -156,12 +155,6 @@ def _restrict(setting, scale, archs, datasets, seeds):
     return setting, archs
 
 
-def _output_folder(out_dir):
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def table_keys(setting, archs, retrain=True):
     """The runs of Chapter 7's table at ``setting``: one dict per run, in the table's order.
 
@@ -207,7 +200,7 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     Returns the summary rows. The limits are :func:`reproduce_ch7_limits`.
     """
     setting, archs = _restrict(scale_config(scale), scale, archs, datasets, seeds)
-    out = _output_folder(out_dir)
+    out = tasks.output_folder(out_dir)
     extra = provenance(command)
     table = ResultTable(out / "ch7_table.csv", ("dataset", "arch", "labels", "seed", "settings"))
     snaps = ResultTable(out / "ch7_snapshots.csv", ("dataset", "arch", "seed", "snapshots", "settings"))
@@ -272,7 +265,7 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
     cell = setting["cells"].get("digits")
     if cell is None or cell.task != "parity":
         raise ValueError(f"the limits run on the digits' parity task, which scale {scale!r} does not have")
-    out = _output_folder(out_dir)
+    out = tasks.output_folder(out_dir)
     settings = _fingerprint(setting, RUN_SETTINGS, cell=cell, retrain=bool(retrain))
     ds, shape = tasks.dataset("digits", cell.n_train, setting["n_test"], key=jax.random.PRNGKey(0))
     deep = tasks.architecture_deep_relu(shape, setting, np.float64)

@@ -4,22 +4,30 @@ Chapter 6 measures alignment on linearized networks, whose kernel is frozen. A r
 moves its kernel; :func:`gramlib.mathematics.trajectory_gram.trajectory_effective_gram`
 turns the run's kernel snapshots into ``K_traj``, and :func:`run_alignment` trains the
 network, builds ``K_traj`` and measures how ``‖r0‖²`` sits in its bottom eigenvectors, beside
-the network's measured train and held-out losses.
+the network's measured train and held-out losses. :func:`reproduce_ch6_runs` does so for
+every trained network of Chapter 6's comparison (:data:`SCALES`): true against random labels,
+MLP against CNN on the same digits, data set against data set, over several seeds
+(``python -m gramlib reproduce ch6-runs``, ``results/ch6/ch6_runs.csv``).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from .. import _checks
 from ..mathematics.alignment import bottom_count, cumulative_share
 from ..mathematics.kernel_flow import residual_loss
 from ..mathematics.trajectory_gram import trajectory_effective_gram
 from ..runs.predict import held_out_loss, trajectory_loo
+from ..runs import data
 from ..runs.train import gradient_descent, recommended_loop
+from . import tasks
+from .results import fingerprint, in_float64, provenance, ResultTable, run_job
 
 
 class RunAlignment(NamedTuple):
@@ -75,3 +83,61 @@ def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapsho
         test_loss=held_out_loss(model.apply, run.params, jnp.asarray(dataset.x_test), y_test),
         eigenvalues=vals,
     )
+
+
+#: Chapter 6's trained networks: ``networks`` are ``(data set, task, architecture)`` triples
+#: (:func:`gramlib.experiments.tasks.dataset`, :func:`~gramlib.experiments.tasks.architecture`),
+#: each trained on true and on random labels of the same inputs for every seed; the run's
+#: settings as in :func:`run_alignment`.
+SCALES = {
+    "default": dict(networks=(("digits", "parity", "mlp"), ("digits", "parity", "cnn"),
+                              ("mnist10k", "parity", "mlp"), ("mnist10k", (4, 9), "mlp")),
+                    n_train=200, n_test=1000, width=512, channels=16, lr=1.0, steps=3000, snapshots=30,
+                    fraction=0.1, seeds=(0, 1, 2)),
+    "smoke": dict(networks=(("digits", "parity", "mlp"), ("digits", "parity", "cnn"), ("mnist10k", (4, 9), "mlp")),
+                  n_train=30, n_test=60, width=32, channels=4, lr=1.0, steps=60, snapshots=4, fraction=0.1,
+                  seeds=(0, 1)),
+}
+_RUN_SETTINGS = ("n_train", "n_test", "width", "channels", "lr", "steps", "snapshots", "fraction")
+
+
+def network_name(dataset, task, arch):
+    """The label of a trained network in Chapter 6's table, e.g. ``"MLP / MNIST 4 vs 9"``."""
+    what = "parity" if task == "parity" else f"{task[0]} vs {task[1]}"
+    return f"{arch.upper()} / {tasks.LABELS[dataset]} {what}"
+
+
+@in_float64
+def reproduce_ch6_runs(out_dir="results/ch6", scale="default", *, progress=True, command=None):
+    """Chapter 6 on trained networks: :func:`run_alignment` for every network, label set and seed.
+
+    Seed ``s`` draws the split and the initialization from ``PRNGKey(s)`` and the random labels
+    (the same inputs, every label redrawn at random: :func:`gramlib.data.random_labels`) from it; true and
+    random labels start from the same weights. Writes ``ch6_runs.csv``, one row per run
+    (``network``, ``labels``, ``seed`` and the fields of :class:`RunAlignment` but the
+    eigenvalues), resumably and with provenance like :func:`gramlib.experiments.ch7.reproduce_ch7`.
+    Runs in float64. Returns the rows.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
+    setting = dict(SCALES[scale])
+    out = tasks.output_folder(out_dir)
+    settings = fingerprint({k: setting[k] for k in _RUN_SETTINGS})
+    keys = [{"network": network_name(*net), "labels": labels, "seed": seed, "settings": settings}
+            for net in setting["networks"] for seed in setting["seeds"] for labels in ("true", "random")]
+    by_name = {network_name(*net): net for net in setting["networks"]}
+
+    def compute(key):
+        name, task, arch = by_name[key["network"]]
+        k_data, k_init, k_labels = jax.random.split(jax.random.PRNGKey(key["seed"]), 3)
+        ds, shape = tasks.dataset(name, setting["n_train"], setting["n_test"], key=k_data, task=task)
+        if key["labels"] == "random":
+            ds = data.random_labels(ds, key=k_labels)
+        model = tasks.architecture(arch, shape, 1, setting, np.float64)
+        a = run_alignment(model, model.init(k_init), ds, ds.y_train, ds.y_test, lr=setting["lr"],
+                          steps=setting["steps"], snapshots=setting["snapshots"], fraction=setting["fraction"])
+        return {k: float(v) for k, v in a._asdict().items() if k != "eigenvalues"}
+
+    table = ResultTable(out / "ch6_runs.csv", ("network", "labels", "seed", "settings"))
+    return run_job(table, tqdm(keys, desc="Chapter 6, trained networks", disable=not progress), compute,
+                   extra=provenance(command))
