@@ -478,3 +478,24 @@ def test_alignment_of_a_trained_network_with_its_runs_effective_gram_matrix():
     assert 0 < out.test_loss and abs(out.predicted / out.trajectory - 1) < 0.05
     with pytest.raises(ValueError, match="y_train"):
         real_alignment.run_alignment(model, params, ds, ds.y_train[:5], ds.y_test, lr=1.0, steps=6, snapshots=2)
+
+
+def test_chapter_6_runs_table_is_run_alignment_per_seed_and_resumes(tmp_path, monkeypatch):
+    from gramlib import real_alignment
+
+    small = dict(real_alignment.SCALES["smoke"], networks=(("digits", (0, 1), "mlp"),), seeds=(3,), steps=20)
+    monkeypatch.setitem(real_alignment.SCALES, "smoke", small)
+    rows = real_alignment.reproduce_ch6_runs(tmp_path, "smoke", progress=False)
+    assert [(r["network"], r["labels"], r["seed"]) for r in rows] == [("MLP / digits 0 vs 1", "true", 3),
+                                                                      ("MLP / digits 0 vs 1", "random", 3)]
+    k_data, k_init, k_labels = jax.random.split(jax.random.PRNGKey(3), 3)  # seed 3: its split and weights
+    ds = data.random_labels(data.digits(30, 60, key=k_data, task=(0, 1)), key=k_labels)
+    model = tasks.architecture("mlp", (8, 8, 1), 1, small, jnp.float64)
+    want = real_alignment.run_alignment(model, model.init(k_init), ds, ds.y_train, ds.y_test, lr=1.0, steps=20,
+                                        snapshots=small["snapshots"])
+    assert rows[1]["share_r0"] == pytest.approx(want.share_r0, rel=1e-9)
+    assert rows[1]["test_loss"] == pytest.approx(want.test_loss, rel=1e-9) and PROVENANCE <= set(rows[1])
+    monkeypatch.setattr(real_alignment, "run_alignment", lambda *a, **kw: pytest.fail("recomputed a stored run"))
+    assert len(real_alignment.reproduce_ch6_runs(tmp_path, "smoke", progress=False)) == 2
+    with pytest.raises(ValueError, match="scale"):
+        real_alignment.reproduce_ch6_runs(tmp_path, "paper")
