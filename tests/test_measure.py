@@ -105,7 +105,7 @@ def test_workloads():
     assert x.shape == (5, 64) and x.dtype == jnp.float32 and apply(params, x).shape == (5,)
     steps = measure.scaling_steps(8, steps=4, snapshots=2)
     assert list(steps) == ["NTK, structured", "NTK, Jacobian", "loo_residuals (10 times)",
-                           "loo_trajectory (4 steps, M=2)"]
+                           "loo_trajectory (4 steps, M=2)", "K_traj (4 steps, M=2)"]
     np.testing.assert_allclose(steps["NTK, structured"](), steps["NTK, Jacobian"](), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="n"):
         measure.ntk_workload(0)

@@ -68,6 +68,12 @@ SCALES = {
 }
 
 
+#: How the chapter names each cell of the table.
+CELL_LABELS = {"digits": "digits parity", "teacher": "teacher", "mnist-parity": "MNIST parity",
+               "mnist-4v9": "MNIST 4 vs 9", "mnist-10": "MNIST 10 classes", "mnist": "MNIST",
+               "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+
+
 #: The settings that determine a row of the table and its snapshots (their fingerprint, with the
 #: row's :class:`Cell` and whether its twins are retrained, is the row's ``settings`` column).
 RUN_SETTINGS = ("n_test", "width", "channels", "lr", "steps", "snapshots", "brute_force")

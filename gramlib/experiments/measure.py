@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import _checks, devices
 from ..kernels import ntk
-from ..mathematics import effective_gram
+from ..mathematics import effective_gram, trajectory_gram
 from ..runs import models
 from . import results
 
@@ -182,8 +182,10 @@ def scaling_steps(n, *, steps=300, snapshots=10, seed=0):
 
     The empirical NTK of :func:`ntk_workload` (traced structure and Jacobian
     contraction, float32); exact leave-one-out residuals ``loo_residuals`` at 10 times
-    and ``loo_trajectory`` over ``steps`` steps and ``snapshots`` kernels, on a random
-    Gram matrix ``Θ = Φ Φᵀ + 0.1 I`` in float64 (call with ``jax_enable_x64`` on).
+    and ``loo_trajectory`` over ``steps`` steps and ``snapshots`` kernels, and the run's
+    effective Gram matrix ``K_traj`` over the same steps and kernels
+    (:func:`gramlib.trajectory_gram.trajectory_effective_gram`), on a random Gram matrix
+    ``Θ = Φ Φᵀ + 0.1 I`` in float64 (call with ``jax_enable_x64`` on).
     """
     apply, params, x = ntk_workload(n, seed)
     rng = np.random.default_rng(seed)
@@ -197,6 +199,8 @@ def scaling_steps(n, *, steps=300, snapshots=10, seed=0):
         "loo_residuals (10 times)": lambda: effective_gram.loo_residuals(theta, r0, np.logspace(-1, 3, 10)),
         f"loo_trajectory ({steps} steps, M={snapshots})": lambda: effective_gram.loo_trajectory(
             thetas, residuals, 0.5),
+        f"K_traj ({steps} steps, M={snapshots})": lambda: trajectory_gram.trajectory_effective_gram(
+            thetas, steps, 0.5).k_matrix,
     }
 
 
