@@ -499,3 +499,19 @@ def test_chapter_6_runs_table_is_run_alignment_per_seed_and_resumes(tmp_path, mo
     assert len(real_alignment.reproduce_ch6_runs(tmp_path, "smoke", progress=False)) == 2
     with pytest.raises(ValueError, match="scale"):
         real_alignment.reproduce_ch6_runs(tmp_path, "paper")
+
+
+def test_runs_summary_pairs_true_and_random_labels_by_seed():
+    from gramlib import real_alignment
+
+    def row(labels, seed, share, test, gap=0.1, train=0.0, trajectory=0.1):
+        return {"network": "MLP / x", "labels": labels, "seed": seed, "share_r0": share, "random_share": 0.1,
+                "test_loss": test, "gap": gap, "train_loss": train, "trajectory": trajectory}
+
+    rows = [row("true", 0, 0.8, 0.1), row("random", 0, 0.3, 0.7), row("true", 1, 0.6, 0.2, gap=0.09, train=0.02),
+            row("random", 1, 0.7, 0.6), row("true", 2, 0.9, 0.1)]  # seed 2 has no random-label run
+    (s,) = real_alignment.runs_summary(rows)
+    assert s["seeds"] == 2 and s["ordered"] == 1  # seed 1: the random labels have the larger share
+    assert abs(s["share_true"] - 0.7) < 1e-12 and abs(s["share_random"] - 0.5) < 1e-12
+    assert abs(s["test_true"] - 0.15) < 1e-12 and abs(s["test_random"] - 0.65) < 1e-12
+    assert abs(s["linear_gap"] - 0.1) < 1e-12  # (0.09 + 0.02) / 0.1 − 1

@@ -141,3 +141,36 @@ def reproduce_ch6_runs(out_dir="results/ch6", scale="default", *, progress=True,
     table = ResultTable(out / "ch6_runs.csv", ("network", "labels", "seed", "settings"))
     return run_job(table, tqdm(keys, desc="Chapter 6, trained networks", disable=not progress), compute,
                    extra=provenance(command))
+
+
+def runs_summary(rows):
+    """Per trained network of ``ch6_runs.csv``: the alignment and the test loss, true against random labels.
+
+    For each ``network``: ``seeds`` (with both label sets), the mean share of ``‖r0‖²`` in the
+    bottom of ``K_traj`` with true and random labels (``share_true``, ``share_random``; a random
+    direction: ``random_share``), the mean held-out losses (``test_true``, ``test_random``),
+    ``ordered``: the number of seeds where the true labels have both the larger share and the
+    smaller held-out loss, and ``linear_gap``: over all runs of the network, the largest
+    ``|(r0ᵀK_traj r0 + L_train) / L̂_traj − 1|``, the quadratic form of the run read as linear
+    plus the network's train loss against Chapter 7's prediction from the real residuals.
+    """
+    out = []
+    for network in dict.fromkeys(r["network"] for r in rows):
+        by_seed = {}
+        for r in rows:
+            if r["network"] == network:
+                by_seed.setdefault(r["seed"], {})[r["labels"]] = r
+        pairs = [p for p in by_seed.values() if {"true", "random"} <= set(p)]
+        if not pairs:
+            continue
+        mean = lambda labels, key: float(np.mean([p[labels][key] for p in pairs]))  # noqa: E731
+        runs = [r for p in pairs for r in p.values()]
+        out.append({
+            "network": network, "seeds": len(pairs), "random_share": pairs[0]["true"]["random_share"],
+            "share_true": mean("true", "share_r0"), "share_random": mean("random", "share_r0"),
+            "test_true": mean("true", "test_loss"), "test_random": mean("random", "test_loss"),
+            "ordered": sum(p["true"]["share_r0"] > p["random"]["share_r0"]
+                           and p["true"]["test_loss"] < p["random"]["test_loss"] for p in pairs),
+            "linear_gap": max(abs((r["gap"] + r["train_loss"]) / r["trajectory"] - 1) for r in runs),
+        })
+    return out
