@@ -19,6 +19,9 @@ import builtins
 import json
 import os
 import re
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,26 +238,65 @@ def code_cells(nb) -> list:
     return [c for c in nb["cells"] if c["cell_type"] == "code"]
 
 
+_EXECUTE = """
+import sys, time, nbclient, nbformat
+from queue import Empty
+
+
+def sliced(get_msg):
+    # Wait for a message in slices of at most half a second. Under load, one long zmq poll
+    # sometimes missed the wake-up of a message that had arrived and returned only at its
+    # timeout (600 s), with the kernel idle all along; a fresh poll sees the message at once.
+    async def get(timeout=None):
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 0.5 if end is None else max(0.0, min(0.5, end - time.monotonic()))
+            try:
+                return await get_msg(timeout=step)
+            except Empty:
+                if end is not None and time.monotonic() >= end:
+                    raise
+    return get
+
+
+class Client(nbclient.NotebookClient):
+    async def async_start_new_kernel_client(self):
+        kc = await super().async_start_new_kernel_client()
+        for channel in (kc.shell_channel, kc.iopub_channel):
+            channel.get_msg = sliced(channel.get_msg)
+        return kc
+
+
+nb = nbformat.read(sys.argv[1], as_version=4)
+Client(nb, timeout=int(sys.argv[3]), kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
+nbformat.write(nb, sys.argv[1])
+"""
+
+
 def execute(cells, cwd: Path, timeout: int = 600):
     """Run code cells in order in one fresh kernel; return (executed notebook, seconds).
 
     The kernel draws figures inline, as on the website, even where the
     environment sets ``MPLBACKEND=Agg`` (ipykernel keeps a non-empty setting).
+    The client runs in its own Python process and waits for each message in
+    short polls: with one long poll, a client under load sometimes sat idle for
+    its whole timeout (600 s; the kernel done, the reply not seen) before it
+    read the reply. A cell that raises fails the call with the client's traceback.
     """
-    from nbclient import NotebookClient
-
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(source(c)) for c in cells]
-    start = time.perf_counter()
-    backend = os.environ.pop("MPLBACKEND", None)
-    try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(cwd)}}).execute()
-    finally:
-        if backend is not None:
-            os.environ["MPLBACKEND"] = backend
-    return nb, time.perf_counter() - start
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cells.ipynb"
+        nbformat.write(nb, path)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", _EXECUTE, str(path), str(cwd), str(timeout)],
+                              env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode:
+            raise AssertionError(f"executing {len(cells)} cells in {cwd} failed:\n{done.stderr[-6000:]}")
+        return nbformat.read(path, as_version=4), seconds
 
 
 def stream_text(cell) -> str:
