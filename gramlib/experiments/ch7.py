@@ -43,7 +43,9 @@ class Cell(NamedTuple):
 #: (:func:`gramlib.data.mnist`, shipped) as parity, 4 against 9, and 10 classes one-hot at
 #: ``n = 100``; ``splits`` independent splits (data, initialization, retrained subset) per MLP
 #: cell, ``cnn_splits`` per CNN cell (the CNN only on the small inputs of ``cnn_cells``), the
-#: twins of the first ``retrain_splits`` splits retrained, random labels on the first
+#: twins of the first ``retrain_splits`` splits of the ``retrain_cells`` retrained (the MLP on the
+#: small inputs: the twins of the MLP on 784 MNIST pixels and of the digits CNN cost tens of minutes
+#: per split on 2 CPU cores, ``benchmarks/bench_train_steps.py``), random labels on the first
 #: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``.
 #: ``"paper"``: 10-class one-hot subsets of the full MNIST,
 #: Fashion-MNIST and CIFAR-10 with more samples (a GPU, e.g. Colab, and a download of the data
@@ -52,17 +54,22 @@ SCALES = {
     "default": dict(cells={"digits": Cell("digits", "parity", 300), "teacher": Cell("teacher", "sign", 300),
                            "mnist-parity": Cell("mnist10k", "parity", 300), "mnist-4v9": Cell("mnist10k", (4, 9), 300),
                            "mnist-10": Cell("mnist10k", "onehot", 100)},
-                    cnn_cells=("digits", "teacher"), n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
+                    cnn_cells=("digits", "teacher"), retrain_cells=(("digits", "mlp"), ("teacher", "mlp")),
+                    n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
                     snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, random_label_splits=1,
                     snapshot_splits=3, snapshot_counts=(1, 2, 3, 5, 10, 15, 30)),
     "paper": dict(cells={"mnist": Cell("mnist", "onehot", 500), "fashion_mnist": Cell("fashion_mnist", "onehot", 500),
                          "cifar10": Cell("cifar10", "onehot", 500)},
-                  cnn_cells=("mnist", "fashion_mnist", "cifar10"), n_test=2000, width=512, channels=32, lr=1.0,
+                  cnn_cells=("mnist", "fashion_mnist", "cifar10"),
+                  retrain_cells=tuple((c, a) for c in ("mnist", "fashion_mnist", "cifar10") for a in ("mlp", "cnn")),
+                  n_test=2000, width=512, channels=32, lr=1.0,
                   steps=1000, snapshots=20, brute_force=20, splits=3, cnn_splits=3, retrain_splits=1,
                   random_label_splits=1, snapshot_splits=3, snapshot_counts=(1, 2, 5, 10, 20)),
     "smoke": dict(cells={"digits": Cell("digits", "parity", 40), "teacher": Cell("teacher", "sign", 40),
                          "mnist-10": Cell("mnist10k", "onehot", 20)},
-                  cnn_cells=("digits",), n_test=100, width=32, channels=4, lr=1.0, steps=40, snapshots=4,
+                  cnn_cells=("digits",),
+                  retrain_cells=(("digits", "mlp"), ("digits", "cnn"), ("teacher", "mlp"), ("mnist-10", "mlp")),
+                  n_test=100, width=32, channels=4, lr=1.0, steps=40, snapshots=4,
                   brute_force=4, splits=3, cnn_splits=2, retrain_splits=1, random_label_splits=1,
                   snapshot_splits=2, snapshot_counts=(1, 2, 4)),
 }
@@ -168,7 +175,8 @@ def table_keys(setting, archs, retrain=True):
     true-label runs of seeds ``0, 1, …`` (``splits`` of them for the MLP, ``cnn_splits`` for
     the CNN), then the random-label runs of the first ``random_label_splits`` seeds; only
     seeds in ``setting["seeds"]``. ``retrain`` is true for the true-label runs of the first
-    ``retrain_splits`` seeds (all false with ``retrain=False``).
+    ``retrain_splits`` seeds of the cells and architectures in ``retrain_cells`` (all false with
+    ``retrain=False``).
     """
     keys = []
     for name in setting["cells"]:
@@ -177,8 +185,9 @@ def table_keys(setting, archs, retrain=True):
                 continue
             count = setting["splits"] if arch == "mlp" else setting["cnn_splits"]
             for labels, seeds in (("true", range(count)), ("random", range(setting["random_label_splits"]))):
+                twins = retrain and (name, arch) in setting["retrain_cells"]
                 keys += [{"dataset": name, "arch": arch, "labels": labels, "seed": seed,
-                          "retrain": bool(retrain and labels == "true" and seed < setting["retrain_splits"])}
+                          "retrain": bool(twins and labels == "true" and seed < setting["retrain_splits"])}
                          for seed in seeds if seed in setting["seeds"]]
     return keys
 
