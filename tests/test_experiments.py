@@ -66,6 +66,24 @@ def test_fingerprint_and_provenance(tmp_path):
         results.provenance(["python"])
 
 
+def test_a_jobs_own_result_files_do_not_make_the_commit_dirty(tmp_path):
+    import subprocess
+
+    git = lambda *args: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],  # noqa: E731
+                                       cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "t.csv").write_text("a\n1\n")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    head = git("rev-parse", "HEAD")
+    (tmp_path / "results" / "t.csv").write_text("a\n1\n2\n")  # a job adds a row
+    assert results.git_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")  # the code changes
+    assert results.git_commit(tmp_path) == head + "-dirty"
+
+
 def test_an_interrupted_job_keeps_old_rows_and_resumes(tmp_path):
     path = tmp_path / "table.csv"
     old = [{"dataset": "digits", "seed": 0, "settings": "other", "value": -1.0},

@@ -102,11 +102,16 @@ def fingerprint(settings):
 
 
 def git_commit(path=_REPOSITORY):
-    """The commit of the git working tree at ``path`` (``-dirty`` if it has uncommitted changes), or ``"unknown"``."""
+    """The commit of the git working tree at ``path``, or ``"unknown"``.
+
+    ``-dirty`` is appended when tracked files outside ``results/`` have uncommitted changes (a
+    job's own result files, which it rewrites row by row, do not make the code dirty).
+    """
     try:
         run = functools.partial(subprocess.run, cwd=path, capture_output=True, text=True, check=True, timeout=30)
         commit = run(["git", "rev-parse", "HEAD"]).stdout.strip()
-        dirty = run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+        # the result files a job writes are its output, not its code: changes under results/ do not count
+        dirty = run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"]).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "") if commit else "unknown"
