@@ -534,3 +534,6 @@ def test_runs_summary_pairs_true_and_random_labels_by_seed():
     assert abs(s["share_true"] - 0.7) < 1e-12 and abs(s["share_random"] - 0.5) < 1e-12
     assert abs(s["test_true"] - 0.15) < 1e-12 and abs(s["test_random"] - 0.65) < 1e-12
     assert abs(s["linear_gap"] - 0.1) < 1e-12  # (0.09 + 0.02) / 0.1 − 1
+    three = [{"share_true": 0.8, "test_true": 0.1}, {"share_true": 0.6, "test_true": 0.3},
+             {"share_true": 0.7, "test_true": 0.05}]  # the third is more aligned than the second but not the first
+    assert real_alignment.concordant_pairs(three) == (2, 3)

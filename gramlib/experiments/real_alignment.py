@@ -174,3 +174,10 @@ def runs_summary(rows):
             "linear_gap": max(abs((r["gap"] + r["train_loss"]) / r["trajectory"] - 1) for r in runs),
         })
     return out
+
+
+def concordant_pairs(summary):
+    """Of the pairs of networks in ``summary`` (:func:`runs_summary`), how many order the true-label
+    share and held-out loss oppositely (the more aligned network has the smaller loss): ``(concordant, pairs)``."""
+    pairs = [(a, b) for i, a in enumerate(summary) for b in summary[i + 1:]]
+    return sum((a["share_true"] - b["share_true"]) * (a["test_true"] - b["test_true"]) < 0 for a, b in pairs), len(pairs)
