@@ -176,7 +176,8 @@ def table_keys(setting, archs, retrain=True):
     the CNN), then the random-label runs of the first ``random_label_splits`` seeds; only
     seeds in ``setting["seeds"]``. ``retrain`` is true for the true-label runs of the first
     ``retrain_splits`` seeds of the cells and architectures in ``retrain_cells`` (all false with
-    ``retrain=False``).
+    ``retrain=False``); ``settings`` is the row's fingerprint (:data:`RUN_SETTINGS`, the cell and
+    ``retrain``), under which the table stores it.
     """
     keys = []
     for name in setting["cells"]:
@@ -189,7 +190,8 @@ def table_keys(setting, archs, retrain=True):
                 keys += [{"dataset": name, "arch": arch, "labels": labels, "seed": seed,
                           "retrain": bool(twins and labels == "true" and seed < setting["retrain_splits"])}
                          for seed in seeds if seed in setting["seeds"]]
-    return keys
+    return [{**k, "settings": _fingerprint(setting, RUN_SETTINGS, cell=setting["cells"][k["dataset"]],
+                                           retrain=k["retrain"])} for k in keys]
 
 
 @in_float64
@@ -219,8 +221,7 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     extra = provenance(command)
     table = ResultTable(out / "ch7_table.csv", ("dataset", "arch", "labels", "seed", "settings"))
     snaps = ResultTable(out / "ch7_snapshots.csv", ("dataset", "arch", "seed", "snapshots", "settings"))
-    keys = [{**k, "settings": _fingerprint(setting, RUN_SETTINGS, cell=setting["cells"][k["dataset"]],
-                                           retrain=k["retrain"])} for k in table_keys(setting, archs, retrain)]
+    keys = table_keys(setting, archs, retrain)
     model_of = {}  # one model object per cell, so that compiled code is reused across seeds
     time_ = setting["lr"] * setting["steps"]
 
