@@ -344,7 +344,7 @@ def test_table_and_limits_of_the_command_line(tmp_path):
             assert np.isnan(q["loo_ratio_to_brute_force"])
     with pytest.raises(ValueError, match="parity"):
         ch7.reproduce_ch7_limits(tmp_path, "paper")
-    table = ch7_findings.protocol_table(tmp_path)
+    table = ch7_findings.protocol_table(tmp_path, "smoke")
     assert len(table.rows) == 12 and table.summary == ch7.summarize(table.rows)
     assert {k: len(v) for k, v in table.machines.items()} == {(name, "mlp"): 1 for name in ("digits", "teacher", "mnist-10")}
 
@@ -352,14 +352,11 @@ def test_table_and_limits_of_the_command_line(tmp_path):
 # --- Chapter 7: the committed result folders -----------------------------------------------------------------
 
 def test_the_committed_table_holds_runs_of_the_protocol_and_says_where_they_were_computed():
-    table = ch7_findings.protocol_table(RESULTS / "ch7")
-    setting = ch7.scale_config("default")
-    protocol = {(k["dataset"], k["arch"], k["labels"], k["seed"]): k["settings"]
-                for k in ch7.table_keys(dict(setting, seeds=tuple(range(10))), ("mlp", "cnn"))}
-    for r in table.rows:  # every row is a run of today's default scale, under today's settings
-        assert protocol.get(ch7_findings.run_key(r)) == r["settings"], ch7_findings.run_key(r)
+    table = ch7_findings.protocol_table(RESULTS / "ch7")  # raises on a row that is not a run of the protocol
     assert all(r["commit"] != "unknown" and not r["commit"].endswith("-dirty") for r in table.rows)
     assert all(c["splits"] >= 10 for c in table.summary if c["arch"] == "mlp")  # the protocol's minimum
+    protocol = ch7.table_keys(dict(ch7.scale_config("default"), seeds=tuple(range(10))), ("mlp", "cnn"))
+    assert sum(table.missing.values()) + len(table.rows) == len(protocol)
     rows, checks = ch7_findings.committed_limits(RESULTS / "ch7-limits")
     assert [r["lr"] for r in rows] == [0.5, 1.0, 2.0] and len(checks) == 3
     assert all(abs(r["bf_held"] - r["bf"] / r["held_out"]) < 1e-15 for r in rows)
@@ -374,6 +371,9 @@ def test_a_table_with_a_run_twice_or_without_provenance_is_refused(tmp_path):
         ch7_findings.protocol_table(tmp_path)
     results.write_csv(tmp_path / "ch7_table.csv", [dict(rows[0], commit="")] + rows[1:])
     with pytest.raises(ValueError, match="provenance"):
+        ch7_findings.protocol_table(tmp_path)
+    results.write_csv(tmp_path / "ch7_table.csv", [dict(rows[0], settings="0123456789ab")] + rows[1:])
+    with pytest.raises(ValueError, match="not a run of the 'default' protocol"):
         ch7_findings.protocol_table(tmp_path)
 
 

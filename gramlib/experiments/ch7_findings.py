@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ch7 import summarize
+from .ch7 import scale_config, summarize, table_keys
 from .results import read_table
 
 #: Two copies of a run agree when the numbers they share differ by at most this, relatively.
@@ -32,21 +32,24 @@ def run_key(row):
 
 class ProtocolTable(NamedTuple):
     """Chapter 7's table as committed: ``rows`` (one per run), ``summary`` (per cell,
-    :func:`gramlib.experiments.ch7.summarize`), ``snapshots`` (the rows of ``ch7_snapshots.csv``)
-    and ``machines`` (per ``(dataset, arch)`` cell, the set of ``(device_kind, cpu_count, commit)``
-    its rows were computed with)."""
+    :func:`gramlib.experiments.ch7.summarize`), ``snapshots`` (the rows of ``ch7_snapshots.csv``),
+    ``machines`` (per ``(dataset, arch)`` cell, the set of ``(device_kind, cpu_count, commit)``
+    its rows were computed with) and ``missing`` (per cell, the number of runs of the scale's
+    protocol, :func:`gramlib.experiments.ch7.table_keys`, that the table does not hold yet)."""
 
     rows: list
     summary: list
     snapshots: list
     machines: dict
+    missing: dict
 
 
-def protocol_table(folder):
-    """Read the table that ``reproduce ch7`` wrote to ``folder`` (:class:`ProtocolTable`).
+def protocol_table(folder, scale="default"):
+    """Read the table that ``reproduce ch7`` wrote to ``folder`` at ``scale`` (:class:`ProtocolTable`).
 
-    Raises ``ValueError`` when a row lacks its provenance (:data:`PROVENANCE`) or a run appears
-    twice (two settings of the same run in one folder: keep one).
+    Raises ``ValueError`` when a row lacks its provenance (:data:`PROVENANCE`), a run appears
+    twice (two settings of the same run in one folder: keep one) or a row is not a run of the
+    scale's protocol with its settings.
     """
     folder = Path(folder)
     rows = read_table(folder / "ch7_table.csv")
@@ -59,10 +62,20 @@ def protocol_table(folder):
             raise ValueError(f"the run {' '.join(map(str, run_key(r)))} appears twice in {folder} "
                              "(two settings of one run); keep one")
         seen.add(run_key(r))
+    setting = scale_config(scale)
+    longest = max(setting["splits"], setting["cnn_splits"], setting["random_label_splits"])
+    protocol = {run_key(k): k["settings"] for k in table_keys(dict(setting, seeds=tuple(range(longest))), ("mlp", "cnn"))}
+    for r in rows:
+        if protocol.get(run_key(r)) != r["settings"]:
+            raise ValueError(f"the run {' '.join(map(str, run_key(r)))} in {folder} is not a run of the {scale!r} "
+                             f"protocol with its settings (settings {r['settings']!r})")
+    missing = {}
+    for key in set(protocol) - seen:
+        missing[key[:2]] = missing.get(key[:2], 0) + 1
     machines = {}
     for r in rows:
         machines.setdefault((r["dataset"], r["arch"]), set()).add((r["device_kind"], r["cpu_count"], r["commit"]))
-    return ProtocolTable(rows, summarize(rows), read_table(folder / "ch7_snapshots.csv"), machines)
+    return ProtocolTable(rows, summarize(rows), read_table(folder / "ch7_snapshots.csv"), machines, missing)
 
 
 def _same_run(what, run, mine, theirs, folder):
