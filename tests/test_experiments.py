@@ -345,6 +345,7 @@ def test_table_and_limits_of_the_command_line(tmp_path):
     with pytest.raises(ValueError, match="parity"):
         ch7.reproduce_ch7_limits(tmp_path, "paper")
     table = ch7_findings.protocol_table(tmp_path, "smoke")
+    assert table.missing == {("digits", "cnn"): 3}  # the CNN was not run: two splits and random labels
     assert len(table.rows) == 12 and table.summary == ch7.summarize(table.rows)
     assert {k: len(v) for k, v in table.machines.items()} == {(name, "mlp"): 1 for name in ("digits", "teacher", "mnist-10")}
 
