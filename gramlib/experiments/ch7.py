@@ -38,7 +38,7 @@ class Cell(NamedTuple):
 
 
 #: The settings of Chapter 7. ``"default"``: the CPU-scale table of the book: five cells
-#: that are all learned at ``n = 300`` (their random-label held-out loss is several times the
+#: that are all learned at ``n = 300`` (their random-label held-out loss is at least twice the
 #: true one): the 8×8 digits' parity, a teacher network's sign, and real 28×28 MNIST
 #: (:func:`gramlib.data.mnist`, shipped) as parity, 4 against 9, and 10 classes one-hot at
 #: ``n = 100``; ``splits`` independent splits (data, initialization, retrained subset) per MLP
