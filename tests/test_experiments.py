@@ -208,6 +208,7 @@ def test_findings_read_the_intervals_of_each_cell():
     assert f.twin_within == {("a", "mlp"): True} and f.lowest_correlation == 0.998
     assert f.one_time_further == [("a", "mlp")] and f.gcv_worse == [("a", "mlp")]
     assert f.learned == {("a", "mlp"): 3.0, ("b", "mlp"): 1.5}
+    assert ch7_findings.findings([dict(summary[0], learned=math.nan)]).learned == {}  # no random-label run
 
 
 def test_command_line_refuses_unknown_choices_and_records_itself(monkeypatch):
@@ -312,6 +313,8 @@ def test_part_of_the_table_is_resumed_after_an_interruption(tmp_path, monkeypatc
     ch7.reproduce_ch7(tmp_path, "smoke", **part)  # everything is there: nothing is computed again
     text = lambda rows: [{k: repr(v) for k, v in r.items()} for r in rows]  # noqa: E731 (nan == nan as text)
     assert computed == [] and text(results.read_table(tmp_path / "ch7_table.csv")) == text(table)
+    other = ch7.reproduce_ch7(tmp_path, "smoke", archs=("mlp",), datasets=("digits",), seeds=(0,), progress=False)
+    assert [c["dataset"] for c in other] == ["digits", "teacher"]  # the summary covers the whole table
     with pytest.raises(ValueError, match="datasets"):
         ch7.reproduce_ch7(tmp_path, "smoke", datasets=("cifar10",), progress=False)
     with pytest.raises(ValueError, match="seeds"):

@@ -252,12 +252,18 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
         return {**p.row(), "exact_loo": exact_loo, "linearized_held_out": linear_held, "loop": loop,
                 "seconds": seconds}
 
-    rows = run_job(table, tqdm(keys, desc="Chapter 7 runs", disable=not progress), compute, extra=extra)
-    settings = {k["settings"] for k in keys}
-    true_runs = {(k["dataset"], k["arch"], k["seed"]) for k in keys if k["labels"] == "true"}
-    snap_rows = [s for s in snaps.rows if s.get("settings") in settings
-                 and (s["dataset"], s["arch"], s["seed"]) in true_runs
-                 and s["snapshots"] in setting["snapshot_counts"]]
+    run_job(table, tqdm(keys, desc="Chapter 7 runs", disable=not progress), compute, extra=extra)
+    # The summary and the figures cover every run of the scale's protocol in the table, also those that
+    # another invocation (other --archs, --datasets or --seeds, another process) computed.
+    full = scale_config(scale)
+    everything = table_keys(dict(full, seeds=tuple(range(max(full["splits"], full["cnn_splits"])))),
+                            ("mlp", "cnn"), retrain)
+    stored = {table.key(r): r for r in ResultTable(table.path, table.key_columns).rows}
+    rows = [stored[table.key(k)] for k in everything if table.key(k) in stored]
+    true_runs = {(k["dataset"], k["arch"], k["seed"], k["settings"]) for k in everything if k["labels"] == "true"}
+    snap_rows = [s for s in ResultTable(snaps.path, snaps.key_columns).rows
+                 if (s["dataset"], s["arch"], s["seed"], s.get("settings")) in true_runs
+                 and s["snapshots"] in full["snapshot_counts"]]
     summary = [{**c, **extra} for c in summarize(rows)]
     write_csv(out / "ch7_summary.csv", summary)
     figures(rows, snap_rows, out)

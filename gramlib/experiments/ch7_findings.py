@@ -64,11 +64,14 @@ def protocol_table(folder, scale="default"):
         seen.add(run_key(r))
     setting = scale_config(scale)
     longest = max(setting["splits"], setting["cnn_splits"], setting["random_label_splits"])
-    protocol = {run_key(k): k["settings"] for k in table_keys(dict(setting, seeds=tuple(range(longest))), ("mlp", "cnn"))}
+    keys = table_keys(dict(setting, seeds=tuple(range(longest))), ("mlp", "cnn"))
+    protocol = {run_key(k): k["settings"] for k in keys}
     for r in rows:
         if protocol.get(run_key(r)) != r["settings"]:
             raise ValueError(f"the run {' '.join(map(str, run_key(r)))} in {folder} is not a run of the {scale!r} "
                              f"protocol with its settings (settings {r['settings']!r})")
+    order = {run_key(k): i for i, k in enumerate(keys)}
+    rows.sort(key=lambda r: order[run_key(r)])  # the protocol's order, whichever process wrote a row first
     missing = {}
     for key in set(protocol) - seen:
         missing[key[:2]] = missing.get(key[:2], 0) + 1
@@ -126,7 +129,7 @@ class Findings(NamedTuple):
     ``lowest_correlation`` over all retrained runs, ``one_time_further`` (cells where the one-time
     kernel is further from the twins than the two-time). Baselines: ``gcv_worse`` (cells where
     GCV's mean signed error is further from 0 than the prediction's). Random labels:
-    ``learned[cell]``, the random-label held-out loss over the true one.
+    ``learned[cell]``, the random-label held-out loss over the true one (cells with a random-label run).
     """
 
     covers: dict
@@ -160,7 +163,7 @@ def findings(summary, tolerance=0.03):
         lowest_correlation=min((c["min_correlation"] for c in twinned.values()), default=math.nan),
         one_time_further=[k for k, c in twinned.items() if abs(c["one_time_twin_error"]) > abs(c["twin_error"])],
         gcv_worse=[k for k, c in cells.items() if abs(c["gcv_error"]) > abs(c["error"])],
-        learned={k: c["learned"] for k, c in cells.items()},
+        learned={k: c["learned"] for k, c in cells.items() if not math.isnan(c["learned"])},
     )
 
 
