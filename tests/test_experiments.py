@@ -399,13 +399,15 @@ def test_snapshot_convergence_recovers_a_one_over_m_law():
               "one_time": (1 + seed) * loss * (1 - 2 * c / m)} for arch in ("mlp", "cnn") for seed in (0, 1)
              for m in (1, 2, 5, 10)]
     conv = ch7_findings.snapshot_convergence(snaps)
-    assert conv.counts == [1, 2, 5, 10] and conv.monotone
+    assert conv.counts == [1, 2, 5, 10] and conv.monotone and conv.one_time_fall == 0
     assert abs(conv.law - (1 / 2 - 1 / 5) / (1 / 5 - 1 / 10)) < 1e-15
     assert np.allclose(conv.measured, conv.law, rtol=1e-12)
     assert np.allclose(conv.left, c / 10 / (1 - c / 10), rtol=1e-12)
     assert np.allclose(conv.rise["mlp", "predicted"], (1 - c / 10) / (1 - c) - 1)
     assert np.allclose(conv.last_rise, (1 - c / 10) / (1 - c / 5) - 1)
     assert not ch7_findings.snapshot_convergence([dict(s, predicted=1 + 1 / s["snapshots"]) for s in snaps]).monotone
+    falling = ch7_findings.snapshot_convergence([dict(s, one_time=1 + 1 / s["snapshots"]) for s in snaps])
+    assert falling.monotone and abs(falling.one_time_fall - (1 - 1.5 / 2)) < 1e-12  # from M = 1 to 2: 2 → 1.5
     with pytest.raises(ValueError, match="three counts"):
         ch7_findings.snapshot_convergence([s for s in snaps if s["snapshots"] < 5])
 

@@ -177,7 +177,9 @@ class SnapshotConvergence(NamedTuple):
     of the last two rises for an error ``c/M``, ``(1/m_a − 1/m_b) / (1/m_b − 1/m_last)``;
     ``measured``: that ratio per run; ``left``: per run, ``c/m_last`` relative to the
     prediction at ``m_last``, what ``M = m_last`` still misses under the ``c/M`` law;
-    ``monotone``: whether both predictions rise with ``M`` in every run.
+    ``monotone``: whether the two-time prediction rises with ``M`` in every run;
+    ``one_time_fall``: the largest relative fall of the one-time prediction from one ``M`` to the
+    next over all runs (0 when it rises everywhere).
     """
 
     counts: list
@@ -187,6 +189,7 @@ class SnapshotConvergence(NamedTuple):
     measured: list
     left: list
     monotone: bool
+    one_time_fall: float
 
 
 def snapshot_convergence(snaps):
@@ -208,5 +211,6 @@ def snapshot_convergence(snaps):
                   for d in by_run.values()],
         left=[(d[m_last]["predicted"] - d[m_b]["predicted"]) / (1 / m_b - 1 / m_last) / m_last
               / d[m_last]["predicted"] for d in by_run.values()],
-        monotone=all(d[a][key] < d[b][key] for d in by_run.values() for key in ("predicted", "one_time")
-                     for a, b in zip(counts, counts[1:])))
+        monotone=all(d[a]["predicted"] < d[b]["predicted"] for d in by_run.values() for a, b in zip(counts, counts[1:])),
+        one_time_fall=max([0.0] + [1 - d[b]["one_time"] / d[a]["one_time"] for d in by_run.values()
+                                   for a, b in zip(counts, counts[1:])]))
