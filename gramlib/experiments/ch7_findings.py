@@ -121,7 +121,7 @@ def committed_limits(results_dir):
 class Findings(NamedTuple):
     """The comparisons Chapter 7 states about its table; every dict is keyed by cell ``(dataset, arch)``.
 
-    Against the held-out loss: ``covers[cell]`` (the 95% interval of the prediction's signed
+    Against the held-out loss, for the cells with two splits or more: ``covers[cell]`` (the 95% interval of the prediction's signed
     error contains 0), ``miss[cell]`` (by how much it misses 0: ``|error| − error_half``, 0
     when it covers), and the same for exact leave-one-out of the linearized network on the same
     splits (``floor_covers``, ``floor_miss``); ``like_floor`` (cells whose error and floor
@@ -152,12 +152,13 @@ def findings(summary, tolerance=0.03):
     """Every comparison Chapter 7 states, from the per-cell ``summary`` of :func:`protocol_table` (:class:`Findings`)."""
     cells = {(c["dataset"], c["arch"]): c for c in summary}
     twinned = {k: c for k, c in cells.items() if c["retrained"]}
+    spread = {k: c for k, c in cells.items() if not math.isnan(c["error_half"])}  # two splits or more
     return Findings(
-        covers={k: abs(c["error"]) <= c["error_half"] for k, c in cells.items()},
-        miss={k: _miss(c["error"], c["error_half"]) for k, c in cells.items()},
-        floor_covers={k: abs(c["floor"]) <= c["floor_half"] for k, c in cells.items()},
-        floor_miss={k: _miss(c["floor"], c["floor_half"]) for k, c in cells.items()},
-        like_floor=[k for k, c in cells.items()
+        covers={k: abs(c["error"]) <= c["error_half"] for k, c in spread.items()},
+        miss={k: _miss(c["error"], c["error_half"]) for k, c in spread.items()},
+        floor_covers={k: abs(c["floor"]) <= c["floor_half"] for k, c in spread.items()},
+        floor_miss={k: _miss(c["floor"], c["floor_half"]) for k, c in spread.items()},
+        like_floor=[k for k, c in spread.items()
                     if abs(c["error"] - c["floor"]) <= c["error_half"] + c["floor_half"]],
         twin_within={k: abs(c["twin_error"]) <= tolerance for k, c in twinned.items()},
         lowest_correlation=min((c["min_correlation"] for c in twinned.values()), default=math.nan),
