@@ -89,8 +89,27 @@ def step_by_step(thetas, residuals, lr, outputs):
     return residuals[-1] + own
 
 
-@pytest.mark.parametrize("outputs,count,steps", [(1, 4, 23), (3, 3, 17)])
+def two_time_step_by_step(jacobians, residuals, lr, outputs):
+    """The two-time recursion literally: the twins' weight offsets ``δ`` step with ``J_k``, read out with ``J_T``.
+
+    ``jacobians`` ``(K + 1, N, P)``: ``J_k`` for segment ``k`` and the final ``J_T``; per step
+    ``E = J_k δ`` and ``δ ← δ − (lr/n) J_kᵀ (E − Bdiag(E) − Bdiag(r_t))`` (reference).
+    """
+    count, big_n = jacobians.shape[0] - 1, jacobians.shape[1]
+    n, steps = big_n // outputs, residuals.shape[0] - 1
+    s = steps // count
+    block = np.repeat(np.eye(n), outputs, axis=0)
+    delta = np.zeros((jacobians.shape[2], n))
+    for t in range(steps):
+        jac = jacobians[min(t // s, count - 1)]
+        e = jac @ delta
+        delta = delta - lr / n * jac.T @ (e - block * e - block * residuals[t][:, None])
+    return residuals[-1] + (jacobians[-1] @ delta * block).sum(axis=1)
+
+
+@pytest.mark.parametrize("outputs,count,steps", [(1, 4, 23), (3, 3, 17), (1, 1, 40), (2, 2, 45)])
 def test_loo_trajectory_matches_step_by_step(outputs, count, steps):
+    """Short segments, and segments longer than ``n`` (cut into chunks, ``trajectory.chunk_lengths``)."""
     rng = np.random.default_rng(outputs * 100 + steps)
     n = 9
     big_n = n * outputs
@@ -105,6 +124,24 @@ def test_loo_trajectory_matches_step_by_step(outputs, count, steps):
     want = step_by_step(thetas, residuals, lr, outputs)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-8 * np.abs(want).max())
     assert np.abs(got - residuals[-1]).max() > 1e-3  # the twins moved
+
+
+@pytest.mark.parametrize("outputs,count,steps", [(1, 3, 20), (2, 2, 45)])
+def test_two_time_loo_trajectory_matches_step_by_step(outputs, count, steps):
+    """``cross(k, l) = J_k J_lᵀ``: segments of ``s ≤ n`` steps, and of ``s > n`` steps cut into chunks."""
+    rng = np.random.default_rng(7 * outputs + steps)
+    n = 9
+    big_n = n * outputs
+    jacobians = rng.standard_normal((count + 1, big_n, 2 * big_n)) / np.sqrt(2 * big_n)
+    thetas = np.einsum("knp,kmp->knm", jacobians[:-1], jacobians[:-1])
+    residuals = rng.standard_normal((steps + 1, big_n))
+    lr = 1.1
+    got = np.asarray(eg.loo_trajectory(thetas, residuals, lr, outputs=outputs,
+                                       cross=lambda k, l: jacobians[k] @ jacobians[l].T))
+    want = two_time_step_by_step(jacobians, residuals, lr, outputs)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
+    one_time = np.asarray(eg.loo_trajectory(thetas, residuals, lr, outputs=outputs))
+    assert np.abs(got - one_time).max() > 1e-3  # the rotation of the Jacobian matters here
 
 
 def test_appendix_exercise_check(capsys):

@@ -47,7 +47,7 @@ def test_frozen_kernel_gives_the_effective_gram_matrix_of_gradient_descent(outpu
     np.testing.assert_allclose(got.k_matrix, want, rtol=0, atol=1e-10 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("outputs,steps", [(1, 13), (2, 9)])
+@pytest.mark.parametrize("outputs,steps", [(1, 13), (2, 9), (1, 31), (2, 25)])  # the last two: chunked segments
 def test_moving_kernel_against_products_of_step_matrices(outputs, steps):
     thetas = np.stack([gram(5 * outputs) for _ in range(3)])
     lr = 1.5 * 5 / max(np.linalg.eigvalsh(t).max() for t in thetas)  # oscillating steps included

@@ -59,6 +59,18 @@ def _segment(lam, u, f0, r, lr, n, outputs):
 _segment_jit = jax.jit(_segment, static_argnames=("n", "outputs"))
 
 
+def chunk_lengths(steps, n):
+    """Split ``steps`` steps of one constant kernel into chunks of at most ``n`` steps.
+
+    A segment's Volterra recursion costs ``O(n C² s)`` per step, the matrix products around it
+    ``O(N²) = O(n² C²)``; chunks of ``n`` steps (each starting from the previous chunk's
+    eigen-coordinates, with the same kernel) balance the two, so a long segment costs
+    ``O(N² steps)`` instead of ``O(n C² steps²)``. Used by :func:`loo_trajectory` and
+    :func:`gramlib.mathematics.trajectory_gram.trajectory_effective_gram`.
+    """
+    return [n] * (steps // n) + ([steps % n] if steps % n else [])
+
+
 def _own(v, n, outputs):
     """``Bdiag(v)``: the ``(N, n)`` matrix whose column ``i`` holds ``v``'s ``C`` rows of sample ``i``, else 0."""
     owner = jnp.repeat(jnp.arange(n), outputs)
@@ -113,12 +125,11 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False):
 
     Each segment of constant kernel is solved in that kernel's eigenbasis,
     where only the twins' own blocks need stepping (a Volterra recursion):
-    cost ``K`` eigendecompositions (``≈ 9 N³`` flops each) plus
-    ``O(steps · N² C + n C² steps²/K)``, instead of ``2 N² n`` per step for
-    the literal recursion; the gain, about ``2 steps / (9 K C)``, is large for
-    one output and fades for many classes with few steps per snapshot
-    (appendix "Scaling up"). The two-time kernel adds ``K(K+1)/2`` products
-    ``Θ(t_k, t_l) A_l`` (``N² n`` flops each).
+    cost ``K`` eigendecompositions (``≈ 9 N³`` flops each) plus ``O(N²)`` per
+    step (a long segment is cut into chunks of ``n`` steps, :func:`chunk_lengths`),
+    instead of ``2 N² n`` per step for the literal recursion (appendix "Scaling
+    up"). The two-time kernel adds ``K(K+1)/2`` products ``Θ(t_k, t_l) A_l``
+    (``N² n`` flops each).
     """
     th = _checks.array(thetas, "thetas", ndim=3)
     if th.shape[1] != th.shape[2] or th.shape[0] == 0:
@@ -156,17 +167,22 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False):
             raise FloatingPointError(f"the two-time sum of segment {k} overflowed")
         return total
 
-    e, forces, u, f, rhos = jnp.zeros((big_n, n), dtype), [], None, None, []
+    e, forces, rhos = jnp.zeros((big_n, n), dtype), [], []
     for k in range(count):
-        stop = steps if k == count - 1 else (k + 1) * s
+        start = k * s
         lam, u = jnp.linalg.eigh(th[k])
         if cross is not None and k:
             e = two_time(k, forces)
-        f0 = u.T @ e
-        f, own, history = _segment_jit(lam, u, f0, res[k * s: stop], lr, n, outputs)
-        rhos.append(history.reshape(-1, big_n))  # d_j = e_j + r_j = ρ(j) within the segment
+        f, force = u.T @ e, 0.0
+        for length in chunk_lengths((steps if k == count - 1 else start + s) - start, n):
+            f0 = f
+            f, _, history = _segment_jit(lam, u, f0, res[start: start + length], lr, n, outputs)
+            rhos.append(history.reshape(-1, big_n))  # d_j = e_j + r_j = ρ(j) within the chunk
+            if cross is not None:
+                force = force + _segment_forces(lam, u, f0, history, lr, n, outputs)
+            start += length
         if cross is not None:
-            forces.append(_segment_forces(lam, u, f0, history, lr, n, outputs))
+            forces.append(force)
         e = u @ f
     if cross is not None:
         e = two_time(count, forces)

@@ -20,10 +20,10 @@ read as a linear model with a moving kernel. With one snapshot it is Chapter 5's
 Cost: each row block of ``R_traj`` is carried backward from ``T`` through the segments in the
 snapshots' eigenbases, ``W ← W Q + (η/n)(W Λ U_iᵀ) U_i`` with ``Q = I − (η/n) Λ``; only the
 ``C×C`` products ``W Λ U_iᵀ`` need stepping (a Volterra recursion, as in
-:func:`~gramlib.mathematics.trajectory.loo_trajectory`). All ``n`` twins together cost ``K``
-eigendecompositions (``≈ 9 N³`` flops each), ``O(N² C · steps)`` for the free terms and the
-segment ends, ``O(n C³ s²)`` per segment of ``s`` steps for the recursion, and ``2 N³`` per
-change of basis, instead of ``n`` products of ``steps`` dense ``N×N`` matrices.
+:func:`~gramlib.mathematics.trajectory.loo_trajectory`, in chunks of at most ``n`` steps). All
+``n`` twins together cost ``K`` eigendecompositions (``≈ 9 N³`` flops each), ``O(N² C)`` per
+step for the free terms, the chunk ends and the recursion, and ``2 N³`` per change of basis,
+instead of ``n`` products of ``steps`` dense ``N×N`` matrices.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import numpy as np
 from jax import lax
 
 from .. import _checks
+from .trajectory import chunk_lengths
 
 
 class TrajectoryGram(NamedTuple):
@@ -109,7 +110,8 @@ def trajectory_effective_gram(thetas, steps, lr, *, outputs=1):
         run_map = (u[k] * (1.0 - (lr / n) * lam[k]) ** lengths[k]) @ (u[k].T @ run_map)
     w = u[-1].reshape(n, outputs, big_n)  # E_iᵀ in the eigenbasis of the last snapshot
     for k in range(count - 1, -1, -1):
-        w = _segment_back(lam[k], u[k], w, lr, lengths[k], n, outputs)
+        for length in chunk_lengths(lengths[k], n):  # the steps of one segment commute
+            w = _segment_back(lam[k], u[k], w, lr, length, n, outputs)
         if k:
             w = jnp.einsum("icm,lm,lp->icp", w, u[k], u[k - 1])  # W U_kᵀ U_{k−1}: to the previous basis
     loo_map = (w.reshape(big_n, big_n) @ u[0].T)
