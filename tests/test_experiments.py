@@ -502,6 +502,10 @@ def test_alignment_of_a_trained_network_with_its_runs_effective_gram_matrix():
     assert out.gap == pytest.approx(r0 @ k @ r0, rel=1e-9) and out.random_share == 0.1
     assert out.train_loss == pytest.approx(run.train_loss[-1], rel=1e-12)
     assert 0 < out.test_loss and abs(out.predicted / out.trajectory - 1) < 0.05
+    assert list(out.during.steps) == [10, 20, 30, 40, 50, 60]  # during training: K_traj(t) at each snapshot
+    assert out.during.share_r0[-1] == pytest.approx(out.share_r0, rel=1e-9)
+    assert out.during.share_rt[-1] == pytest.approx(np.sum((vecs[:, :3].T @ run.residuals[-1]) ** 2)
+                                                    / np.sum(run.residuals[-1] ** 2), rel=1e-9)
     with pytest.raises(ValueError, match="y_train"):
         real_alignment.run_alignment(model, params, ds, ds.y_train[:5], ds.y_test, lr=1.0, steps=6, snapshots=2)
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from gramlib import data, effective_gram, kernel_flow, models, predict, train, trajectory_gram  # noqa: E402
+from gramlib import alignment, data, effective_gram, kernel_flow, models, predict, train, trajectory_gram  # noqa: E402
 
 RNG = np.random.default_rng(5)
 
@@ -90,3 +90,48 @@ def test_bad_input():
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         trajectory_gram.trajectory_effective_gram(bad, 3, 0.1)
+
+
+def numpy_bottom_share(k_matrix, r, k):
+    vecs = np.linalg.eigh(k_matrix)[1][:, :k]
+    return float(np.sum((vecs.T @ r) ** 2) / (r @ r))
+
+
+def test_alignment_during_a_frozen_kernel_run_is_the_alignment_curve():
+    theta = gram(12)
+    lr = 0.8 * 12 / np.linalg.eigvalsh(theta).max()
+    r0 = RNG.normal(size=12)
+    steps = 20
+    residuals = np.asarray(kernel_flow.kernel_residuals(theta, r0, np.arange(steps + 1), lr=lr))
+    got = alignment.trajectory_alignment(np.stack([theta] * 4), residuals, lr, fraction=0.25)
+    want = alignment.alignment_curve(theta, r0, got.steps, lr=lr, fraction=0.25)
+    assert list(got.steps) == [5, 10, 15, 20] and got.k == want.k == 3
+    np.testing.assert_allclose(got.share_r0, want.share_r0, atol=1e-9)
+    np.testing.assert_allclose(got.share_rt, want.share_rt, atol=1e-9)
+
+
+def test_alignment_during_a_moving_kernel_run_against_products_of_step_matrices():
+    thetas = np.stack([gram(10) for _ in range(3)])
+    lr = 0.9 * 10 / max(np.linalg.eigvalsh(t).max() for t in thetas)
+    residuals = RNG.normal(size=(15, 10))  # any residuals: r(t_j) is read from them
+    got = alignment.trajectory_alignment(thetas, residuals, lr, fraction=0.3)
+    assert list(got.steps) == [4, 8, 14] and got.random_share == 0.3
+    for j, end in enumerate(got.steps):
+        loo, run = brute_force_maps(thetas[: j + 1], int(end), lr, 1)
+        k_traj = (loo.T @ loo - run.T @ run) / 20
+        assert abs(got.share_r0[j] - numpy_bottom_share(k_traj, residuals[0], 3)) < 1e-9
+        assert abs(got.share_rt[j] - numpy_bottom_share(k_traj, residuals[end], 3)) < 1e-9
+    some = alignment.trajectory_alignment(thetas, residuals, lr, fraction=0.3, prefixes=(1, 3))
+    assert list(some.steps) == [4, 14] and list(some.share_r0) == list(got.share_r0[[0, 2]])
+
+
+def test_alignment_during_a_run_bad_input():
+    thetas = np.stack([gram(4)] * 2)
+    with pytest.raises(ValueError, match="residuals"):
+        alignment.trajectory_alignment(thetas, np.zeros((2, 4)), 0.1)  # 1 step for 2 snapshots
+    with pytest.raises(ValueError, match="residuals"):
+        alignment.trajectory_alignment(thetas, np.zeros((5, 3)), 0.1)
+    with pytest.raises(ValueError, match="residuals"):
+        alignment.trajectory_alignment(thetas, np.full((5, 4), np.nan), 0.1)
+    with pytest.raises(ValueError, match="prefixes"):
+        alignment.trajectory_alignment(thetas, np.zeros((5, 4)), 0.1, prefixes=(1, 3))

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import _checks
-from ..mathematics.alignment import bottom_count, cumulative_share
+from ..mathematics.alignment import bottom_count, cumulative_share, trajectory_alignment, TrajectoryAlignment
 from ..mathematics.kernel_flow import residual_loss
 from ..mathematics.trajectory_gram import trajectory_effective_gram
 from ..runs.predict import held_out_loss, trajectory_loo
@@ -38,7 +38,9 @@ class RunAlignment(NamedTuple):
     ``random_gap = ‖r0‖² tr K_traj / N``; ``predicted``: the leave-one-out loss
     ``(1/2n)‖R_traj r0‖²`` of the run read as a linear model with a moving kernel;
     ``trajectory``: Chapter 7's one-time prediction from the run's real residuals;
-    ``train_loss`` and ``test_loss``: the network's, measured; ``eigenvalues``: of ``K_traj``.
+    ``train_loss`` and ``test_loss``: the network's, measured; ``eigenvalues``: of ``K_traj``;
+    ``during``: the shares of ``‖r0‖²`` and of the real ``‖r(t)‖²`` in the bottom of ``K_traj(t)``
+    at every snapshot time (:func:`gramlib.mathematics.alignment.trajectory_alignment`).
     """
 
     share_r0: float
@@ -50,6 +52,7 @@ class RunAlignment(NamedTuple):
     train_loss: float
     test_loss: float
     eigenvalues: np.ndarray
+    during: TrajectoryAlignment
 
 
 def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapshots, fraction=0.1, progress=False):
@@ -82,6 +85,7 @@ def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapsho
         train_loss=float(run.train_loss[-1]),
         test_loss=held_out_loss(model.apply, run.params, jnp.asarray(dataset.x_test), y_test),
         eigenvalues=vals,
+        during=trajectory_alignment(run.thetas, run.residuals, run.lr, outputs=run.outputs, fraction=fraction),
     )
 
 
@@ -114,8 +118,8 @@ def reproduce_ch6_runs(out_dir="results/ch6", scale="default", *, progress=True,
     Seed ``s`` draws the split and the initialization from ``PRNGKey(s)`` and the random labels
     (the same inputs, every label redrawn at random: :func:`gramlib.data.random_labels`) from it; true and
     random labels start from the same weights. Writes ``ch6_runs.csv``, one row per run
-    (``network``, ``labels``, ``seed`` and the fields of :class:`RunAlignment` but the
-    eigenvalues), resumably and with provenance like :func:`gramlib.experiments.ch7.reproduce_ch7`.
+    (``network``, ``labels``, ``seed`` and the numbers of :class:`RunAlignment`: all fields but
+    ``eigenvalues`` and ``during``), resumably and with provenance like :func:`gramlib.experiments.ch7.reproduce_ch7`.
     Runs in float64. Returns the rows.
     """
     if scale not in SCALES:
@@ -136,7 +140,7 @@ def reproduce_ch6_runs(out_dir="results/ch6", scale="default", *, progress=True,
         model = tasks.architecture(arch, shape, 1, setting, np.float64)
         a = run_alignment(model, model.init(k_init), ds, ds.y_train, ds.y_test, lr=setting["lr"],
                           steps=setting["steps"], snapshots=setting["snapshots"], fraction=setting["fraction"])
-        return {k: float(v) for k, v in a._asdict().items() if k != "eigenvalues"}
+        return {k: float(v) for k, v in a._asdict().items() if k not in ("eigenvalues", "during")}
 
     table = ResultTable(out / "ch6_runs.csv", ("network", "labels", "seed", "settings"))
     return run_job(table, tqdm(keys, desc="Chapter 6, trained networks", disable=not progress), compute,

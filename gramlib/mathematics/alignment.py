@@ -22,6 +22,8 @@ so the gap is small when ``‖r0‖²`` sits in the eigenvectors with small
   a kernel-training run (``r(t)`` from :func:`gramlib.kernel_flow.kernel_residuals`,
   ``K_n(t)`` from :func:`gramlib.effective_gram.effective_gram`, computed once
   per kernel and shared by every set of labels);
+* :func:`trajectory_alignment` — the shares of ``‖r0‖²`` and of the real ``‖r(t)‖²`` in the
+  bottom of a real run's own effective Gram matrix ``K_traj(t)`` at its snapshot times;
 * :func:`gramlib.kernel_flow.kernel_test_residuals` — the held-out residuals of the linearized
   (kernel) model, so that each alignment can be paired with a test loss.
 
@@ -46,6 +48,7 @@ import numpy as np
 from .. import _checks
 from .effective_gram import effective_gram
 from .kernel_flow import factorize, kernel_problem, kernel_residuals, residual_loss
+from .trajectory_gram import trajectory_effective_gram
 
 # ---------------------------------------------------------------- validation
 def _gram(k_matrix, name="k_matrix"):
@@ -275,3 +278,54 @@ def alignment_curve(theta, r0, t=None, *, fraction=0.1, outputs=None, lr=None, g
     train = residual_loss(rt, fact.n)
     return AlignmentCurve(times, k, np.asarray(vals), shares[:, k - 1], np.asarray(shares_t), shares, k / n_dim,
                           gaps, rand, train, train + gaps)
+
+
+class TrajectoryAlignment(NamedTuple):
+    """Alignment along a real run with a moving kernel (leading axis: the snapshot times).
+
+    ``steps[j]``: the step ``t_j`` at the end of snapshot ``j``'s segment; ``share_r0[j]`` and
+    ``share_rt[j]``: the shares of ``‖r0‖²`` and of the run's residual ``‖r(t_j)‖²`` in the
+    bottom ``k`` eigenvectors of ``K_traj(t_j)``; ``random_share = k/N``.
+    """
+
+    steps: np.ndarray
+    k: int
+    share_r0: np.ndarray
+    share_rt: np.ndarray
+    random_share: float
+
+
+def trajectory_alignment(thetas, residuals, lr, *, outputs=1, fraction=0.1, prefixes=None):
+    """Where ``r0`` and ``r(t)`` sit in the eigenbasis of the run's own ``K_traj(t)``, during training (Chapter 6).
+
+    ``thetas`` ``(K, N, N)``: the kernel snapshots of a gradient-descent run with step ``lr``;
+    ``residuals`` ``(steps + 1, N)``: its residuals at every step (snapshot ``j`` for steps
+    ``[j s, (j+1) s)``, ``s = steps // K``, the leftover steps on the last, as in
+    :func:`gramlib.mathematics.trajectory_gram.trajectory_effective_gram`). At the end of each
+    segment, ``t_j = (j+1) s`` (the last: ``steps``), ``K_traj(t_j)`` is the effective Gram
+    matrix of the run's first ``j + 1`` snapshots over ``t_j`` steps, and the shares of
+    ``‖r0‖²`` and of the real ``‖r(t_j)‖²`` in its bottom ``k = round(fraction · N)``
+    eigenvectors are measured. With a frozen kernel and residuals that follow it, this is
+    :func:`alignment_curve` at the same steps. ``prefixes``: the numbers of snapshots ``j + 1``
+    at whose ends to measure (default ``1, …, K``); each costs one call of
+    ``trajectory_effective_gram`` with that many snapshots, so all ``K`` of them cost
+    ``K(K+1)/2`` segments, and a few spread over the run far less. Returns a :class:`TrajectoryAlignment`.
+    """
+    th = _checks.array(thetas, "thetas", ndim=3)
+    res = _checks.array(residuals, "residuals", ndim=2, shape=(None, th.shape[-1]))
+    count, steps = th.shape[0], res.shape[0] - 1
+    if steps < count:
+        raise ValueError(f"residuals must hold steps+1 rows with steps >= K={count}, got {res.shape[0]} rows")
+    prefixes = range(1, count + 1) if prefixes is None else [_checks.integer(p, "prefixes", minimum=1)
+                                                              for p in prefixes]
+    if not prefixes or max(prefixes) > count:
+        raise ValueError(f"prefixes must be snapshot counts in 1..{count}, got {list(prefixes)}")
+    k = bottom_count(th.shape[-1], fraction)
+    s = steps // count
+    ends = [steps if p == count else s * p for p in prefixes]
+    share_r0, share_rt = [], []
+    for p, end in zip(prefixes, ends):
+        k_traj = trajectory_effective_gram(th[:p], end, lr, outputs=outputs).k_matrix
+        share_r0.append(float(bottom_share(k_traj, res[0], k)))
+        share_rt.append(float(bottom_share(k_traj, res[end], k)))
+    return TrajectoryAlignment(np.array(ends), k, np.array(share_r0), np.array(share_rt), k / th.shape[-1])
