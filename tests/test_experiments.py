@@ -251,6 +251,39 @@ def test_snapshot_rows_and_noise_floor_are_the_losses_of_their_pieces():
         ch7.noise_floor("digits", setting, splits=0)
 
 
+def test_recentered_floor_centers_by_the_held_out_mean():
+    """The leak it removes: inputs centered by their own mean make a left-out sample point away from the rest."""
+    x_train, x_test = data.standardize(np.random.default_rng(0).normal(size=(12, 50)) + 3.0,
+                                       np.random.default_rng(1).normal(size=(20, 50)) + 3.0)
+    for i in range(12):
+        others = np.delete(x_train, i, axis=0)
+        assert np.sum(others @ x_train[i]) == pytest.approx(-x_train[i] @ x_train[i], rel=1e-10)
+    ds = data.digits(20, 30, key=KEY)
+    model = models.mlp(64, 64, 2, dtype=jnp.float64)
+    got = ch7.recentered_floor(model, ds, key=jax.random.PRNGKey(1), time=20.0)
+    center = ds.x_test.mean(axis=0)
+    centered = ds._replace(x_train=ds.x_train - center, x_test=ds.x_test - center)
+    assert np.allclose(got, predict.frozen_kernel_losses(model, centered, key=jax.random.PRNGKey(1), time=20.0),
+                       rtol=1e-12)  # the held-out mean removed, then the exact losses of the linearized network
+    shift = np.linspace(-1, 1, 64)  # any shift of both sets: the same re-centered inputs
+    moved = ds._replace(x_train=ds.x_train + shift, x_test=ds.x_test + shift)
+    assert np.allclose(ch7.recentered_floor(model, moved, key=jax.random.PRNGKey(1), time=20.0), got, rtol=1e-10)
+    assert not np.allclose(predict.frozen_kernel_losses(model, moved, key=jax.random.PRNGKey(1), time=20.0), got,
+                           rtol=1e-3)
+
+
+def test_summarize_centering_pairs_the_two_floors_by_split():
+    rows = [{"dataset": "a", "arch": "mlp", "labels": "true", "seed": s, "settings": "x",
+             "exact_loo": 1.0 + 0.1 * s, "linearized_held_out": 1.0} for s in range(3)]
+    rows.append({**rows[0], "labels": "random", "exact_loo": 9.0})
+    centering = [{"dataset": "a", "seed": s, "settings": "x", "exact_loo_recentered": 2.0 - 0.01 * s,
+                  "linearized_held_out_recentered": 2.0} for s in (0, 1, 2, 5)]  # split 5: not in the table
+    (cell,) = ch7.summarize_centering(rows, centering)
+    assert cell["splits"] == 3 and cell["floor"] == pytest.approx(0.1) and cell["recentered"] == pytest.approx(-0.005)
+    t = 4.302652729911275  # Student-t, 2 degrees of freedom, 97.5%
+    assert cell["floor_half"] == pytest.approx(t * 0.1 / np.sqrt(3), rel=1e-9)
+
+
 def test_each_row_carries_the_exact_leave_one_out_of_its_own_split(tmp_path):
     jax.config.update("jax_enable_x64", False)  # a caller in float32: the command must not change it
     try:
@@ -334,6 +367,16 @@ def test_table_and_limits_of_the_command_line(tmp_path):
         assert abs(r["one_time_relative_error"] - abs(r["one_time"] - r["held_out"]) / r["held_out"]) < 1e-12
     snaps = results.read_table(tmp_path / "ch7_snapshots.csv")
     assert sorted({s["snapshots"] for s in snaps}) == [1, 2, 4] and {s["seed"] for s in snaps} == {0, 1}
+    centering = results.read_table(tmp_path / "ch7_centering.csv")  # the smoke scale re-centers the 10-class cell
+    assert [(c["dataset"], c["seed"]) for c in centering] == [("mnist-10", s) for s in (0, 1, 2)]
+    assert PROVENANCE <= set(centering[0])
+    cell = ch7.SCALES["smoke"]["cells"]["mnist-10"]
+    k_data, k_run, _ = jax.random.split(jax.random.PRNGKey(1), 3)
+    ds, shape = tasks.dataset(cell.dataset, cell.n_train, 100, key=k_data, task=cell.task)
+    model = tasks.architecture("mlp", shape, 10, ch7.SCALES["smoke"], jnp.float64)
+    want = ch7.recentered_floor(model, ds, key=k_run, time=40.0)
+    assert np.allclose((centering[1]["exact_loo_recentered"], centering[1]["linearized_held_out_recentered"]), want,
+                       rtol=1e-10)
     assert (tmp_path / "ch7_predicted_vs_heldout.png").stat().st_size > 0
     limits = ch7.reproduce_ch7_limits(tmp_path, "smoke", progress=False)
     assert [r["lr"] for r in limits] == [0.5, 1.0, 2.0]
@@ -502,7 +545,7 @@ def test_alignment_of_a_trained_network_with_its_runs_effective_gram_matrix():
     assert out.gap == pytest.approx(r0 @ k @ r0, rel=1e-9) and out.random_share == 0.1
     assert out.train_loss == pytest.approx(run.train_loss[-1], rel=1e-12)
     assert 0 < out.test_loss and abs(out.predicted / out.trajectory - 1) < 0.05
-    assert list(out.during.steps) == [10, 20, 30, 40, 50, 60]  # during training: K_traj(t) at each snapshot
+    assert list(out.during.steps) == [10, 20, 30, 40, 50, 60]  # during training: K_traj(t), 8 log-spaced of 6: all
     assert out.during.share_r0[-1] == pytest.approx(out.share_r0, rel=1e-9)
     assert out.during.share_rt[-1] == pytest.approx(np.sum((vecs[:, :3].T @ run.residuals[-1]) ** 2)
                                                     / np.sum(run.residuals[-1] ** 2), rel=1e-9)

@@ -106,6 +106,7 @@ def test_alignment_during_a_frozen_kernel_run_is_the_alignment_curve():
     got = alignment.trajectory_alignment(np.stack([theta] * 4), residuals, lr, fraction=0.25)
     want = alignment.alignment_curve(theta, r0, got.steps, lr=lr, fraction=0.25)
     assert list(got.steps) == [5, 10, 15, 20] and got.k == want.k == 3
+    np.testing.assert_allclose(got.times, lr * got.steps, rtol=1e-15)
     np.testing.assert_allclose(got.share_r0, want.share_r0, atol=1e-9)
     np.testing.assert_allclose(got.share_rt, want.share_rt, atol=1e-9)
 

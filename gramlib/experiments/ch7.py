@@ -46,7 +46,9 @@ class Cell(NamedTuple):
 #: twins of the first ``retrain_splits`` splits of the ``retrain_cells`` retrained (the MLP on the
 #: small inputs: the twins of the MLP on 784 MNIST pixels and of the digits CNN cost tens of minutes
 #: per split on 2 CPU cores, ``benchmarks/bench_train_steps.py``), random labels on the first
-#: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``.
+#: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``, and
+#: the noise floor with the inputs re-centered (:func:`recentered_floor`) on every MLP split of
+#: ``recentered_cells``.
 #: ``"paper"``: 10-class one-hot subsets of the full MNIST,
 #: Fashion-MNIST and CIFAR-10 with more samples (a GPU, e.g. Colab, and a download of the data
 #: are needed). ``"smoke"``: a seconds-long run of the same pipeline for tests.
@@ -57,21 +59,23 @@ SCALES = {
                     cnn_cells=("digits", "teacher"), retrain_cells=(("digits", "mlp"), ("teacher", "mlp")),
                     n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
                     snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, random_label_splits=1,
-                    snapshot_splits=3, snapshot_counts=(1, 2, 3, 5, 10, 15, 30)),
+                    snapshot_splits=3, snapshot_counts=(1, 2, 3, 5, 10, 15, 30),
+                    recentered_cells=("mnist-10", "mnist-parity")),
     "paper": dict(cells={"mnist": Cell("mnist", "onehot", 500), "fashion_mnist": Cell("fashion_mnist", "onehot", 500),
                          "cifar10": Cell("cifar10", "onehot", 500)},
                   cnn_cells=("mnist", "fashion_mnist", "cifar10"),
                   retrain_cells=tuple((c, a) for c in ("mnist", "fashion_mnist", "cifar10") for a in ("mlp", "cnn")),
                   n_test=2000, width=512, channels=32, lr=1.0,
                   steps=1000, snapshots=20, brute_force=20, splits=3, cnn_splits=3, retrain_splits=1,
-                  random_label_splits=1, snapshot_splits=3, snapshot_counts=(1, 2, 5, 10, 20)),
+                  random_label_splits=1, snapshot_splits=3, snapshot_counts=(1, 2, 5, 10, 20),
+                  recentered_cells=("mnist", "fashion_mnist", "cifar10")),
     "smoke": dict(cells={"digits": Cell("digits", "parity", 40), "teacher": Cell("teacher", "sign", 40),
                          "mnist-10": Cell("mnist10k", "onehot", 20)},
                   cnn_cells=("digits",),
                   retrain_cells=(("digits", "mlp"), ("digits", "cnn"), ("teacher", "mlp"), ("mnist-10", "mlp")),
                   n_test=100, width=32, channels=4, lr=1.0, steps=40, snapshots=4,
                   brute_force=4, splits=3, cnn_splits=2, retrain_splits=1, random_label_splits=1,
-                  snapshot_splits=2, snapshot_counts=(1, 2, 4)),
+                  snapshot_splits=2, snapshot_counts=(1, 2, 4), recentered_cells=("mnist-10",)),
 }
 
 
@@ -152,6 +156,23 @@ def noise_floor(name, setting, *, splits, arch="mlp", model=None, first_seed=100
     return NoiseFloor(loo, held, np.abs(loo - held) / held)
 
 
+def recentered_floor(model, dataset, *, key, time):
+    """The noise floor of one split with the inputs centered by a mean that holds no training sample.
+
+    :func:`gramlib.data.split` centers the inputs by the mean ``m`` of the training inputs, which
+    contains every left-out sample ``x_i``. The centered training inputs sum to zero, so
+    ``Σ_{j≠i} ⟨x_j − m, x_i − m⟩ = −‖x_i − m‖²``: a left-out sample points away from the
+    others, a held-out one does not, and with ``n`` small against the input dimension this biases
+    leave-one-out (Chapter 7, the 10-class cell). Here both sets are shifted by the held-out
+    inputs' mean, a center that does not depend on any training sample, and
+    :func:`gramlib.predict.frozen_kernel_losses` gives the exact leave-one-out and held-out losses
+    of the linearized network on the shifted inputs. Returns ``(loo, held_out)``.
+    """
+    center = np.asarray(dataset.x_test).mean(axis=0)
+    shifted = dataset._replace(x_train=np.asarray(dataset.x_train) - center, x_test=np.asarray(dataset.x_test) - center)
+    return frozen_kernel_losses(model, shifted, key=key, time=time)
+
+
 def _restrict(setting, scale, archs, datasets, seeds):
     archs = tuple(archs)
     if not archs or set(archs) - {"mlp", "cnn"}:
@@ -207,7 +228,9 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     the same split (``exact_loo``, ``linearized_held_out``: :func:`gramlib.predict.frozen_kernel_losses`),
     the noise floor of leave-one-out itself. ``ch7_summary.csv``: per cell, :func:`summarize`;
     ``ch7_snapshots.csv``: the true-label predictions of the first ``snapshot_splits`` splits with
-    fewer kernel snapshots (:func:`snapshot_rows`); ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``.
+    fewer kernel snapshots (:func:`snapshot_rows`); ``ch7_centering.csv``: the noise floor with
+    re-centered inputs (:func:`recentered_floor`) on the true-label MLP splits of ``recentered_cells``;
+    ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``.
     ``archs``, ``datasets`` (cell names) and ``seeds`` restrict the runs (``None``: all of the
     scale's); ``retrain=False`` retrains no twins. Each row records its ``settings`` fingerprint
     (the scale's :data:`RUN_SETTINGS`, the row's :class:`Cell` and ``retrain``) and
@@ -225,8 +248,8 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     model_of = {}  # one model object per cell, so that compiled code is reused across seeds
     time_ = setting["lr"] * setting["steps"]
 
-    def compute(key):
-        name, arch, labels, seed = key["dataset"], key["arch"], key["labels"], key["seed"]
+    def split(name, arch, labels, seed):
+        """Split ``seed`` of cell ``name``: its data set, the model and the initialization key."""
         cell = setting["cells"][name]
         k_data, k_run, k_labels = jax.random.split(jax.random.PRNGKey(seed), 3)
         ds, shape = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=k_data, task=cell.task)
@@ -234,7 +257,11 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
             ds = data.random_labels(ds, key=k_labels)
         if (name, arch) not in model_of:
             model_of[name, arch] = tasks.architecture(arch, shape, tasks.outputs(ds), setting, np.float64)
-        model = model_of[name, arch]
+        return ds, model_of[name, arch], k_run
+
+    def compute(key):
+        name, arch, labels, seed = key["dataset"], key["arch"], key["labels"], key["seed"]
+        ds, model, k_run = split(name, arch, labels, seed)
         loop = recommended_loop(model.apply, model.init(k_run), ds.x_train)  # per_step: a CNN on the CPU
         start = time.time()
         p = predict_test_loss(model, ds, key=k_run, lr=setting["lr"], steps=setting["steps"],
@@ -253,6 +280,16 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
                 "seconds": seconds}
 
     run_job(table, tqdm(keys, desc="Chapter 7 runs", disable=not progress), compute, extra=extra)
+
+    def recenter(key):
+        ds, model, k_run = split(key["dataset"], "mlp", "true", key["seed"])
+        loo, held = recentered_floor(model, ds, key=k_run, time=time_)
+        return {"exact_loo_recentered": loo, "linearized_held_out_recentered": held}
+
+    centering = ResultTable(out / "ch7_centering.csv", ("dataset", "seed", "settings"))
+    recentered = [{"dataset": k["dataset"], "seed": k["seed"], "settings": k["settings"]} for k in keys
+                  if k["dataset"] in setting["recentered_cells"] and k["arch"] == "mlp" and k["labels"] == "true"]
+    run_job(centering, tqdm(recentered, desc="Re-centered floors", disable=not progress), recenter, extra=extra)
     # The summary and the figures cover every run of the scale's protocol in the table, also those that
     # another invocation (other --archs, --datasets or --seeds, another process) computed.
     full = scale_config(scale)
@@ -365,6 +402,32 @@ def summarize(rows):
         cell["min_correlation"] = float(np.min([r["correlation"] for r in twins])) if twins else math.nan
         cell["random_held_out"], cell["random_predicted"] = mean(rand, "held_out"), mean(rand, "predicted")
         cell["learned"] = cell["random_held_out"] / cell["held_out"]
+        cells.append(cell)
+    return cells
+
+
+def summarize_centering(rows, centering):
+    """Per re-centered cell: the noise floor with the table's centering against the re-centered one.
+
+    ``rows``: the table's rows; ``centering``: the rows of ``ch7_centering.csv``. On the splits
+    that have both, the signed error ``(LOO − held-out)/held-out`` of the exact leave-one-out of
+    the linearized network, mean and 95% Student-t half-width, with the inputs centered by the
+    training mean (``floor``, ``floor_half``: the table's ``exact_loo``, ``linearized_held_out``)
+    and by the held-out mean (``recentered``, ``recentered_half``: :func:`recentered_floor`).
+    """
+    table = {(r["dataset"], r["seed"], r["settings"]): r for r in rows
+             if r["arch"] == "mlp" and r["labels"] == "true"}
+    cells = []
+    for name in dict.fromkeys(c["dataset"] for c in centering):
+        pairs = [(table[c["dataset"], c["seed"], c["settings"]], c) for c in centering
+                 if c["dataset"] == name and (c["dataset"], c["seed"], c["settings"]) in table]
+        if not pairs:
+            continue
+        cell = {"dataset": name, "splits": len(pairs)}
+        cell["floor"], cell["floor_half"] = _mean_and_half(_signed([t for t, _ in pairs], "exact_loo",
+                                                                   "linearized_held_out"))
+        cell["recentered"], cell["recentered_half"] = _mean_and_half(
+            _signed([c for _, c in pairs], "exact_loo_recentered", "linearized_held_out_recentered"))
         cells.append(cell)
     return cells
 

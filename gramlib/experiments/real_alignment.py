@@ -55,18 +55,23 @@ class RunAlignment(NamedTuple):
     during: TrajectoryAlignment
 
 
-def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapshots, fraction=0.1, progress=False):
+def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapshots, fraction=0.1, during=8,
+                  progress=False):
     """Train ``model`` from ``params`` on ``(dataset.x_train, y_train)`` and measure alignment with ``K_traj``.
 
     Full-batch gradient descent with step ``lr`` for ``steps`` steps records ``snapshots``
     kernels (:func:`gramlib.train.gradient_descent`, the loop :func:`gramlib.train.recommended_loop`
     picks); ``K_traj`` is built from them; ``k = round(fraction · N)``. Targets ``y_train``,
-    ``y_test`` of one output (e.g. true or random labels of the same inputs). Returns a
-    :class:`RunAlignment`.
+    ``y_test`` of one output (e.g. true or random labels of the same inputs). ``during``: at how
+    many snapshot times, spread evenly on a log scale from the first to the last, the shares
+    during training are measured (each costs one ``K_traj`` of the run's first snapshots).
+    Returns a :class:`RunAlignment`.
     """
     y_train = _checks.array(y_train, "y_train", ndim=1, shape=(len(dataset.x_train),))
     y_test = _checks.array(y_test, "y_test", ndim=1, shape=(len(dataset.x_test),))
     snapshots = _checks.integer(snapshots, "snapshots", minimum=1)
+    during = _checks.integer(during, "during", minimum=1)
+    prefixes = np.unique(np.round(np.geomspace(1, snapshots, during)).astype(int))
     x = jnp.asarray(dataset.x_train)
     run = gradient_descent(model.apply, params, x, y_train, lr=lr, steps=steps, snapshots=snapshots,
                            loop=recommended_loop(model.apply, params, x), progress=progress)
@@ -85,7 +90,8 @@ def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapsho
         train_loss=float(run.train_loss[-1]),
         test_loss=held_out_loss(model.apply, run.params, jnp.asarray(dataset.x_test), y_test),
         eigenvalues=vals,
-        during=trajectory_alignment(run.thetas, run.residuals, run.lr, outputs=run.outputs, fraction=fraction),
+        during=trajectory_alignment(run.thetas, run.residuals, run.lr, outputs=run.outputs, fraction=fraction,
+                                    prefixes=prefixes),
     )
 
 

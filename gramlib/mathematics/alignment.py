@@ -283,12 +283,14 @@ def alignment_curve(theta, r0, t=None, *, fraction=0.1, outputs=None, lr=None, g
 class TrajectoryAlignment(NamedTuple):
     """Alignment along a real run with a moving kernel (leading axis: the snapshot times).
 
-    ``steps[j]``: the step ``t_j`` at the end of snapshot ``j``'s segment; ``share_r0[j]`` and
+    ``steps[j]``: the step at the end of the ``j``-th measured segment and ``times[j]`` its
+    gradient-flow time ``lr · steps[j]`` (the book's ``t``); ``share_r0[j]`` and
     ``share_rt[j]``: the shares of ``‖r0‖²`` and of the run's residual ``‖r(t_j)‖²`` in the
     bottom ``k`` eigenvectors of ``K_traj(t_j)``; ``random_share = k/N``.
     """
 
     steps: np.ndarray
+    times: np.ndarray
     k: int
     share_r0: np.ndarray
     share_rt: np.ndarray
@@ -320,6 +322,7 @@ def trajectory_alignment(thetas, residuals, lr, *, outputs=1, fraction=0.1, pref
                                                               for p in prefixes]
     if not prefixes or max(prefixes) > count:
         raise ValueError(f"prefixes must be snapshot counts in 1..{count}, got {list(prefixes)}")
+    lr = _checks.positive(lr, "lr")
     k = bottom_count(th.shape[-1], fraction)
     s = steps // count
     ends = [steps if p == count else s * p for p in prefixes]
@@ -328,4 +331,5 @@ def trajectory_alignment(thetas, residuals, lr, *, outputs=1, fraction=0.1, pref
         k_traj = trajectory_effective_gram(th[:p], end, lr, outputs=outputs).k_matrix
         share_r0.append(float(bottom_share(k_traj, res[0], k)))
         share_rt.append(float(bottom_share(k_traj, res[end], k)))
-    return TrajectoryAlignment(np.array(ends), k, np.array(share_r0), np.array(share_rt), k / th.shape[-1])
+    return TrajectoryAlignment(np.array(ends), lr * np.array(ends), k, np.array(share_r0), np.array(share_rt),
+                               k / th.shape[-1])

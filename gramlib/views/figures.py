@@ -28,7 +28,8 @@ def plot_spectra(ax, grams, *, label=None, times=None, color=None):
 def plot_shares(ax, runs, *, band=None):
     """Share of ``‖r0‖²`` (solid) and ``‖r(t)‖²`` (dashed) in the bottom-``k`` eigenvectors of ``K_n(t)``.
 
-    ``runs`` maps a label to a :class:`LabelRun` or :class:`AlignmentCurve`;
+    ``runs`` maps a label to a :class:`LabelRun`, an :class:`AlignmentCurve` or, for a trained
+    network and its run's ``K_traj(t)``, a :class:`gramlib.alignment.TrajectoryAlignment`;
     the random-vector share ``k/N`` is drawn in black with, if given, ``band =
     (mean, half_width)`` from sampled random vectors.
     """
