@@ -404,6 +404,12 @@ def test_the_committed_table_holds_runs_of_the_protocol_and_says_where_they_were
     assert all(c["splits"] >= 10 for c in table.summary if c["arch"] == "mlp")  # the protocol's minimum
     protocol = ch7.table_keys(dict(ch7.scale_config("default"), seeds=tuple(range(10))), ("mlp", "cnn"))
     assert sum(table.missing.values()) + len(table.rows) == len(protocol)
+    centering = results.read_table(RESULTS / "ch7" / "ch7_centering.csv")  # every true-label MLP split of its cells
+    cells = ch7.scale_config("default")["recentered_cells"]
+    assert sorted((c["dataset"], c["seed"], c["settings"]) for c in centering) == sorted(
+        (k["dataset"], k["seed"], k["settings"]) for k in protocol
+        if k["dataset"] in cells and k["arch"] == "mlp" and k["labels"] == "true")
+    assert all(PROVENANCE <= set(c) and not c["commit"].endswith("-dirty") for c in centering)
     rows, checks = ch7_findings.committed_limits(RESULTS / "ch7-limits")
     assert [r["lr"] for r in rows] == [0.5, 1.0, 2.0] and len(checks) == 3
     assert all(abs(r["bf_held"] - r["bf"] / r["held_out"]) < 1e-15 for r in rows)
@@ -448,7 +454,8 @@ def test_snapshot_convergence_recovers_a_one_over_m_law():
     assert np.allclose(conv.left, c / 10 / (1 - c / 10), rtol=1e-12)
     assert np.allclose(conv.rise["mlp", "predicted"], (1 - c / 10) / (1 - c) - 1)
     assert np.allclose(conv.last_rise, (1 - c / 10) / (1 - c / 5) - 1)
-    assert not ch7_findings.snapshot_convergence([dict(s, predicted=1 + 1 / s["snapshots"]) for s in snaps]).monotone
+    dipping = ch7_findings.snapshot_convergence([dict(s, predicted=1 + 1 / s["snapshots"]) for s in snaps])
+    assert not dipping.monotone and abs(dipping.two_time_fall - (1 - 1.5 / 2)) < 1e-12 and conv.two_time_fall == 0
     falling = ch7_findings.snapshot_convergence([dict(s, one_time=1 + 1 / s["snapshots"]) for s in snaps])
     assert falling.monotone and abs(falling.one_time_fall - (1 - 1.5 / 2)) < 1e-12  # from M = 1 to 2: 2 → 1.5
     with pytest.raises(ValueError, match="three counts"):

@@ -179,8 +179,8 @@ class SnapshotConvergence(NamedTuple):
     ``measured``: that ratio per run; ``left``: per run, ``c/m_last`` relative to the
     prediction at ``m_last``, what ``M = m_last`` still misses under the ``c/M`` law;
     ``monotone``: whether the two-time prediction rises with ``M`` in every run;
-    ``one_time_fall``: the largest relative fall of the one-time prediction from one ``M`` to the
-    next over all runs (0 when it rises everywhere).
+    ``two_time_fall`` and ``one_time_fall``: the largest relative fall of the two-time and of the
+    one-time prediction from one ``M`` to the next over all runs (0 when it rises everywhere).
     """
 
     counts: list
@@ -190,6 +190,7 @@ class SnapshotConvergence(NamedTuple):
     measured: list
     left: list
     monotone: bool
+    two_time_fall: float
     one_time_fall: float
 
 
@@ -202,6 +203,9 @@ def snapshot_convergence(snaps):
     if len(counts) < 3:
         raise ValueError(f"the snapshot rows need at least three counts M, got {counts}")
     m_first, m_a, m_b, m_last = counts[0], counts[-3], counts[-2], counts[-1]
+    def fall(key):
+        return max([0.0] + [1 - d[b][key] / d[a][key] for d in by_run.values() for a, b in zip(counts, counts[1:])])
+
     rise = {(arch, key): [d[m_last][key] / d[m_first][key] - 1 for (_, a, _), d in by_run.items() if a == arch]
             for arch in ("mlp", "cnn") for key in ("predicted", "one_time")}
     return SnapshotConvergence(
@@ -213,5 +217,4 @@ def snapshot_convergence(snaps):
         left=[(d[m_last]["predicted"] - d[m_b]["predicted"]) / (1 / m_b - 1 / m_last) / m_last
               / d[m_last]["predicted"] for d in by_run.values()],
         monotone=all(d[a]["predicted"] < d[b]["predicted"] for d in by_run.values() for a, b in zip(counts, counts[1:])),
-        one_time_fall=max([0.0] + [1 - d[b]["one_time"] / d[a]["one_time"] for d in by_run.values()
-                                   for a, b in zip(counts, counts[1:])]))
+        two_time_fall=fall("predicted"), one_time_fall=fall("one_time"))

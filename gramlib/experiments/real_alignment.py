@@ -136,6 +136,7 @@ def reproduce_ch6_runs(out_dir="results/ch6", scale="default", *, progress=True,
     keys = [{"network": network_name(*net), "labels": labels, "seed": seed, "settings": settings}
             for net in setting["networks"] for seed in setting["seeds"] for labels in ("true", "random")]
     by_name = {network_name(*net): net for net in setting["networks"]}
+    model_of = {}  # one model object per network, so that compiled code is reused across seeds and labels
 
     def compute(key):
         name, task, arch = by_name[key["network"]]
@@ -143,7 +144,9 @@ def reproduce_ch6_runs(out_dir="results/ch6", scale="default", *, progress=True,
         ds, shape = tasks.dataset(name, setting["n_train"], setting["n_test"], key=k_data, task=task)
         if key["labels"] == "random":
             ds = data.random_labels(ds, key=k_labels)
-        model = tasks.architecture(arch, shape, 1, setting, np.float64)
+        if key["network"] not in model_of:
+            model_of[key["network"]] = tasks.architecture(arch, shape, 1, setting, np.float64)
+        model = model_of[key["network"]]
         a = run_alignment(model, model.init(k_init), ds, ds.y_train, ds.y_test, lr=setting["lr"],
                           steps=setting["steps"], snapshots=setting["snapshots"], fraction=setting["fraction"])
         return {k: float(v) for k, v in a._asdict().items() if k not in ("eigenvalues", "during")}
