@@ -30,7 +30,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     setting = ch7.SCALES["default"]
-    ds, shape = tasks.dataset("digits", setting["n_train"], setting["n_test"], key=jax.random.PRNGKey(0))
+    cell = setting["cells"]["digits"]
+    ds, shape = tasks.dataset("digits", cell.n_train, setting["n_test"], key=jax.random.PRNGKey(0), task=cell.task)
     twin_steps = max(args.steps // 10, 1)
     rows = []
     for arch in ("mlp", "cnn"):
