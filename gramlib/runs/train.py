@@ -22,9 +22,9 @@ Choose ``"per_step"`` for a convolutional network on the CPU: XLA's CPU backend 
 convolution inside a loop body several times slower than outside one (jax-ml/jax issue
 12868), and convolutions with weights batched by ``vmap`` are slow there too. Measured by
 ``benchmarks/bench_train_steps.py`` on Chapter 7's digits CNN (n = 300, float64, 2 CPU
-cores, ``benchmarks/results/train_steps.csv``): 46 ms per step one call per step against
-207 ms inside ``lax.scan`` (4.5×), and 48 against 455 ms per twin and step for 30 twins
-(9.5×). Unrolling the loop would remove the penalty but costs compile time that grows with
+cores, ``benchmarks/results/train_steps.csv``): 43 ms per step one call per step against
+225 ms inside ``lax.scan`` (5.3×), and 40 against 449 ms per twin and step for 30 twins
+(11×). Unrolling the loop would remove the penalty but costs compile time that grows with
 its length. :func:`recommended_loop` names the loop for a network and a backend; nothing
 here consults it.
 """
