@@ -122,6 +122,7 @@ def test_alignment_during_a_moving_kernel_run_against_products_of_step_matrices(
         k_traj = (loo.T @ loo - run.T @ run) / 20
         assert abs(got.share_r0[j] - numpy_bottom_share(k_traj, residuals[0], 3)) < 1e-9
         assert abs(got.share_rt[j] - numpy_bottom_share(k_traj, residuals[end], 3)) < 1e-9
+    np.testing.assert_allclose(got.last.k_matrix, k_traj, atol=1e-10)  # K_traj at the last time: the whole run
     some = alignment.trajectory_alignment(thetas, residuals, lr, fraction=0.3, prefixes=(1, 3))
     assert list(some.steps) == [4, 14] and list(some.share_r0) == list(got.share_r0[[0, 2]])
 
@@ -136,3 +137,9 @@ def test_alignment_during_a_run_bad_input():
         alignment.trajectory_alignment(thetas, np.full((5, 4), np.nan), 0.1)
     with pytest.raises(ValueError, match="prefixes"):
         alignment.trajectory_alignment(thetas, np.zeros((5, 4)), 0.1, prefixes=(1, 3))
+    with pytest.raises(ValueError, match="symmetric"):
+        alignment.trajectory_alignment(thetas + np.triu(np.ones((4, 4)), 1), np.zeros((5, 4)), 0.1)
+    with pytest.raises(ValueError, match="outputs"):
+        alignment.trajectory_alignment(thetas, np.zeros((5, 4)), 0.1, outputs=3)
+    with pytest.raises(ValueError, match="lr"):
+        alignment.trajectory_alignment(thetas, np.zeros((5, 4)), -0.1)

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from .. import _checks
 from ..mathematics.alignment import bottom_count, cumulative_share, trajectory_alignment, TrajectoryAlignment
 from ..mathematics.kernel_flow import residual_loss
-from ..mathematics.trajectory_gram import trajectory_effective_gram
 from ..runs.predict import held_out_loss, trajectory_loo
 from ..runs import data
 from ..runs.train import gradient_descent, recommended_loop
@@ -75,7 +74,10 @@ def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapsho
     x = jnp.asarray(dataset.x_train)
     run = gradient_descent(model.apply, params, x, y_train, lr=lr, steps=steps, snapshots=snapshots,
                            loop=recommended_loop(model.apply, params, x), progress=progress)
-    traj = trajectory_effective_gram(run.thetas, run.steps, run.lr, outputs=run.outputs)
+    # the last prefix is the whole run, so during.last is the run's K_traj (T): built once
+    shares = trajectory_alignment(run.thetas, run.residuals, run.lr, outputs=run.outputs, fraction=fraction,
+                                  prefixes=prefixes)
+    traj = shares.last
     r0 = run.residuals[0]
     big_n = len(r0)
     k = bottom_count(big_n, fraction)
@@ -90,8 +92,7 @@ def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapsho
         train_loss=float(run.train_loss[-1]),
         test_loss=held_out_loss(model.apply, run.params, jnp.asarray(dataset.x_test), y_test),
         eigenvalues=vals,
-        during=trajectory_alignment(run.thetas, run.residuals, run.lr, outputs=run.outputs, fraction=fraction,
-                                    prefixes=prefixes),
+        during=shares,
     )
 
 

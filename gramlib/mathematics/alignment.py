@@ -48,7 +48,7 @@ import numpy as np
 from .. import _checks
 from .effective_gram import effective_gram
 from .kernel_flow import factorize, kernel_problem, kernel_residuals, residual_loss
-from .trajectory_gram import trajectory_effective_gram
+from .trajectory_gram import TrajectoryGram, gram_from_eigen, snapshot_arguments, snapshot_eigen, trajectory_effective_gram
 
 # ---------------------------------------------------------------- validation
 def _gram(k_matrix, name="k_matrix"):
@@ -286,7 +286,8 @@ class TrajectoryAlignment(NamedTuple):
     ``steps[j]``: the step at the end of the ``j``-th measured segment and ``times[j]`` its
     gradient-flow time ``lr · steps[j]`` (the book's ``t``); ``share_r0[j]`` and
     ``share_rt[j]``: the shares of ``‖r0‖²`` and of the run's residual ``‖r(t_j)‖²`` in the
-    bottom ``k`` eigenvectors of ``K_traj(t_j)``; ``random_share = k/N``.
+    bottom ``k`` eigenvectors of ``K_traj(t_j)``; ``random_share = k/N``; ``last``: ``K_traj``
+    at the last measured time (a :class:`~gramlib.mathematics.trajectory_gram.TrajectoryGram`).
     """
 
     steps: np.ndarray
@@ -295,6 +296,7 @@ class TrajectoryAlignment(NamedTuple):
     share_r0: np.ndarray
     share_rt: np.ndarray
     random_share: float
+    last: TrajectoryGram
 
 
 def trajectory_alignment(thetas, residuals, lr, *, outputs=1, fraction=0.1, prefixes=None):
@@ -309,8 +311,8 @@ def trajectory_alignment(thetas, residuals, lr, *, outputs=1, fraction=0.1, pref
     ``‖r0‖²`` and of the real ``‖r(t_j)‖²`` in its bottom ``k = round(fraction · N)``
     eigenvectors are measured. With a frozen kernel and residuals that follow it, this is
     :func:`alignment_curve` at the same steps. ``prefixes``: the numbers of snapshots ``j + 1``
-    at whose ends to measure (default ``1, …, K``); each costs one call of
-    ``trajectory_effective_gram`` with that many snapshots, so all ``K`` of them cost
+    at whose ends to measure (default ``1, …, K``); the snapshots are decomposed once and
+    each prefix costs the backward recursion over its segments, so all ``K`` of them cost
     ``K(K+1)/2`` segments, and a few spread over the run far less. Returns a :class:`TrajectoryAlignment`.
     """
     th = _checks.array(thetas, "thetas", ndim=3)
@@ -318,18 +320,21 @@ def trajectory_alignment(thetas, residuals, lr, *, outputs=1, fraction=0.1, pref
     count, steps = th.shape[0], res.shape[0] - 1
     if steps < count:
         raise ValueError(f"residuals must hold steps+1 rows with steps >= K={count}, got {res.shape[0]} rows")
+    th, steps, lr, outputs = snapshot_arguments(th, steps, lr, outputs)
     prefixes = range(1, count + 1) if prefixes is None else [_checks.integer(p, "prefixes", minimum=1)
                                                               for p in prefixes]
     if not prefixes or max(prefixes) > count:
         raise ValueError(f"prefixes must be snapshot counts in 1..{count}, got {list(prefixes)}")
-    lr = _checks.positive(lr, "lr")
     k = bottom_count(th.shape[-1], fraction)
     s = steps // count
-    ends = [steps if p == count else s * p for p in prefixes]
-    share_r0, share_rt = [], []
-    for p, end in zip(prefixes, ends):
-        k_traj = trajectory_effective_gram(th[:p], end, lr, outputs=outputs).k_matrix
-        share_r0.append(float(bottom_share(k_traj, res[0], k)))
-        share_rt.append(float(bottom_share(k_traj, res[end], k)))
+    lengths = [s] * (count - 1) + [steps - s * (count - 1)]
+    lam, u = snapshot_eigen(th)
+    ends, share_r0, share_rt = [], [], []
+    for p in prefixes:
+        end = steps if p == count else s * p
+        last = gram_from_eigen(lam[:p], u[:p], lengths[:p - 1] + [end - s * (p - 1)], lr, outputs)
+        ends.append(end)
+        share_r0.append(float(bottom_share(last.k_matrix, res[0], k)))
+        share_rt.append(float(bottom_share(last.k_matrix, res[end], k)))
     return TrajectoryAlignment(np.array(ends), lr * np.array(ends), k, np.array(share_r0), np.array(share_rt),
-                               k / th.shape[-1])
+                               k / th.shape[-1], last)

@@ -85,6 +85,19 @@ def trajectory_effective_gram(thetas, steps, lr, *, outputs=1):
     ``r(T) = S_traj r0``. One snapshot gives :func:`gramlib.mathematics.effective_gram.effective_gram`
     for gradient descent. Returns a :class:`TrajectoryGram`.
     """
+    th, steps, lr, outputs = snapshot_arguments(thetas, steps, lr, outputs)
+    count = th.shape[0]
+    s = steps // count
+    lengths = [s] * (count - 1) + [steps - s * (count - 1)]
+    return gram_from_eigen(*snapshot_eigen(th), lengths, lr, outputs)
+
+
+def snapshot_arguments(thetas, steps, lr, outputs):
+    """``(thetas, steps, lr, outputs)`` of a run's kernel snapshots, checked; raises ``ValueError``/``TypeError``.
+
+    ``thetas`` ``(K, N, N)`` symmetric, ``outputs`` dividing ``N`` into ``n >= 2`` samples,
+    ``steps >= K`` and ``lr > 0`` (:func:`trajectory_effective_gram`).
+    """
     th = _checks.array(thetas, "thetas", ndim=3)
     if th.shape[1] != th.shape[2] or th.shape[0] == 0:
         raise ValueError(f"thetas must have shape (K, N, N) with K >= 1, got {th.shape}")
@@ -101,14 +114,29 @@ def trajectory_effective_gram(thetas, steps, lr, *, outputs=1):
     if steps < count:
         raise ValueError(f"steps must be at least the number of snapshots K={count}, got {steps}")
     lr = _checks.positive(lr, "lr")
-    dtype = jnp.result_type(float, th.dtype)
-    s = steps // count
-    lengths = [s] * (count - 1) + [steps - s * (count - 1)]
-    lam, u = jax.vmap(jnp.linalg.eigh)(jnp.asarray(th, dtype))
-    run_map = jnp.eye(big_n, dtype=dtype)
+    return th, steps, lr, outputs
+
+
+def snapshot_eigen(thetas):
+    """The eigendecompositions ``Θ_k = U_k diag(λ_k) U_kᵀ`` of the snapshots, as ``(λ (K, N), U (K, N, N))``."""
+    th = jnp.asarray(thetas, jnp.result_type(float, thetas.dtype))
+    return jax.vmap(jnp.linalg.eigh)(th)
+
+
+def gram_from_eigen(lam, u, lengths, lr, outputs):
+    """``K_traj`` of :func:`trajectory_effective_gram` from the snapshots' eigendecompositions.
+
+    ``lam`` ``(K, N)``, ``u`` ``(K, N, N)`` (:func:`snapshot_eigen`), snapshot ``k`` serving
+    ``lengths[k]`` steps; arguments as checked by :func:`trajectory_effective_gram`. Lets a
+    caller that needs ``K_traj`` of several prefixes of one run decompose each snapshot once
+    (:func:`gramlib.mathematics.alignment.trajectory_alignment`).
+    """
+    count, big_n = lam.shape
+    n = big_n // outputs
+    run_map = jnp.eye(big_n, dtype=u.dtype)
     for k in range(count):  # S = S_{K−1} ⋯ S_0, each S_k = U diag(q^{s_k}) Uᵀ
         run_map = (u[k] * (1.0 - (lr / n) * lam[k]) ** lengths[k]) @ (u[k].T @ run_map)
-    w = u[-1].reshape(n, outputs, big_n)  # E_iᵀ in the eigenbasis of the last snapshot
+    w = u[count - 1].reshape(n, outputs, big_n)  # E_iᵀ in the eigenbasis of the last snapshot
     for k in range(count - 1, -1, -1):
         for length in chunk_lengths(lengths[k], n):  # the steps of one segment commute
             w = _segment_back(lam[k], u[k], w, lr, length, n, outputs)
