@@ -22,7 +22,8 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 from gramlib import effective_gram as eg  # noqa: E402
-from gramlib import models, ntk, train  # noqa: E402
+from gramlib import models, ntk, predict, train  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
 
 KEY = jax.random.PRNGKey(4)
 
@@ -104,14 +105,21 @@ def test_two_time_prediction_is_the_gauss_newton_tangent_twin(outputs, every):
     params = model.init(jax.random.PRNGKey(3))
     run = train.gradient_descent(model.apply, params, x, y, lr=lr, steps=steps, snapshots=steps // every,
                                  progress=False)
-    got = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs,
-                                       cross=ntk.two_time_kernel(model.apply, run.weights, x)))
+    cross = ntk.two_time_kernel(model.apply, run.weights, x)
+    got = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs, cross=cross))
+    same, forces = eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs, cross=cross, forces=True)
+    np.testing.assert_array_equal(np.asarray(same), got)
+    subset = np.array([5, 0, 3])
+    read = predict.twin_readout(model.apply, run, x, forces, subset)
 
     ws = weight_trajectory(model.apply, params, x, y, lr, steps)
     jacs = [jacobian(model.apply, w, x) for w in ws]
     big_n, p = jacs[0].shape
     owner = np.repeat(np.arange(n), outputs)
     want = np.zeros(big_n)
+    flat_end, unravel = ravel_pytree(ws[-1])
+    f_end = np.asarray(model.apply(ws[-1], x)).reshape(n, outputs)
+    want_read = np.zeros((n, outputs))
     for i in range(n):
         rows = owner == i
         keep = (~rows).astype(float)
@@ -122,9 +130,14 @@ def test_two_time_prediction_is_the_gauss_newton_tangent_twin(outputs, every):
             force[rows] += run.residuals[t][rows]
             delta = delta + (lr / n) * jt.T @ force
         want[rows] = run.residuals[-1][rows] + jacs[-1][rows] @ delta
+        moved = np.asarray(model.apply(unravel(flat_end + delta), x)).reshape(n, outputs)[i]  # f_i(w_T + δ)
+        want_read[i] = run.residuals[-1][rows] + moved - f_end[i]
     for a, b in zip(jax.tree_util.tree_leaves(ws[-1]), jax.tree_util.tree_leaves(run.params)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)  # the same run as gramlib.train
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(read, want_read[subset, 0] if outputs == 1 else want_read[subset], rtol=1e-9, atol=1e-11)
+    linear = want.reshape(n, outputs)[subset]
+    assert np.max(np.abs(want_read[subset] - linear)) > 1e-6  # the network's readout is not its linearization
     one = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs))
     assert np.max(np.abs(one - want)) > 1e3 * np.max(np.abs(got - want))  # the rotation of J matters
 
@@ -138,6 +151,27 @@ def test_bad_input_is_refused():
         eg.loo_trajectory(thetas, res, 0.5, cross=lambda k, l: thetas[l][:-1])
     with pytest.raises(ValueError, match="cross"):
         eg.loo_trajectory(thetas, res, 0.5, cross=lambda k, l: np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="forces=True needs"):
+        eg.loo_trajectory(thetas, res, 0.5, forces=True)
+
+
+def test_twin_readout_refuses_bad_input():
+    model = models.mlp(3, 4, depth=2, dtype=jnp.float64)
+    x = jax.random.normal(KEY, (5, 3), jnp.float64)
+    run = train.gradient_descent(model.apply, model.init(KEY), x, jnp.ones(5), lr=0.5, steps=4, snapshots=2,
+                                 progress=False)
+    forces = np.zeros((2, 5, 5))
+    with pytest.raises(ValueError, match="forces"):
+        predict.twin_readout(model.apply, run, x, forces[:1], [0])
+    with pytest.raises(ValueError, match="forces"):
+        predict.twin_readout(model.apply, run, x, np.full((2, 5, 5), np.nan), [0])
+    with pytest.raises(ValueError, match="subset"):
+        predict.twin_readout(model.apply, run, x, forces, [5])
+    with pytest.raises(ValueError, match="x must hold"):
+        predict.twin_readout(model.apply, run, x[:4], forces, [0])
+    no_snapshots = run._replace(weights=())
+    with pytest.raises(ValueError, match="snapshot weights"):
+        predict.twin_readout(model.apply, no_snapshots, x, forces, [0])
     model = models.mlp(3, 4, dtype=jnp.float64)
     w = model.init(KEY)
     x = jnp.ones((5, 3))

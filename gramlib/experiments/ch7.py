@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..mathematics.gap import interval
-from ..runs import data
+from ..runs import data, models
 from ..runs.predict import frozen_kernel_losses, predict_test_loss, trajectory_loo
 from ..runs.train import recommended_loop
 from ..views import plotting
@@ -48,7 +48,7 @@ class Cell(NamedTuple):
 #: per split on 2 CPU cores, ``benchmarks/bench_train_steps.py``), random labels on the first
 #: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``, and
 #: the noise floor with the inputs re-centered (:func:`recentered_floor`) on every MLP split of
-#: ``recentered_cells``.
+#: ``recentered_cells``; ``limits``: the grid of :func:`reproduce_ch7_limits`.
 #: ``"paper"``: 10-class one-hot subsets of the full MNIST,
 #: Fashion-MNIST and CIFAR-10 with more samples (a GPU, e.g. Colab, and a download of the data
 #: are needed). ``"smoke"``: a seconds-long run of the same pipeline for tests.
@@ -60,7 +60,8 @@ SCALES = {
                     n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
                     snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, random_label_splits=1,
                     snapshot_splits=3, snapshot_counts=(1, 2, 3, 5, 10, 15, 30),
-                    recentered_cells=("mnist-10", "mnist-parity")),
+                    recentered_cells=("mnist-10", "mnist-parity"),
+                    limits=dict(width=256, depth=3, lrs=(0.25, 0.5, 1.0, 2.0), widths=(128, 512), depths=(2, 4))),
     "paper": dict(cells={"mnist": Cell("mnist", "onehot", 500), "fashion_mnist": Cell("fashion_mnist", "onehot", 500),
                          "cifar10": Cell("cifar10", "onehot", 500)},
                   cnn_cells=("mnist", "fashion_mnist", "cifar10"),
@@ -75,7 +76,8 @@ SCALES = {
                   retrain_cells=(("digits", "mlp"), ("digits", "cnn"), ("teacher", "mlp"), ("mnist-10", "mlp")),
                   n_test=100, width=32, channels=4, lr=1.0, steps=40, snapshots=4,
                   brute_force=4, splits=3, cnn_splits=2, retrain_splits=1, random_label_splits=1,
-                  snapshot_splits=2, snapshot_counts=(1, 2, 4), recentered_cells=("mnist-10",)),
+                  snapshot_splits=2, snapshot_counts=(1, 2, 4), recentered_cells=("mnist-10",),
+                  limits=dict(width=16, depth=3, lrs=(0.5, 2.0), widths=(8,), depths=(2,))),
 }
 
 
@@ -307,43 +309,60 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     return summary
 
 
+def limit_keys(setting):
+    """The runs of Chapter 7's limits at ``setting`` (:data:`SCALES`), one key per ReLU network and step.
+
+    ``setting["limits"]``: a ReLU MLP of ``width`` and ``depth`` layers at every learning rate
+    of ``lrs``, and at the table's ``lr`` the same network with each width of ``widths`` and
+    each depth of ``depths``. Keys hold ``dataset`` (``"digits"``), ``arch`` (``"mlp-relu"``),
+    ``width``, ``depth`` and ``lr``.
+    """
+    grid = setting["limits"]
+    nets = [(grid["width"], grid["depth"], lr) for lr in grid["lrs"]]
+    nets += [(w, grid["depth"], setting["lr"]) for w in grid["widths"]]
+    nets += [(grid["width"], d, setting["lr"]) for d in grid["depths"]]
+    return [{"dataset": "digits", "arch": "mlp-relu", "width": w, "depth": d, "lr": lr} for w, d, lr in nets]
+
+
 @in_float64
 def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retrain=True, progress=True,
                          command=None):
-    """Chapter 7's limits: a 4-layer ReLU MLP on the digits at ``η/2, η, 2η`` (strong feature learning).
+    """Chapter 7's limits: ReLU MLPs on the digits over learning rate, width and depth (feature learning).
 
-    Writes ``ch7_limits.csv``: per learning rate, the prediction (two-time and
-    one-time), the held-out loss, every baseline, and on the retrained subset
-    the mean of ``|ρ_i^pred| / |ρ_i^brute|`` for both recursions (empty with
-    ``retrain=False``, which skips the retraining, as in :func:`reproduce_ch7`).
-    The retraining is a GPU job: the deep network has 17 times the parameters
-    of the table's MLP. Resumable and with provenance like :func:`reproduce_ch7`.
-    Returns the rows.
+    The runs of :func:`limit_keys` on the digits' parity cell (split 0, the table's ``n``,
+    steps and snapshots). Writes ``ch7_limits.csv``: per run, the prediction (two-time and
+    one-time), the held-out loss, every baseline, on the twins' subset the first-order twins
+    read out through the network (``readout_on_subset``, :func:`gramlib.predict.twin_readout`)
+    and, with ``retrain=True``, the retrained twins (``brute_force``, ``correlation``) and
+    the mean of ``|ρ_i^pred| / |ρ_i^brute|`` for both recursions. On 2 CPU cores the default grid
+    takes about 40 minutes, retraining included. Resumable and with provenance like
+    :func:`reproduce_ch7`. Returns the rows.
     """
     setting = scale_config(scale)
     cell = setting["cells"].get("digits")
-    if cell is None or cell.task != "parity":
+    if cell is None or cell.task != "parity" or "limits" not in setting:
         raise ValueError(f"the limits run on the digits' parity task, which scale {scale!r} does not have")
     out = tasks.output_folder(out_dir)
     settings = _fingerprint(setting, RUN_SETTINGS, cell=cell, retrain=bool(retrain))
     ds, shape = tasks.dataset("digits", cell.n_train, setting["n_test"], key=jax.random.PRNGKey(0))
-    deep = tasks.architecture_deep_relu(shape, setting, np.float64)
 
     def compute(key):
+        net = models.mlp(math.prod(shape), key["width"], key["depth"], 1, activation="relu", dtype=np.float64)
         try:
-            p = predict_test_loss(deep, ds, key=jax.random.PRNGKey(1), lr=key["lr"], steps=setting["steps"],
+            p = predict_test_loss(net, ds, key=jax.random.PRNGKey(1), lr=key["lr"], steps=setting["steps"],
                                   snapshots=setting["snapshots"], brute_force=setting["brute_force"],
-                                  retrain=retrain, progress=progress)
+                                  retrain=retrain, readout=True, progress=progress)
         except FloatingPointError:
             return {"diverged": True}
         bf = np.abs(p.brute_force_loo) if len(p.brute_force_loo) else np.nan
-        return {"diverged": False, **p.row(),
+        return {"diverged": False, **p.row(), "readout_on_subset": p.readout_on_subset,
+                "readout_correlation": (float(np.corrcoef(p.readout_loo, p.brute_force_loo)[0, 1])
+                                        if len(p.brute_force_loo) > 1 else np.nan),
                 "loo_ratio_to_brute_force": float(np.mean(np.abs(p.loo[p.subset]) / bf)),
                 "one_time_ratio_to_brute_force": float(np.mean(np.abs(p.one_time_loo[p.subset]) / bf))}
 
-    keys = [{"dataset": "digits", "arch": "mlp4-relu", "lr": lr, "settings": settings}
-            for lr in (setting["lr"] / 2, setting["lr"], 2 * setting["lr"])]
-    table = ResultTable(out / "ch7_limits.csv", ("dataset", "arch", "lr", "settings"))
+    keys = [{**k, "settings": settings} for k in limit_keys(setting)]
+    table = ResultTable(out / "ch7_limits.csv", ("dataset", "arch", "width", "depth", "lr", "settings"))
     return run_job(table, keys, compute, extra=provenance(command))
 
 

@@ -59,11 +59,6 @@ def architecture(name, input_shape, n_outputs, setting, dtype):
     raise ValueError(f"architecture must be 'mlp' or 'cnn', got {name!r}")
 
 
-def architecture_deep_relu(input_shape, setting, dtype):
-    """The strong-feature-learning network of Chapter 7's limits: a 4-layer ReLU MLP."""
-    return models.mlp(math.prod(input_shape), setting["width"], 4, 1, activation="relu", dtype=dtype)
-
-
 def output_folder(out_dir):
     """``out_dir`` as a :class:`~pathlib.Path`, created with its parents if missing."""
     out = Path(out_dir)

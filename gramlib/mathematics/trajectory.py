@@ -95,7 +95,7 @@ def _segment_forces(lam, u, f0, history, lr, n, outputs):
     return -(lr / n) * (u @ sum_f - _own(jnp.sum(d, axis=0), n, outputs))
 
 
-def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False):
+def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, forces=False):
     """LOO residuals at the end of a real gradient-descent run, with a moving kernel (Chapter 7).
 
     ``thetas`` ``(K, N, N)``: kernel snapshots ``Θ(t_k) = J_k J_kᵀ``, snapshot
@@ -108,7 +108,10 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False):
     ``ρ_i = r_i(T) + e^{(i)}_i(T)``, shape ``(N,)``; with ``path=True`` also the
     twins' leave-one-out residuals at every step before the last, ``ρ(k)``
     ``(steps, N)`` (the perturbation factor along the run,
-    :func:`gramlib.baselines.contraction_free_loss`).
+    :func:`gramlib.baselines.contraction_free_loss`); with ``forces=True`` (two-time kernel
+    only) also the segment forces ``A_l`` ``(K, N, n)``, from which the twins' weight offsets
+    ``δ^{(i)} = Σ_l J_lᵀ A_l[:, i]`` are rebuilt (:func:`gramlib.predict.twin_readout`).
+    Extras come after ``ρ`` in the order ``path``, ``forces``.
 
     ``cross=None`` (one-time kernel, the matrix ODE of Chapter 5 with ``Θ``
     piecewise constant): ``E_{t+1} = E_t + Θ(t_k) a_t`` from ``E_0 = 0``.
@@ -149,6 +152,8 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False):
     lr = _checks.positive(lr, "lr")
     if cross is not None and not callable(cross):
         raise TypeError(f"cross must be a function (k, l) -> Θ(t_k, t_l), got {type(cross).__name__}")
+    if forces and cross is None:
+        raise ValueError("forces=True needs the two-time kernel cross: the one-time recursion has no weight offsets")
     dtype = jnp.result_type(float, th.dtype, res.dtype)
     th, res = jnp.asarray(th, dtype), jnp.asarray(res, dtype)
     n, s = big_n // outputs, steps // count
@@ -167,7 +172,8 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False):
             raise FloatingPointError(f"the two-time sum of segment {k} overflowed")
         return total
 
-    e, forces, rhos = jnp.zeros((big_n, n), dtype), [], []
+    want_forces, forces = forces, []
+    e, rhos = jnp.zeros((big_n, n), dtype), []
     for k in range(count):
         start = k * s
         lam, u = jnp.linalg.eigh(th[k])
@@ -187,6 +193,5 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False):
     if cross is not None:
         e = two_time(count, forces)
     own = jnp.sum(e.reshape(n, outputs, n) * jnp.eye(n, dtype=dtype)[:, None, :], axis=2).reshape(-1)
-    if path:
-        return res[-1] + own, jnp.concatenate(rhos)
-    return res[-1] + own
+    extras = ([jnp.concatenate(rhos)] if path else []) + ([jnp.stack(forces)] if want_forces else [])
+    return (res[-1] + own, *extras) if extras else res[-1] + own

@@ -37,7 +37,9 @@ class Prediction(NamedTuple):
     Losses are ``½‖f(x) − y‖²`` averaged over samples. ``loo`` holds the
     predicted leave-one-out residuals ``ρ_i`` of all training samples;
     ``subset`` the brute-force indices, with the retrained residuals in
-    ``brute_force_loo`` (empty when ``brute_force=0`` or ``retrain=False``).
+    ``brute_force_loo`` (empty when ``brute_force=0`` or ``retrain=False``), and with
+    ``readout=True`` the twins of the subset read out through the network in ``readout_loo``
+    (:func:`twin_readout`; empty otherwise).
     """
 
     predicted: float          # (1/2n) Σ ‖ρ_i(T)‖², trajectory prediction (two-time kernel)
@@ -55,6 +57,7 @@ class Prediction(NamedTuple):
     baseline_dynamics: str    # "descent" or "flow": how GCV and the linearized baseline were computed
     run: Any                  # the gramlib.train.TrainResult
     cross: Any                # the run's two-time kernel (k, l) ↦ Θ(t_k, t_l)
+    readout_loo: np.ndarray = np.zeros(0)  # twin_readout on the subset (readout=True)
 
     @property
     def relative_error(self) -> float:
@@ -82,6 +85,13 @@ class Prediction(NamedTuple):
             return float("nan")
         return float(np.corrcoef(self.loo[self.subset].ravel(), self.brute_force_loo.ravel())[0, 1])
 
+    @property
+    def readout_on_subset(self) -> float:
+        """The leave-one-out loss of the twins read out through the network (``nan`` without ``readout_loo``)."""
+        if not len(self.readout_loo):
+            return float("nan")
+        return kernel_flow.residual_loss(self.readout_loo.ravel(), len(self.subset))
+
     def row(self) -> dict:
         """The scalar results as a flat dict (one row of Chapter 7's table)."""
         return {
@@ -100,7 +110,7 @@ class Prediction(NamedTuple):
         }
 
 
-def trajectory_loo(run, snapshots=None, *, cross=None, path=False):
+def trajectory_loo(run, snapshots=None, *, cross=None, path=False, forces=False):
     """Predicted LOO residuals ``ρ(T)`` ``(n, C)``-stacked ``(N,)`` from a :class:`gramlib.train.TrainResult`.
 
     ``cross``: the run's two-time kernel ``(k, l) ↦ Θ(t_k, t_l)`` over its
@@ -110,7 +120,8 @@ def trajectory_loo(run, snapshots=None, *, cross=None, path=False):
     constant). ``snapshots`` (a divisor of ``K``) keeps only every
     ``K/snapshots``-th snapshot, each then standing for ``steps/snapshots``
     steps: the error of using fewer kernels, measured on the same run.
-    ``path=True`` also returns the twins' ``ρ(k)`` at every step ``(steps, N)``.
+    ``path=True`` also returns the twins' ``ρ(k)`` at every step ``(steps, N)``, ``forces=True``
+    (with ``cross``) the segment forces ``(K, N, n)`` of :func:`twin_readout`, in that order.
     """
 
     thetas, stride = run.thetas, 1
@@ -123,8 +134,51 @@ def trajectory_loo(run, snapshots=None, *, cross=None, path=False):
     if cross is not None and stride > 1:
         full = cross
         cross = lambda k, l: full(k * stride if k < len(thetas) else len(run.thetas), l * stride)  # noqa: E731
-    out = trajectory.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs, cross=cross, path=path)
-    return tuple(np.asarray(o) for o in out) if path else np.asarray(out)
+    out = trajectory.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs, cross=cross, path=path,
+                                    forces=forces)
+    return tuple(np.asarray(o) for o in out) if path or forces else np.asarray(out)
+
+
+def twin_readout(apply, run, x, forces, subset):
+    """The first-order twins read out through the network: ``ρ_i = f_i(w_T + δ^{(i)}) − y_i`` (Chapter 7, Limits).
+
+    ``run``: a :class:`gramlib.train.TrainResult` with its ``K`` snapshot weights ``w_l`` and
+    the final ``w_T``; ``x`` its training inputs; ``forces`` ``(K, N, n)``: the segment forces
+    ``A_l`` of the two-time recursion (:func:`trajectory_loo` with ``forces=True``). Twin ``i``'s
+    weight offset is ``δ^{(i)} = Σ_l J(w_l)ᵀ A_l[:, i]`` (one vector-Jacobian product per
+    snapshot, all twins of ``subset`` at once), and its leave-one-out residual is read out
+    with the network itself, ``ρ_i = r_i(T) + f_i(w_T + δ^{(i)}) − f_i(w_T)``, where the two-time
+    prediction uses its linearization ``r_i(T) + [J(w_T) δ^{(i)}]_i``. The difference is of
+    second order in ``δ``: the part of the twin's own nonlinearity that its readout sees.
+    Returns ``(len(subset),)`` for one output, else ``(len(subset), C)``.
+    """
+    weights = tuple(run.weights)
+    count = len(run.thetas)
+    if len(weights) != count + 1:
+        raise ValueError(f"run must hold its {count} snapshot weights and the final ones, got {len(weights)}")
+    n, c = run.n, run.outputs
+    x = _checks.array(x, "x")
+    if len(x) != n:
+        raise ValueError(f"x must hold the run's {n} training inputs, got {len(x)} rows")
+    forces = _checks.array(forces, "forces", ndim=3, shape=(count, n * c, n))
+    subset = np.asarray(subset)
+    if subset.ndim != 1 or subset.dtype.kind not in "iu" or (len(subset) and not 0 <= subset.min() <= subset.max() < n):
+        raise ValueError(f"subset must be a 1-d array of sample indices in [0, {n}), got {subset!r}")
+    x = jnp.asarray(x)
+    shape = (len(subset), n) if c == 1 else (len(subset), n, c)
+
+    def pulled(w, a):  # J(w)ᵀ A[:, i] for every twin i of the subset
+        vjp = jax.vjp(lambda q: apply(q, x), w)[1]
+        return jax.vmap(lambda cot: vjp(cot)[0])(jnp.asarray(a[:, subset].T).reshape(shape))
+
+    offsets = pulled(weights[0], forces[0])
+    for w, a in zip(weights[1:count], forces[1:]):
+        offsets = jax.tree_util.tree_map(jnp.add, offsets, pulled(w, a))
+    final = weights[-1]
+    moved = jax.vmap(lambda d, xi: apply(jax.tree_util.tree_map(jnp.add, final, d), xi[None])[0])(offsets, x[subset])
+    own = np.asarray(moved) - np.asarray(apply(final, x[subset]))
+    r_end = np.asarray(run.residuals[-1]).reshape(n, c)[subset]
+    return r_end[:, 0] + own if c == 1 else r_end + own
 
 
 def held_out_loss(apply, params, x, y):
@@ -134,7 +188,8 @@ def held_out_loss(apply, params, x, y):
 
 
 def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, brute_force=30,
-                      retrain=True, batch_size=None, dtype=None, loop="scan", progress=True) -> Prediction:
+                      retrain=True, readout=False, batch_size=None, dtype=None, loop="scan",
+                      progress=True) -> Prediction:
     """Train ``model`` on ``dataset`` and predict its test loss from the run (Chapter 7).
 
     ``model`` is a :class:`gramlib.models.Model`, ``dataset`` a
@@ -149,7 +204,8 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     integral, and leave-one-out retraining of ``brute_force`` random samples
     (``0`` to skip; ``retrain=False`` draws the same subset and reports the
     prediction on it without retraining, for runs whose twins were retrained
-    elsewhere). ``dtype`` casts the parameters (default: as initialized). ``loop``
+    elsewhere). ``readout=True`` also reads the subset's twins out through the network
+    (:func:`twin_readout`, ``readout_loo``). ``dtype`` casts the parameters (default: as initialized). ``loop``
     (``"scan"`` or ``"per_step"``) is how the run and the retrained twins take their
     steps (:func:`gramlib.train.gradient_descent`; :func:`gramlib.train.recommended_loop`
     says which is faster for a network on a backend).
@@ -165,7 +221,7 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
                                  steps=steps, snapshots=snapshots, batch_size=batch_size,
                                  loop=loop, progress=progress)
     cross = ntk.two_time_kernel(model.apply, run.weights, dataset.x_train, batch_size=batch_size)
-    rho, rho_path = trajectory_loo(run, cross=cross, path=True)
+    rho, rho_path, forces = trajectory_loo(run, cross=cross, path=True, forces=True)
     one_time = trajectory_loo(run)
     n, c = run.n, run.outputs
     theta0, r0 = run.thetas[0], run.residuals[0]
@@ -181,6 +237,8 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     elif brute_force:
         subset = baselines.brute_force_subset(k_subset, n, brute_force)
     loo = rho if c == 1 else rho.reshape(n, c)
+    read = (twin_readout(model.apply, run, dataset.x_train, forces, subset) if readout and len(subset)
+            else np.zeros((0,) if c == 1 else (0, c)))
     return Prediction(
         predicted=kernel_flow.residual_loss(rho, n),
         one_time=kernel_flow.residual_loss(one_time, n),
@@ -192,7 +250,7 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
         baseline_dynamics="descent" if exact else "flow",
         contraction_free=baselines.contraction_free_loss(run.thetas, run.residuals, rho_path, lr, outputs=c),
         loo=loo, one_time_loo=one_time if c == 1 else one_time.reshape(n, c), subset=subset,
-        brute_force_loo=bf, run=run, cross=cross,
+        brute_force_loo=bf, run=run, cross=cross, readout_loo=read,
     )
 
 
