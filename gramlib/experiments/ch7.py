@@ -44,8 +44,8 @@ class Cell(NamedTuple):
 #: ``n = 100``; ``splits`` independent splits (data, initialization, retrained subset) per MLP
 #: cell, ``cnn_splits`` per CNN cell (the CNN only on the small inputs of ``cnn_cells``), the
 #: twins of the first ``retrain_splits`` splits of the ``retrain_cells`` retrained (the MLP on the
-#: small inputs: the twins of the MLP on 784 MNIST pixels and of the digits CNN cost tens of minutes
-#: per split on 2 CPU cores, ``benchmarks/bench_train_steps.py``), random labels on the first
+#: small inputs and on MNIST parity; the twins of the CNNs cost tens of minutes per split on 2 CPU
+#: cores, ``benchmarks/bench_train_steps.py``), random labels on the first
 #: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``, and
 #: the noise floor with the inputs re-centered (:func:`recentered_floor`) on every MLP split of
 #: ``recentered_cells``; ``limits``: the grid of :func:`reproduce_ch7_limits`.
@@ -56,7 +56,7 @@ SCALES = {
     "default": dict(cells={"digits": Cell("digits", "parity", 300), "teacher": Cell("teacher", "sign", 300),
                            "mnist-parity": Cell("mnist10k", "parity", 300), "mnist-4v9": Cell("mnist10k", (4, 9), 300),
                            "mnist-10": Cell("mnist10k", "onehot", 100)},
-                    cnn_cells=("digits", "teacher"), retrain_cells=(("digits", "mlp"), ("teacher", "mlp")),
+                    cnn_cells=("digits", "teacher"), retrain_cells=(("digits", "mlp"), ("teacher", "mlp"), ("mnist-parity", "mlp")),
                     n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
                     snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, random_label_splits=1,
                     snapshot_splits=3, snapshot_counts=(1, 2, 3, 5, 10, 15, 30),
@@ -309,19 +309,22 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     return summary
 
 
-def limit_keys(setting):
+def limit_keys(setting, *, retrain=True):
     """The runs of Chapter 7's limits at ``setting`` (:data:`SCALES`), one key per ReLU network and step.
 
     ``setting["limits"]``: a ReLU MLP of ``width`` and ``depth`` layers at every learning rate
     of ``lrs``, and at the table's ``lr`` the same network with each width of ``widths`` and
     each depth of ``depths``. Keys hold ``dataset`` (``"digits"``), ``arch`` (``"mlp-relu"``),
-    ``width``, ``depth`` and ``lr``.
+    ``width``, ``depth``, ``lr`` and ``settings`` (the fingerprint of the run settings, the
+    digits cell and ``retrain``).
     """
     grid = setting["limits"]
+    settings = _fingerprint(setting, RUN_SETTINGS, cell=setting["cells"]["digits"], retrain=bool(retrain))
     nets = [(grid["width"], grid["depth"], lr) for lr in grid["lrs"]]
     nets += [(w, grid["depth"], setting["lr"]) for w in grid["widths"]]
     nets += [(grid["width"], d, setting["lr"]) for d in grid["depths"]]
-    return [{"dataset": "digits", "arch": "mlp-relu", "width": w, "depth": d, "lr": lr} for w, d, lr in nets]
+    return [{"dataset": "digits", "arch": "mlp-relu", "width": w, "depth": d, "lr": lr, "settings": settings}
+            for w, d, lr in nets]
 
 
 @in_float64
@@ -343,7 +346,6 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
     if cell is None or cell.task != "parity" or "limits" not in setting:
         raise ValueError(f"the limits run on the digits' parity task, which scale {scale!r} does not have")
     out = tasks.output_folder(out_dir)
-    settings = _fingerprint(setting, RUN_SETTINGS, cell=cell, retrain=bool(retrain))
     ds, shape = tasks.dataset("digits", cell.n_train, setting["n_test"], key=jax.random.PRNGKey(0))
 
     def compute(key):
@@ -361,7 +363,7 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
                 "loo_ratio_to_brute_force": float(np.mean(np.abs(p.loo[p.subset]) / bf)),
                 "one_time_ratio_to_brute_force": float(np.mean(np.abs(p.one_time_loo[p.subset]) / bf))}
 
-    keys = [{**k, "settings": settings} for k in limit_keys(setting)]
+    keys = limit_keys(setting, retrain=retrain)
     table = ResultTable(out / "ch7_limits.csv", ("dataset", "arch", "width", "depth", "lr", "settings"))
     return run_job(table, keys, compute, extra=provenance(command))
 
