@@ -7,8 +7,8 @@ Commands:
 ``reproduce ch6|ch6-runs|ch7|ch7-limits``
     regenerate a chapter's tables (CSV) and figures (PNG) under ``results/`` (``ch6-runs``:
     the alignment of trained networks with their runs' ``K_traj``, in ``results/ch6/``; ``ch7``: the
-    table over many splits, in ``results/ch7/``; ``ch7-limits``: a deep ReLU network at three
-    learning rates, in ``results/ch7-limits/``), with progress bars; options
+    table over many splits, in ``results/ch7/``; ``ch7-limits``: ReLU networks over learning
+    rate, width and depth with retrained twins, in ``results/ch7-limits/``), with progress bars; options
     ``--scale default|paper`` (``paper``: the larger GPU setting), ``--out DIR``, for ``ch7``
     ``--archs mlp cnn``, ``--datasets`` (cells) and ``--seeds`` to run part of the table, and
     for ``ch7`` and ``ch7-limits`` ``--no-retrain`` (the predictions on the twins' subsets
@@ -41,7 +41,7 @@ def reproduce(argv) -> None:
     parser.add_argument("--seeds", nargs="+", type=int,
                         help="ch7: only these splits (seeds; default: all of the scale's)")
     parser.add_argument("--no-retrain", dest="retrain", action="store_false",
-                        help="ch7, ch7-limits: skip the brute-force retraining (hours per run on a CPU); "
+                        help="ch7, ch7-limits: skip the brute-force retraining (minutes to hours per run on a CPU); "
                              "the predictions on the subsets it would retrain are still reported")
     args = parser.parse_args(argv)
     command = "python -m gramlib reproduce " + shlex.join(argv)  # recorded in every row (provenance)

@@ -16,6 +16,8 @@ jax.config.update("jax_enable_x64", True)
 
 from gramlib import (alignment, ch6, ch7, ch7_findings, data, effective_gram, kernel_flow, models,  # noqa: E402
                      predict, results, tasks)
+from gramlib.views import figures, plotting  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 
 KEY = jax.random.PRNGKey(0)
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -379,15 +381,27 @@ def test_table_and_limits_of_the_command_line(tmp_path):
                        rtol=1e-10)
     assert (tmp_path / "ch7_predicted_vs_heldout.png").stat().st_size > 0
     limits = ch7.reproduce_ch7_limits(tmp_path, "smoke", progress=False)
-    assert [r["lr"] for r in limits] == [0.5, 1.0, 2.0]
+    assert [(r["width"], r["depth"], r["lr"]) for r in limits] == [(16, 3, 0.5), (16, 3, 2.0), (8, 3, 1.0), (16, 2, 1.0)]
     assert all(r["diverged"] or r["loo_ratio_to_brute_force"] > 0 for r in limits)
+    assert all(r["diverged"] or r["readout_on_subset"] > 0 for r in limits)
+    read = ch7_findings.committed_limits(tmp_path, "smoke")  # the grid, complete, with its provenance
+    assert [(r["width"], r["lr"]) for r in read] == [(16, 0.5), (16, 2.0), (8, 1.0), (16, 1.0)]
+    for r, row in zip(limits, read):
+        assert r["diverged"] or row["two_err"] == pytest.approx(r["predicted_on_subset"] / r["brute_force"] - 1)
+    fig, axes = plotting.figure(3)
+    figures.plot_limits(axes, read, width=16, depth=3, lr=1.0)
+    assert [len(ax.lines) for ax in axes] == [4, 4, 4]  # three estimates and the zero line per sweep
+    plt.close(fig)
     quick = ch7.reproduce_ch7_limits(tmp_path, "smoke", retrain=False, progress=False)
-    assert len(results.read_table(tmp_path / "ch7_limits.csv")) == 6  # other settings: both kept
+    assert len(results.read_table(tmp_path / "ch7_limits.csv")) == 8  # other settings: both kept
     for r, q in zip(limits, quick):
         assert r["diverged"] == q["diverged"] and r["settings"] != q["settings"]
         if not r["diverged"]:
             assert q["predicted_on_subset"] == r["predicted_on_subset"] and np.isnan(q["brute_force"])
+            assert q["readout_on_subset"] == pytest.approx(r["readout_on_subset"], rel=1e-10)
             assert np.isnan(q["loo_ratio_to_brute_force"])
+    with pytest.raises(ValueError, match="not a run of the 'smoke' grid"):
+        ch7_findings.committed_limits(tmp_path, "smoke")  # the rows without twins are not the chapter's
     with pytest.raises(ValueError, match="parity"):
         ch7.reproduce_ch7_limits(tmp_path, "paper")
     table = ch7_findings.protocol_table(tmp_path, "smoke")
@@ -410,9 +424,10 @@ def test_the_committed_table_holds_runs_of_the_protocol_and_says_where_they_were
         (k["dataset"], k["seed"], k["settings"]) for k in protocol
         if k["dataset"] in cells and k["arch"] == "mlp" and k["labels"] == "true")
     assert all(PROVENANCE <= set(c) and not c["commit"].endswith("-dirty") for c in centering)
-    rows, checks = ch7_findings.committed_limits(RESULTS / "ch7-limits")
-    assert [r["lr"] for r in rows] == [0.5, 1.0, 2.0] and len(checks) == 3
-    assert all(abs(r["bf_held"] - r["bf"] / r["held_out"]) < 1e-15 for r in rows)
+    rows = ch7_findings.committed_limits(RESULTS / "ch7-limits")  # raises on a missing or foreign run
+    assert len(rows) == len(ch7.limit_keys(ch7.scale_config("default")))
+    assert not any(r["commit"].endswith("-dirty") for r in results.read_table(RESULTS / "ch7-limits" / "ch7_limits.csv"))
+    assert all(r["diverged"] or abs(r["bf_held"] - r["bf"] / r["held_out"]) < 1e-15 for r in rows)
 
 
 def test_a_table_with_a_run_twice_or_without_provenance_is_refused(tmp_path):
@@ -431,15 +446,17 @@ def test_a_table_with_a_run_twice_or_without_provenance_is_refused(tmp_path):
 
 
 def test_limits_that_differ_are_refused(tmp_path):
-    shutil.copytree(RESULTS / "ch7-limits", tmp_path / "limits")
-    path = tmp_path / "limits" / "no-retrain" / "ch7_limits.csv"
-    rows = results.read_table(path)
-    results.write_csv(path, [rows[0], dict(rows[1], one_time_on_subset=1.0), rows[2]])
-    with pytest.raises(ValueError, match="not the same run: digits mlp4-relu 1.0"):
-        ch7_findings.committed_limits(tmp_path / "limits")
-    results.write_csv(path, [rows[0], dict(rows[1], lr=3.0), rows[2]])
-    with pytest.raises(ValueError, match="learning rates"):
-        ch7_findings.committed_limits(tmp_path / "limits")
+    path = tmp_path / "ch7_limits.csv"
+    rows = results.read_table(RESULTS / "ch7-limits" / "ch7_limits.csv")
+    results.write_csv(path, [dict(rows[0], settings="0123456789ab")] + rows[1:])
+    with pytest.raises(ValueError, match="not a run of the 'default' grid"):
+        ch7_findings.committed_limits(tmp_path)
+    results.write_csv(path, [dict(rows[0], commit="")] + rows[1:])
+    with pytest.raises(ValueError, match="provenance"):
+        ch7_findings.committed_limits(tmp_path)
+    results.write_csv(path, rows[1:])
+    with pytest.raises(ValueError, match="lacks the limits runs"):
+        ch7_findings.committed_limits(tmp_path)
 
 
 def test_snapshot_convergence_recovers_a_one_over_m_law():

@@ -3,9 +3,9 @@
 The table is one folder written by one command, ``python -m gramlib reproduce ch7``
 (``results/ch7/``): :func:`protocol_table` reads it, checks that every run is there once and
 says where it was computed, and summarizes it per cell (:func:`gramlib.experiments.ch7.summarize`);
-:func:`findings` computes the comparisons the chapter states. The limits (a deep ReLU network at
-three learning rates) were computed in two folders, the predictions on a CPU and the retrained
-twins on a GPU: :func:`committed_limits` merges them after checking that the runs are the same.
+:func:`findings` computes the comparisons the chapter states. The limits (ReLU networks over
+learning rate, width and depth, with retrained twins) are one folder written by
+``python -m gramlib reproduce ch7-limits`` (``results/ch7-limits/``), read by :func:`committed_limits`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ch7 import scale_config, summarize, table_keys
+from .ch7 import limit_keys, scale_config, summarize, table_keys
 from .results import read_table
 
-#: Two copies of a run agree when the numbers they share differ by at most this, relatively.
-SAME_RUN_RTOL = 1e-6
 #: The columns of :func:`gramlib.results.provenance` that every committed row must carry.
 PROVENANCE = ("command", "platform", "cpu_count", "jax_backend", "device_kind", "commit", "jax_version")
 
@@ -81,41 +79,46 @@ def protocol_table(folder, scale="default"):
     return ProtocolTable(rows, summarize(rows), read_table(folder / "ch7_snapshots.csv"), machines, missing)
 
 
-def _same_run(what, run, mine, theirs, folder):
-    """One check that two folders hold the same run: ``mine`` against the GPU's ``theirs``, to :data:`SAME_RUN_RTOL`."""
-    gap = abs(mine - theirs)
-    if not gap <= SAME_RUN_RTOL * abs(theirs):
-        raise ValueError(f"not the same run: {' '.join(map(str, run))}: {what} is {mine!r} in {folder} but "
-                         f"{theirs!r} in gpu-one-time/ (relative difference {gap / abs(theirs):.2e}, "
-                         f"at most {SAME_RUN_RTOL:g} allowed)")
-    return f"{' '.join(map(str, run))}: {what} {mine:.10g} in {folder}, {theirs:.10g} on the GPU " \
-           f"(relative difference {gap / abs(theirs):.1e})"
+def committed_limits(folder, scale="default"):
+    """Chapter 7's limits as ``reproduce ch7-limits`` wrote them to ``folder`` (``results/ch7-limits``).
 
-
-def committed_limits(results_dir):
-    """Chapter 7's limits from ``no-retrain/`` (both recursions) and ``gpu-one-time/`` (retrained twins).
-
-    ``results_dir`` is the folder holding both (``results/ch7-limits``). The two files must
-    hold the same runs: the same learning rates and the same one-time prediction on the
-    retrained subset (to :data:`SAME_RUN_RTOL`). Returns ``(rows, checks)``; a row per
-    learning rate holds ``lr``, ``held_out``, ``predicted``, ``one_time``, the twins' loss
-    ``bf``, the relative errors ``two_err`` and ``one_err`` of both recursions on the subset
-    against the twins, and ``bf_held = bf / held_out``.
+    Raises ``ValueError`` when a row lacks its provenance (:data:`PROVENANCE`) or is not a run
+    of :func:`gramlib.experiments.ch7.limit_keys` with its twins retrained, or when a run of
+    the grid is missing. Returns one row per run in the grid's order: ``width``, ``depth``,
+    ``lr``, ``diverged``, ``held_out``, ``predicted``, ``one_time``, the twins' loss ``bf``,
+    the relative errors against the twins on their subset of the two-time prediction
+    (``two_err``), the one-time prediction (``one_err``) and the first-order twins read out
+    through the network (``readout_err``, :func:`gramlib.predict.twin_readout`), the per-sample
+    correlations ``correlation`` (two-time) and ``readout_correlation``, and
+    ``bf_held = bf / held_out``.
     """
-    root = Path(results_dir)
-    gpu = read_table(root / "gpu-one-time" / "ch7_limits.csv")
-    cpu = read_table(root / "no-retrain" / "ch7_limits.csv")
-    if [r["lr"] for r in cpu] != [g["lr"] for g in gpu]:
-        raise ValueError(f"not the same runs: learning rates {[r['lr'] for r in cpu]} in no-retrain/ but "
-                         f"{[g['lr'] for g in gpu]} in gpu-one-time/")
-    rows, checks = [], []
-    for r, g in zip(cpu, gpu):
-        checks.append(_same_run("one-time prediction on the retrained subset", ("digits", "mlp4-relu", r["lr"]),
-                                r["one_time_on_subset"], g["predicted_on_subset"], "no-retrain/"))
-        bf, two, one = g["brute_force"], r["predicted_on_subset"], g["predicted_on_subset"]
-        rows.append({"lr": r["lr"], "held_out": r["held_out"], "predicted": r["predicted"], "one_time": r["one_time"],
-                     "bf": bf, "two_err": (two - bf) / bf, "one_err": (one - bf) / bf, "bf_held": bf / r["held_out"]})
-    return rows, checks
+    folder = Path(folder)
+    table = read_table(folder / "ch7_limits.csv")
+    key = lambda r: (r["width"], r["depth"], r["lr"], r["settings"])  # noqa: E731
+    grid = [key(k) for k in limit_keys(scale_config(scale), retrain=True)]
+    for r in table:
+        missing = [c for c in PROVENANCE if c not in r or r[c] == "" or (isinstance(r[c], float) and math.isnan(r[c]))]
+        if missing:
+            raise ValueError(f"the limits run {key(r)[:3]} in {folder} lacks its provenance {missing}")
+        if key(r) not in grid:
+            raise ValueError(f"the limits run {key(r)[:3]} in {folder} is not a run of the {scale!r} grid with "
+                             f"retrained twins (settings {r['settings']!r})")
+    by_key = {key(r): r for r in table}
+    absent = [k[:3] for k in grid if k not in by_key]
+    if absent:
+        raise ValueError(f"{folder} lacks the limits runs (width, depth, lr) {absent}")
+    rows = []
+    for k in grid:
+        r = by_key[k]
+        row = {"width": r["width"], "depth": r["depth"], "lr": r["lr"], "diverged": bool(r["diverged"])}
+        if not row["diverged"]:
+            bf = r["brute_force"]
+            row.update(held_out=r["held_out"], predicted=r["predicted"], one_time=r["one_time"], bf=bf,
+                       two_err=r["predicted_on_subset"] / bf - 1, one_err=r["one_time_on_subset"] / bf - 1,
+                       readout_err=r["readout_on_subset"] / bf - 1, correlation=r["correlation"],
+                       readout_correlation=r["readout_correlation"], bf_held=bf / r["held_out"])
+        rows.append(row)
+    return rows
 
 
 class Findings(NamedTuple):

@@ -33,7 +33,7 @@ from ..devices import float64
 TEXT_COLUMNS = frozenset({"dataset", "arch", "labels", "baseline_dynamics", "setting", "settings",
                           "command", "platform", "jax_backend", "device_kind", "commit", "jax_version"})
 #: Columns read as integers, and as booleans (``True``/``False``).
-INT_COLUMNS = frozenset({"seed", "snapshots", "runs", "splits", "n", "k", "cpu_count"})
+INT_COLUMNS = frozenset({"seed", "snapshots", "runs", "splits", "n", "k", "cpu_count", "width", "depth"})
 BOOL_COLUMNS = frozenset({"diverged", "retrain"})
 
 _REPOSITORY = Path(__file__).resolve().parents[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from matplotlib import colors as mcolors
+from matplotlib import ticker as mticker
 import numpy as np
 
 from . import plotting
@@ -148,3 +149,32 @@ def plot_snapshot_error(ax, snaps):
     ax.set_xscale("log")
     plotting.label(ax, "number of kernel snapshots K", "mean relative error",
                    "Error against the number of snapshots (dashed: one-time)")
+
+
+def plot_limits(axes, rows, *, width, depth, lr, band=0.03):
+    """Chapter 7's limits: the error against the retrained twins over η, width and depth.
+
+    ``rows``: :func:`gramlib.experiments.ch7_findings.committed_limits`; ``axes``: three axes,
+    for the learning rate at ``width`` and ``depth``, the width at ``depth`` and ``lr``, and the
+    depth at ``width`` and ``lr``. Each shows ``(L̂ − L_twins)/L_twins`` of the two-time and
+    one-time predictions and of the twins read out through the network, with a ``±band`` strip.
+    """
+    kept = [r for r in rows if not r["diverged"]]
+    sweeps = (("lr", "learning rate η", lambda r: r["width"] == width and r["depth"] == depth),
+              ("width", "width", lambda r: r["depth"] == depth and r["lr"] == lr),
+              ("depth", "depth (layers)", lambda r: r["width"] == width and r["lr"] == lr))
+    for ax, (column, name, chosen) in zip(axes, sweeps):
+        pts = sorted((r for r in kept if chosen(r)), key=lambda r: r[column])
+        xs = [r[column] for r in pts]
+        ax.axhspan(-band, band, color=PALETTE[2], alpha=0.15, lw=0)
+        ax.axhline(0, color="0.3", lw=0.8)
+        for key, label, style in (("two_err", "two-time", "-o"), ("one_err", "one-time", "--x"),
+                                  ("readout_err", "read out through the network", ":s")):
+            ax.plot(xs, [r[key] for r in pts], style, label=label)
+        if column != "depth":
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0, decimals=None))
+        plotting.label(ax, name, "error against the twins", legend=False)
+    axes[0].figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8,
+                          bbox_to_anchor=(0.5, 0.98))
