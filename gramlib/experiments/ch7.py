@@ -339,7 +339,7 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
     read out through the network (``readout_on_subset``, :func:`gramlib.predict.twin_readout`)
     and, with ``retrain=True``, the retrained twins (``brute_force``, ``correlation``) and
     the mean of ``|ρ_i^pred| / |ρ_i^brute|`` for both recursions. On 2 CPU cores the default grid
-    takes about 40 minutes, retraining included. Resumable and with provenance like
+    took 52 minutes beside two other jobs, retraining included (``results/README.md``). Resumable and with provenance like
     :func:`reproduce_ch7`. Returns the rows.
     """
     setting = scale_config(scale)
@@ -359,7 +359,7 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
             return {"diverged": True}
         bf = np.abs(p.brute_force_loo) if len(p.brute_force_loo) else np.nan
         return {"diverged": False, **p.row(), "readout_on_subset": p.readout_on_subset,
-                "readout_correlation": (float(np.corrcoef(p.readout_loo, p.brute_force_loo)[0, 1])
+                "readout_correlation": (float(np.corrcoef(p.readout_loo.ravel(), p.brute_force_loo.ravel())[0, 1])
                                         if len(p.brute_force_loo) > 1 else np.nan),
                 "loo_ratio_to_brute_force": float(np.mean(np.abs(p.loo[p.subset]) / bf)),
                 "one_time_ratio_to_brute_force": float(np.mean(np.abs(p.one_time_loo[p.subset]) / bf))}

@@ -221,7 +221,7 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
                                  steps=steps, snapshots=snapshots, batch_size=batch_size,
                                  loop=loop, progress=progress)
     cross = ntk.two_time_kernel(model.apply, run.weights, dataset.x_train, batch_size=batch_size)
-    rho, rho_path, forces = trajectory_loo(run, cross=cross, path=True, forces=True)
+    rho, rho_path, *forces = trajectory_loo(run, cross=cross, path=True, forces=readout)  # forces: for the readout
     one_time = trajectory_loo(run)
     n, c = run.n, run.outputs
     theta0, r0 = run.thetas[0], run.residuals[0]
@@ -237,7 +237,7 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     elif brute_force:
         subset = baselines.brute_force_subset(k_subset, n, brute_force)
     loo = rho if c == 1 else rho.reshape(n, c)
-    read = (twin_readout(model.apply, run, dataset.x_train, forces, subset) if readout and len(subset)
+    read = (twin_readout(model.apply, run, dataset.x_train, forces[0], subset) if readout and len(subset)
             else np.zeros((0,) if c == 1 else (0, c)))
     return Prediction(
         predicted=kernel_flow.residual_loss(rho, n),
