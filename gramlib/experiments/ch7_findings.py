@@ -23,6 +23,12 @@ from .results import read_table
 PROVENANCE = ("command", "platform", "cpu_count", "jax_backend", "device_kind", "commit", "jax_version")
 
 
+def missing_provenance(row):
+    """The columns of :data:`PROVENANCE` that ``row`` lacks or leaves empty (``nan``)."""
+    return [c for c in PROVENANCE
+            if c not in row or row[c] == "" or (isinstance(row[c], float) and math.isnan(row[c]))]
+
+
 def run_key(row):
     """``(dataset, arch, labels, seed)``: the run a row of a table belongs to."""
     return row["dataset"], row["arch"], row["labels"], row["seed"]
@@ -53,7 +59,7 @@ def protocol_table(folder, scale="default"):
     rows = read_table(folder / "ch7_table.csv")
     seen = set()
     for r in rows:
-        missing = [c for c in PROVENANCE if c not in r or r[c] == "" or (isinstance(r[c], float) and math.isnan(r[c]))]
+        missing = missing_provenance(r)
         if missing:
             raise ValueError(f"the run {' '.join(map(str, run_key(r)))} in {folder} lacks its provenance {missing}")
         if run_key(r) in seen:
@@ -97,7 +103,7 @@ def committed_limits(folder, scale="default"):
     key = lambda r: (r["width"], r["depth"], r["lr"], r["settings"])  # noqa: E731
     grid = [key(k) for k in limit_keys(scale_config(scale), retrain=True)]
     for r in table:
-        missing = [c for c in PROVENANCE if c not in r or r[c] == "" or (isinstance(r[c], float) and math.isnan(r[c]))]
+        missing = missing_provenance(r)
         if missing:
             raise ValueError(f"the limits run {key(r)[:3]} in {folder} lacks its provenance {missing}")
         if key(r) not in grid:
