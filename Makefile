@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 export JAX_PLATFORMS ?= cpu
 export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# pytest workers for the unit tests (pytest-xdist, one test file per worker; CI has 2 cores).
+TEST_WORKERS ?= 2
 
 .PHONY: book test student site-check bench bench-peer lock clean
 
@@ -25,7 +27,7 @@ book: $(STAMP)
 ## warnings as errors), the site in headless Chromium (skipped with a message where
 ## Chromium cannot be installed), then every notebook in _toc.yml under nbval.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 	$(BIN)/python tools/site_check.py --build-unexecuted
 	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $$($(BIN)/python -m tests.book_files notebooks)
 

@@ -384,13 +384,14 @@ def test_table_and_limits_of_the_command_line(tmp_path):
     assert [(r["width"], r["depth"], r["lr"]) for r in limits] == [(16, 3, 0.5), (16, 3, 2.0), (8, 3, 1.0), (16, 2, 1.0)]
     assert all(r["diverged"] or r["loo_ratio_to_brute_force"] > 0 for r in limits)
     assert all(r["diverged"] or r["readout_on_subset"] > 0 for r in limits)
+    assert all(r["diverged"] or (r["relinearized_on_subset"] > 0 and r["relinearized_seconds"] > 0) for r in limits)
     read = ch7_findings.committed_limits(tmp_path, "smoke")  # the grid, complete, with its provenance
     assert [(r["width"], r["lr"]) for r in read] == [(16, 0.5), (16, 2.0), (8, 1.0), (16, 1.0)]
     for r, row in zip(limits, read):
         assert r["diverged"] or row["two_err"] == pytest.approx(r["predicted_on_subset"] / r["brute_force"] - 1)
     fig, axes = plotting.figure(3)
     figures.plot_limits(axes, read, width=16, depth=3, lr=1.0)
-    assert [len(ax.lines) for ax in axes] == [4, 4, 4]  # three estimates and the zero line per sweep
+    assert [len(ax.lines) for ax in axes] == [5, 5, 5]  # four estimates and the zero line per sweep
     plt.close(fig)
     quick = ch7.reproduce_ch7_limits(tmp_path, "smoke", retrain=False, progress=False)
     assert len(results.read_table(tmp_path / "ch7_limits.csv")) == 8  # other settings: both kept
@@ -399,6 +400,7 @@ def test_table_and_limits_of_the_command_line(tmp_path):
         if not r["diverged"]:
             assert q["predicted_on_subset"] == r["predicted_on_subset"] and np.isnan(q["brute_force"])
             assert q["readout_on_subset"] == pytest.approx(r["readout_on_subset"], rel=1e-10)
+            assert q["relinearized_on_subset"] == pytest.approx(r["relinearized_on_subset"], rel=1e-10)
             assert np.isnan(q["loo_ratio_to_brute_force"])
     with pytest.raises(ValueError, match="not a run of the 'smoke' grid"):
         ch7_findings.committed_limits(tmp_path, "smoke")  # the rows without twins are not the chapter's

@@ -142,6 +142,77 @@ def test_two_time_prediction_is_the_gauss_newton_tangent_twin(outputs, every):
     assert np.max(np.abs(one - want)) > 1e3 * np.max(np.abs(got - want))  # the rotation of J matters
 
 
+def relu_run(outputs, every, n=8, steps=24, lr=0.9):
+    """A small ReLU network (depth 3), its run with a snapshot every ``every`` steps, and the forces."""
+    model = models.mlp(3, 6, depth=3, outputs=outputs, activation="relu", dtype=jnp.float64)
+    x = jax.random.normal(KEY, (n, 3), jnp.float64)
+    y = jnp.sign(jax.random.normal(jax.random.PRNGKey(9), (n,) if outputs == 1 else (n, outputs)))
+    params = model.init(jax.random.PRNGKey(3))
+    run = train.gradient_descent(model.apply, params, x, y, lr=lr, steps=steps, snapshots=steps // every,
+                                 progress=False)
+    _, forces = eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs,
+                                  cross=ntk.two_time_kernel(model.apply, run.weights, x), forces=True)
+    return model, x, y, params, run, forces
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_relinearized_twin_with_a_snapshot_at_every_step_is_the_retrained_twin(outputs):
+    """Euler's rule with ``K = T``: the remainder completes each Gauss–Newton step to the twin's real step."""
+    model, x, y, params, run, forces = relu_run(outputs, every=1)
+    subset = np.array([5, 0, 3])
+    got = predict.twin_readout(model.apply, run, x, forces, subset, relinearize=True, rule="euler")
+    want = train.retrain_without(model.apply, params, x, y, subset, lr=run.lr, steps=run.steps, progress=False)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    first = predict.twin_readout(model.apply, run, x, forces, subset)
+    assert np.max(np.abs(first - want)) > 1e-2  # the first-order twin is not the twin on this network
+
+
+@pytest.mark.parametrize("outputs, every, rule", [(1, 4, "heun"), (1, 3, "euler"), (2, 4, "heun")])
+def test_relinearized_twin_is_the_literal_weight_space_scheme(outputs, every, rule):
+    """Both rules against the same scheme written in weight space with dense Jacobians and ``jax.grad``.
+
+    Per segment ``k``: ``δ ← δ + (η/n) J_kᵀ (e_i r_i(t) − M_i J_k δ) − η s̄_k``, with
+    ``s_k(δ) = ∇L_{∖i}(w_k + δ) − ∇L_{∖i}(w_k) − (1/n) J_kᵀ M_i J_k δ`` from the loss itself.
+    """
+    model, x, y, params, run, forces = relu_run(outputs, every)
+    lr, n, steps = run.lr, len(x), run.steps
+    ws = weight_trajectory(model.apply, params, x, y, lr, steps)
+    flat = [ravel_pytree(w)[0] for w in ws]
+    unravel = ravel_pytree(ws[0])[1]
+    jacs = {t: jacobian(model.apply, ws[t], x) for t in range(0, steps + 1, every)}
+    owner = np.repeat(np.arange(n), outputs)
+    subset = np.array([6, 1])
+    want = []
+    for i in subset:
+        keep = (owner != i).astype(float)
+        loss = jax.grad(lambda v: 0.5 * jnp.sum(keep * (model.apply(unravel(v), x).reshape(-1)
+                                                         - y.reshape(-1)) ** 2) / n)
+
+        def remainder(t, delta):
+            j = jacs[t]
+            return np.asarray(loss(flat[t] + delta) - loss(flat[t])) - j.T @ (keep * (j @ delta)) / n
+
+        def segment(t, delta, source):
+            j = jacs[t]
+            for u in range(t, t + every):
+                force = -keep * (j @ delta)
+                force[owner == i] += run.residuals[u][owner == i]
+                delta = delta + (lr / n) * j.T @ force - lr * source
+            return delta
+
+        delta = np.zeros(len(flat[0]))
+        for t in range(0, steps, every):
+            source = remainder(t, delta)
+            if rule == "heun":
+                source = 0.5 * (source + remainder(t + every, segment(t, delta, source)))
+            delta = segment(t, delta, source)
+        want.append(np.asarray(model.apply(unravel(flat[-1] + delta), x)).reshape(n, outputs)[i]
+                    - np.asarray(y).reshape(n, outputs)[i])
+    want = np.array(want)
+    got = predict.twin_readout(model.apply, run, x, forces, subset, relinearize=True, rule=rule)
+    np.testing.assert_allclose(got, want[:, 0] if outputs == 1 else want, rtol=1e-9, atol=1e-11)
+
+
 def test_bad_input_is_refused():
     rng = np.random.default_rng(0)
     thetas, res = random_run(rng, 2, 4, 1, 6)
@@ -169,6 +240,8 @@ def test_twin_readout_refuses_bad_input():
         predict.twin_readout(model.apply, run, x, forces, [5])
     with pytest.raises(ValueError, match="x must hold"):
         predict.twin_readout(model.apply, run, x[:4], forces, [0])
+    with pytest.raises(ValueError, match="rule must be"):
+        predict.twin_readout(model.apply, run, x, forces, [0], relinearize=True, rule="midpoint")
     no_snapshots = run._replace(weights=())
     with pytest.raises(ValueError, match="snapshot weights"):
         predict.twin_readout(model.apply, no_snapshots, x, forces, [0])

@@ -336,9 +336,10 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
     The runs of :func:`limit_keys` on the digits' parity cell (split 0, the table's ``n``,
     steps and snapshots). Writes ``ch7_limits.csv``: per run, the prediction (two-time and
     one-time), the held-out loss, every baseline, on the twins' subset the first-order twins
-    read out through the network (``readout_on_subset``, :func:`gramlib.predict.twin_readout`)
-    and, with ``retrain=True``, the retrained twins (``brute_force``, ``correlation``) and
-    the mean of ``|ρ_i^pred| / |ρ_i^brute|`` for both recursions. On 2 CPU cores the default grid
+    read out through the network (``readout_on_subset``) and re-linearized at every snapshot
+    (``relinearized_on_subset``, :func:`gramlib.predict.twin_readout`), and, with ``retrain=True``, the retrained twins (``brute_force``, ``correlation``) and
+    the mean of ``|ρ_i^pred| / |ρ_i^brute|`` for both recursions, and the seconds each took
+    (``retrain_seconds``, ``relinearized_seconds``). On 2 CPU cores the default grid
     took 52 minutes beside two other jobs, retraining included (``results/README.md``). Resumable and with provenance like
     :func:`reproduce_ch7`. Returns the rows.
     """
@@ -358,9 +359,16 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
         except FloatingPointError:
             return {"diverged": True}
         bf = np.abs(p.brute_force_loo) if len(p.brute_force_loo) else np.nan
+
+        def correlation(rho):  # per sample, against the retrained twins
+            return float(np.corrcoef(rho.ravel(), p.brute_force_loo.ravel())[0, 1]) if len(p.brute_force_loo) > 1 \
+                else np.nan
+
         return {"diverged": False, **p.row(), "readout_on_subset": p.readout_on_subset,
-                "readout_correlation": (float(np.corrcoef(p.readout_loo.ravel(), p.brute_force_loo.ravel())[0, 1])
-                                        if len(p.brute_force_loo) > 1 else np.nan),
+                "readout_correlation": correlation(p.readout_loo),
+                "relinearized_on_subset": p.relinearized_on_subset,
+                "relinearized_correlation": correlation(p.relinearized_loo),
+                **{f"{part}_seconds": t for part, t in p.seconds.items()},
                 "loo_ratio_to_brute_force": float(np.mean(np.abs(p.loo[p.subset]) / bf)),
                 "one_time_ratio_to_brute_force": float(np.mean(np.abs(p.one_time_loo[p.subset]) / bf))}
 

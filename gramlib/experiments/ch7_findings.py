@@ -94,9 +94,11 @@ def committed_limits(folder, scale="default"):
     ``lr``, ``diverged``, ``held_out``, ``predicted``, ``one_time``, the twins' loss ``bf``,
     the relative errors against the twins on their subset of the two-time prediction
     (``two_err``), the one-time prediction (``one_err``) and the first-order twins read out
-    through the network (``readout_err``, :func:`gramlib.predict.twin_readout`), the per-sample
-    correlations ``correlation`` (two-time) and ``readout_correlation``, and
-    ``bf_held = bf / held_out``.
+    through the network (``readout_err``) and re-linearized at every snapshot (``relinearized_err``,
+    both :func:`gramlib.predict.twin_readout`), the per-sample correlations ``correlation``
+    (two-time), ``readout_correlation`` and ``relinearized_correlation``, ``bf_held = bf / held_out``,
+    and the seconds of the retraining and of the re-linearized twins (``retrain_seconds``,
+    ``relinearized_seconds``).
     """
     folder = Path(folder)
     table = read_table(folder / "ch7_limits.csv")
@@ -122,7 +124,10 @@ def committed_limits(folder, scale="default"):
             row.update(held_out=r["held_out"], predicted=r["predicted"], one_time=r["one_time"], bf=bf,
                        two_err=r["predicted_on_subset"] / bf - 1, one_err=r["one_time_on_subset"] / bf - 1,
                        readout_err=r["readout_on_subset"] / bf - 1, correlation=r["correlation"],
-                       readout_correlation=r["readout_correlation"], bf_held=bf / r["held_out"])
+                       readout_correlation=r["readout_correlation"],
+                       relinearized_err=r["relinearized_on_subset"] / bf - 1,
+                       relinearized_correlation=r["relinearized_correlation"], bf_held=bf / r["held_out"],
+                       retrain_seconds=r["retrain_seconds"], relinearized_seconds=r["relinearized_seconds"])
         rows.append(row)
     return rows
 

@@ -157,7 +157,8 @@ def plot_limits(axes, rows, *, width, depth, lr, band=0.03):
     ``rows``: :func:`gramlib.experiments.ch7_findings.committed_limits`; ``axes``: three axes,
     for the learning rate at ``width`` and ``depth``, the width at ``depth`` and ``lr``, and the
     depth at ``width`` and ``lr``. Each shows ``(L̂ − L_twins)/L_twins`` of the two-time and
-    one-time predictions and of the twins read out through the network, with a ``±band`` strip.
+    one-time predictions, of the first-order twins read out through the network and of the twins
+    re-linearized at every snapshot, with a ``±band`` strip.
     """
     kept = [r for r in rows if not r["diverged"]]
     sweeps = (("lr", "learning rate η", lambda r: r["width"] == width and r["depth"] == depth),
@@ -169,12 +170,13 @@ def plot_limits(axes, rows, *, width, depth, lr, band=0.03):
         ax.axhspan(-band, band, color=PALETTE[2], alpha=0.15, lw=0)
         ax.axhline(0, color="0.3", lw=0.8)
         for key, label, style in (("two_err", "two-time", "-o"), ("one_err", "one-time", "--x"),
-                                  ("readout_err", "read out through the network", ":s")):
+                                  ("readout_err", "read out through the network", ":s"),
+                                  ("relinearized_err", "re-linearized at every snapshot", "-.d")):
             ax.plot(xs, [r[key] for r in pts], style, label=label)
         if column != "depth":
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0, decimals=None))
         plotting.label(ax, name, "error against the twins", legend=False)
-    axes[0].figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8,
+    axes[0].figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8,
                           bbox_to_anchor=(0.5, 0.98))
