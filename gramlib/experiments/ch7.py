@@ -44,7 +44,7 @@ class Cell(NamedTuple):
 #: ``n = 100``; ``splits`` independent splits (data, initialization, retrained subset) per MLP
 #: cell, ``cnn_splits`` per CNN cell (the CNN only on the small inputs of ``cnn_cells``), the
 #: twins of the first ``retrain_splits`` splits of the ``retrain_cells`` retrained (the MLP on the
-#: small inputs and on MNIST parity; the twins of the CNNs cost tens of minutes per split on 2 CPU
+#: small inputs and on MNIST parity and 4 against 9; the twins of the CNNs cost tens of minutes per split on 2 CPU
 #: cores, ``benchmarks/bench_train_steps.py``), random labels on the first
 #: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``, and
 #: the noise floor with the inputs re-centered (:func:`recentered_floor`) on every MLP split of
@@ -57,7 +57,7 @@ SCALES = {
                            "mnist-parity": Cell("mnist10k", "parity", 300), "mnist-4v9": Cell("mnist10k", (4, 9), 300),
                            "mnist-10": Cell("mnist10k", "onehot", 100)},
                     cnn_cells=("digits", "teacher"),
-                    retrain_cells=tuple((c, "mlp") for c in ("digits", "teacher", "mnist-parity")),
+                    retrain_cells=tuple((c, "mlp") for c in ("digits", "teacher", "mnist-parity", "mnist-4v9")),
                     n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
                     snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, random_label_splits=1,
                     snapshot_splits=3, snapshot_counts=(1, 2, 3, 5, 10, 15, 30),
