@@ -340,7 +340,7 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
     (``relinearized_on_subset``, :func:`gramlib.predict.twin_readout`), and, with ``retrain=True``, the retrained twins (``brute_force``, ``correlation``) and
     the mean of ``|ρ_i^pred| / |ρ_i^brute|`` for both recursions, and the seconds each took
     (``retrain_seconds``, ``relinearized_seconds``). On 2 CPU cores the default grid
-    took 52 minutes beside two other jobs, retraining included (``results/README.md``). Resumable and with provenance like
+    took 56 minutes beside other jobs, retraining included (``results/README.md``). Resumable and with provenance like
     :func:`reproduce_ch7`. Returns the rows.
     """
     setting = scale_config(scale)
