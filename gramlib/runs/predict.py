@@ -231,9 +231,10 @@ def twin_readout(apply, run, x, forces, subset, *, relinearize=False, rule="heun
     trapezoid ``s̄_k = ½[s_k(δ(t_k)) + s_{k+1}(δ̂(t_{k+1}))]``, ``δ̂`` the segment's end under
     the Euler value (``s_K`` is taken at ``w_T``). Given ``s̄_k`` the correction is linear: its
     output offset ``J_k δ̃`` steps with the snapshot kernel ``Θ_k`` (:func:`_correction_segment`).
-    Cost per snapshot: about eight forward or backward passes of the network per twin (sixteen
-    with Heun's rule), against three per step for retraining (``T/K`` = 100 steps per snapshot in
-    Chapter 7). Returns ``(len(subset),)`` for one output, else ``(len(subset), C)``.
+    Cost per twin and snapshot: about fifteen forward or backward passes of the network (thirty
+    with Heun's rule), against about three per step for retraining, so with ``T/K`` = 100 steps
+    per snapshot (Chapter 7) some ten times fewer; measured there 5–10× less time than retraining
+    (``results/ch7-limits``). Returns ``(len(subset),)`` for one output, else ``(len(subset), C)``.
     """
     weights = tuple(run.weights)
     count = len(run.thetas)
