@@ -256,10 +256,17 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         return io.BytesIO(body)
 
 
+class Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # the browser hung up before the answer, e.g. to its own request for /favicon.ico
+        super().handle_error(request, client_address)
+
+
 def serve(html_dir: Path, mathjax_url, mathjax_dir):
     Handler.mathjax_url, Handler.mathjax_dir = mathjax_url, mathjax_dir
     handler = functools.partial(Handler, directory=str(html_dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = Server(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
