@@ -253,7 +253,7 @@ def test_snapshot_rows_and_noise_floor_are_the_losses_of_their_pieces():
         ch7.noise_floor("digits", setting, splits=0)
 
 
-def test_recentered_floor_centers_by_the_held_out_mean():
+def test_center_by_held_out_removes_the_leak_of_the_training_mean():
     """The leak it removes: inputs centered by their own mean make a left-out sample point away from the rest."""
     x_train, x_test = data.standardize(np.random.default_rng(0).normal(size=(12, 50)) + 3.0,
                                        np.random.default_rng(1).normal(size=(20, 50)) + 3.0)
@@ -261,29 +261,52 @@ def test_recentered_floor_centers_by_the_held_out_mean():
         others = np.delete(x_train, i, axis=0)
         assert np.sum(others @ x_train[i]) == pytest.approx(-x_train[i] @ x_train[i], rel=1e-10)
     ds = data.digits(20, 30, key=KEY)
-    model = models.mlp(64, 64, 2, dtype=jnp.float64)
-    got = ch7.recentered_floor(model, ds, key=jax.random.PRNGKey(1), time=20.0)
-    center = ds.x_test.mean(axis=0)
-    centered = ds._replace(x_train=ds.x_train - center, x_test=ds.x_test - center)
-    assert np.allclose(got, predict.frozen_kernel_losses(model, centered, key=jax.random.PRNGKey(1), time=20.0),
-                       rtol=1e-12)  # the held-out mean removed, then the exact losses of the linearized network
+    got = data.center_by_held_out(ds)
+    assert np.allclose(got.x_test.mean(axis=0), 0, atol=1e-12)  # the held-out mean is the new center
+    assert np.allclose(got.x_train - got.x_test[0], ds.x_train - ds.x_test[0], atol=1e-12)  # a shift, nothing else
+    assert np.array_equal(got.y_train, ds.y_train) and np.array_equal(got.labels_test, ds.labels_test)
     shift = np.linspace(-1, 1, 64)  # any shift of both sets: the same re-centered inputs
-    moved = ds._replace(x_train=ds.x_train + shift, x_test=ds.x_test + shift)
-    assert np.allclose(ch7.recentered_floor(model, moved, key=jax.random.PRNGKey(1), time=20.0), got, rtol=1e-10)
-    assert not np.allclose(predict.frozen_kernel_losses(model, moved, key=jax.random.PRNGKey(1), time=20.0), got,
-                           rtol=1e-3)
+    moved = data.center_by_held_out(ds._replace(x_train=ds.x_train + shift, x_test=ds.x_test + shift))
+    assert np.allclose(moved.x_train, got.x_train, atol=1e-12) and np.allclose(moved.x_test, got.x_test, atol=1e-12)
+    with pytest.raises(TypeError, match="Dataset"):
+        data.center_by_held_out((ds.x_train, ds.x_test))
+    with pytest.raises(ValueError, match="shape"):
+        data.center_by_held_out(ds._replace(x_test=ds.x_test[:, :10]))
+    with pytest.raises(ValueError, match="finite|NaN"):
+        data.center_by_held_out(ds._replace(x_train=np.full_like(ds.x_train, np.nan)))
 
 
-def test_summarize_centering_pairs_the_two_floors_by_split():
+def test_recentered_run_is_the_split_run_again_on_the_re_centered_inputs():
+    ds = data.digits(20, 30, key=KEY)
+    model = models.mlp(64, 64, 2, dtype=jnp.float64)
+    setting = {"lr": 1.0, "steps": 20, "snapshots": 4}
+    got = ch7.recentered_run(model, ds, setting, key=jax.random.PRNGKey(1))
+    centered = data.center_by_held_out(ds)
+    want = predict.frozen_kernel_losses(model, centered, key=jax.random.PRNGKey(1), time=20.0)
+    assert np.allclose((got["exact_loo_recentered"], got["linearized_held_out_recentered"]), want, rtol=1e-12)
+    p = predict.predict_test_loss(model, centered, key=jax.random.PRNGKey(1), lr=1.0, steps=20, snapshots=4,
+                                  brute_force=0, progress=False)
+    assert got["predicted_recentered"] == pytest.approx(p.predicted, rel=1e-12)
+    assert got["held_out_recentered"] == pytest.approx(p.held_out, rel=1e-12)
+    plain = predict.frozen_kernel_losses(model, ds, key=jax.random.PRNGKey(1), time=20.0)
+    assert not np.allclose(plain, want, rtol=1e-3)  # the center matters to the network
+
+
+def test_summarize_centering_pairs_the_two_floors_and_predictions_by_split():
     rows = [{"dataset": "a", "arch": "mlp", "labels": "true", "seed": s, "settings": "x",
-             "exact_loo": 1.0 + 0.1 * s, "linearized_held_out": 1.0} for s in range(3)]
+             "exact_loo": 1.0 + 0.1 * s, "linearized_held_out": 1.0, "predicted": 3.0 + 0.3 * s,
+             "held_out": 2.0} for s in range(3)]
     rows.append({**rows[0], "labels": "random", "exact_loo": 9.0})
     centering = [{"dataset": "a", "seed": s, "settings": "x", "exact_loo_recentered": 2.0 - 0.01 * s,
-                  "linearized_held_out_recentered": 2.0} for s in (0, 1, 2, 5)]  # split 5: not in the table
+                  "linearized_held_out_recentered": 2.0, "predicted_recentered": 4.0 + 0.04 * s,
+                  "held_out_recentered": 4.0} for s in (0, 1, 2, 5)]  # split 5: not in the table
     (cell,) = ch7.summarize_centering(rows, centering)
     assert cell["splits"] == 3 and cell["floor"] == pytest.approx(0.1) and cell["recentered"] == pytest.approx(-0.005)
+    assert cell["error"] == pytest.approx(0.65) and cell["recentered_error"] == pytest.approx(0.01)
     t = 4.302652729911275  # Student-t, 2 degrees of freedom, 97.5%
     assert cell["floor_half"] == pytest.approx(t * 0.1 / np.sqrt(3), rel=1e-9)
+    assert cell["error_half"] == pytest.approx(t * 0.15 / np.sqrt(3), rel=1e-9)
+    assert cell["recentered_error_half"] == pytest.approx(t * 0.01 / np.sqrt(3), rel=1e-9)
 
 
 def test_each_row_carries_the_exact_leave_one_out_of_its_own_split(tmp_path):
@@ -376,9 +399,8 @@ def test_table_and_limits_of_the_command_line(tmp_path):
     k_data, k_run, _ = jax.random.split(jax.random.PRNGKey(1), 3)
     ds, shape = tasks.dataset(cell.dataset, cell.n_train, 100, key=k_data, task=cell.task)
     model = tasks.architecture("mlp", shape, 10, ch7.SCALES["smoke"], jnp.float64)
-    want = ch7.recentered_floor(model, ds, key=k_run, time=40.0)
-    assert np.allclose((centering[1]["exact_loo_recentered"], centering[1]["linearized_held_out_recentered"]), want,
-                       rtol=1e-10)
+    want = ch7.recentered_run(model, ds, ch7.SCALES["smoke"], key=k_run)
+    assert all(centering[1][k] == pytest.approx(v, rel=1e-10) for k, v in want.items())
     assert (tmp_path / "ch7_predicted_vs_heldout.png").stat().st_size > 0
     limits = ch7.reproduce_ch7_limits(tmp_path, "smoke", progress=False)
     assert [(r["width"], r["depth"], r["lr"]) for r in limits] == [(16, 3, 0.5), (16, 3, 2.0), (8, 3, 1.0), (16, 2, 1.0)]

@@ -43,11 +43,11 @@ class Cell(NamedTuple):
 #: (:func:`gramlib.data.mnist`, shipped) as parity, 4 against 9, and 10 classes one-hot at
 #: ``n = 100``; ``splits`` independent splits (data, initialization, retrained subset) per MLP
 #: cell, ``cnn_splits`` per CNN cell (the CNN only on the small inputs of ``cnn_cells``), the
-#: twins of the first ``retrain_splits`` splits of the ``retrain_cells`` retrained (the MLP on the
-#: small inputs and on MNIST parity and 4 against 9; the twins of the CNNs cost tens of minutes per split on 2 CPU
+#: twins of the first ``retrain_splits`` splits of the ``retrain_cells`` retrained (the MLP in every
+#: cell; the twins of the CNNs cost tens of minutes per split on 2 CPU
 #: cores, ``benchmarks/bench_train_steps.py``), random labels on the first
 #: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``, and
-#: the noise floor with the inputs re-centered (:func:`recentered_floor`) on every MLP split of
+#: the noise floor and the prediction with the inputs re-centered (:func:`recentered_run`) on every MLP split of
 #: ``recentered_cells``; ``limits``: the grid of :func:`reproduce_ch7_limits`.
 #: ``"paper"``: 10-class one-hot subsets of the full MNIST,
 #: Fashion-MNIST and CIFAR-10 with more samples (a GPU, e.g. Colab, and a download of the data
@@ -57,7 +57,7 @@ SCALES = {
                            "mnist-parity": Cell("mnist10k", "parity", 300), "mnist-4v9": Cell("mnist10k", (4, 9), 300),
                            "mnist-10": Cell("mnist10k", "onehot", 100)},
                     cnn_cells=("digits", "teacher"),
-                    retrain_cells=tuple((c, "mlp") for c in ("digits", "teacher", "mnist-parity", "mnist-4v9")),
+                    retrain_cells=tuple((c, "mlp") for c in ("digits", "teacher", "mnist-parity", "mnist-4v9", "mnist-10")),
                     n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
                     snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, random_label_splits=1,
                     snapshot_splits=3, snapshot_counts=(1, 2, 3, 5, 10, 15, 30),
@@ -159,21 +159,24 @@ def noise_floor(name, setting, *, splits, arch="mlp", model=None, first_seed=100
     return NoiseFloor(loo, held, np.abs(loo - held) / held)
 
 
-def recentered_floor(model, dataset, *, key, time):
-    """The noise floor of one split with the inputs centered by a mean that holds no training sample.
+def recentered_run(model, dataset, setting, *, key, loop="scan", progress=False):
+    """One split of Chapter 7 again, with the inputs centered by a mean that holds no training sample.
 
-    :func:`gramlib.data.split` centers the inputs by the mean ``m`` of the training inputs, which
-    contains every left-out sample ``x_i``. The centered training inputs sum to zero, so
-    ``Σ_{j≠i} ⟨x_j − m, x_i − m⟩ = −‖x_i − m‖²``: a left-out sample points away from the
-    others, a held-out one does not, and with ``n`` small against the input dimension this biases
-    leave-one-out (Chapter 7, the 10-class cell). Here both sets are shifted by the held-out
-    inputs' mean, a center that does not depend on any training sample, and
-    :func:`gramlib.predict.frozen_kernel_losses` gives the exact leave-one-out and held-out losses
-    of the linearized network on the shifted inputs. Returns ``(loo, held_out)``.
+    :func:`gramlib.data.split` centers the inputs by the mean of the training inputs, which
+    contains every left-out sample; with ``n`` small against the input dimension this biases
+    leave-one-out upward (Chapter 7, the 10-class cell). Here both sets are shifted by the held-out
+    inputs' mean (:func:`gramlib.data.center_by_held_out`) and the split is run again from the same
+    initialization ``key``: the noise floor (``exact_loo_recentered``, ``linearized_held_out_recentered``:
+    :func:`gramlib.predict.frozen_kernel_losses` at ``time = η T``) and the prediction of the trained
+    network with its held-out loss (``predicted_recentered``, ``held_out_recentered``:
+    :func:`gramlib.predict.predict_test_loss` with ``setting``'s step, steps and snapshots, no twins).
     """
-    center = np.asarray(dataset.x_test).mean(axis=0)
-    shifted = dataset._replace(x_train=np.asarray(dataset.x_train) - center, x_test=np.asarray(dataset.x_test) - center)
-    return frozen_kernel_losses(model, shifted, key=key, time=time)
+    shifted = data.center_by_held_out(dataset)
+    loo, held = frozen_kernel_losses(model, shifted, key=key, time=setting["lr"] * setting["steps"])
+    p = predict_test_loss(model, shifted, key=key, lr=setting["lr"], steps=setting["steps"],
+                          snapshots=setting["snapshots"], brute_force=0, loop=loop, progress=progress)
+    return {"exact_loo_recentered": loo, "linearized_held_out_recentered": held,
+            "predicted_recentered": p.predicted, "held_out_recentered": p.held_out}
 
 
 def _restrict(setting, scale, archs, datasets, seeds):
@@ -231,8 +234,9 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     the same split (``exact_loo``, ``linearized_held_out``: :func:`gramlib.predict.frozen_kernel_losses`),
     the noise floor of leave-one-out itself. ``ch7_summary.csv``: per cell, :func:`summarize`;
     ``ch7_snapshots.csv``: the true-label predictions of the first ``snapshot_splits`` splits with
-    fewer kernel snapshots (:func:`snapshot_rows`); ``ch7_centering.csv``: the noise floor with
-    re-centered inputs (:func:`recentered_floor`) on the true-label MLP splits of ``recentered_cells``;
+    fewer kernel snapshots (:func:`snapshot_rows`); ``ch7_centering.csv``: the noise floor and the
+    prediction with re-centered inputs (:func:`recentered_run`) on the true-label MLP splits of
+    ``recentered_cells``;
     ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``.
     ``archs``, ``datasets`` (cell names) and ``seeds`` restrict the runs (``None``: all of the
     scale's); ``retrain=False`` retrains no twins. Each row records its ``settings`` fingerprint
@@ -286,13 +290,13 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
 
     def recenter(key):
         ds, model, k_run = split(key["dataset"], "mlp", "true", key["seed"])
-        loo, held = recentered_floor(model, ds, key=k_run, time=time_)
-        return {"exact_loo_recentered": loo, "linearized_held_out_recentered": held}
+        return recentered_run(model, ds, setting, key=k_run, loop=recommended_loop(model.apply, model.init(k_run),
+                                                                                    ds.x_train), progress=progress)
 
     centering = ResultTable(out / "ch7_centering.csv", ("dataset", "seed", "settings"))
     recentered = [{"dataset": k["dataset"], "seed": k["seed"], "settings": k["settings"]} for k in keys
                   if k["dataset"] in setting["recentered_cells"] and k["arch"] == "mlp" and k["labels"] == "true"]
-    run_job(centering, tqdm(recentered, desc="Re-centered floors", disable=not progress), recenter, extra=extra)
+    run_job(centering, tqdm(recentered, desc="Re-centered runs", disable=not progress), recenter, extra=extra)
     # The summary and the figures cover every run of the scale's protocol in the table, also those that
     # another invocation (other --archs, --datasets or --seeds, another process) computed.
     full = scale_config(scale)
@@ -437,13 +441,15 @@ def summarize(rows):
 
 
 def summarize_centering(rows, centering):
-    """Per re-centered cell: the noise floor with the table's centering against the re-centered one.
+    """Per re-centered cell: the noise floor and the prediction with the table's centering and re-centered.
 
     ``rows``: the table's rows; ``centering``: the rows of ``ch7_centering.csv``. On the splits
-    that have both, the signed error ``(LOO − held-out)/held-out`` of the exact leave-one-out of
-    the linearized network, mean and 95% Student-t half-width, with the inputs centered by the
-    training mean (``floor``, ``floor_half``: the table's ``exact_loo``, ``linearized_held_out``)
-    and by the held-out mean (``recentered``, ``recentered_half``: :func:`recentered_floor`).
+    that have both, mean and 95% Student-t half-width of signed errors ``(estimate − held-out)/held-out``:
+    of the exact leave-one-out of the linearized network with the inputs centered by the training
+    mean (``floor``, ``floor_half``: the table's ``exact_loo``, ``linearized_held_out``) and by the
+    held-out mean (``recentered``, ``recentered_half``), and of the prediction of the trained
+    network, the same two ways (``error``, ``error_half``: the table's ``predicted``, ``held_out``;
+    ``recentered_error``, ``recentered_error_half``); all from :func:`recentered_run`.
     """
     table = {(r["dataset"], r["seed"], r["settings"]): r for r in rows
              if r["arch"] == "mlp" and r["labels"] == "true"}
@@ -454,10 +460,13 @@ def summarize_centering(rows, centering):
         if not pairs:
             continue
         cell = {"dataset": name, "splits": len(pairs)}
-        cell["floor"], cell["floor_half"] = _mean_and_half(_signed([t for t, _ in pairs], "exact_loo",
-                                                                   "linearized_held_out"))
-        cell["recentered"], cell["recentered_half"] = _mean_and_half(
-            _signed([c for _, c in pairs], "exact_loo_recentered", "linearized_held_out_recentered"))
+        ours, recentered = [t for t, _ in pairs], [c for _, c in pairs]
+        for prefix, sources, estimate, reference in (
+                ("floor", ours, "exact_loo", "linearized_held_out"),
+                ("recentered", recentered, "exact_loo_recentered", "linearized_held_out_recentered"),
+                ("error", ours, "predicted", "held_out"),
+                ("recentered_error", recentered, "predicted_recentered", "held_out_recentered")):
+            cell[prefix], cell[prefix + "_half"] = _mean_and_half(_signed(sources, estimate, reference))
         cells.append(cell)
     return cells
 

@@ -107,6 +107,27 @@ def standardize(x_train, x_test):
     return (x_train - mean) / scale, (x_test - mean) / scale
 
 
+def center_by_held_out(dataset):
+    """``dataset`` with both sets shifted by the mean of the held-out inputs (Chapter 7).
+
+    :func:`standardize` centers by the training mean ``m``, which contains every sample that
+    leave-one-out leaves out: the centered training inputs sum to zero, so
+    ``Σ_{j≠i} ⟨x_j − m, x_i − m⟩ = −‖x_i − m‖²`` and a left-out sample points away from the rest.
+    The held-out mean holds no training sample. The shift is applied to the inputs as given
+    (after :func:`split`'s standardization), so it undoes the training mean's center and keeps its
+    scale; a shift of both sets by any constant gives the same result.
+    """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a gramlib.data.Dataset, got {type(dataset).__name__}")
+    x_train = _checks.array(dataset.x_train, "dataset.x_train", ndim=(2, 3, 4))
+    x_test = _checks.array(dataset.x_test, "dataset.x_test", ndim=x_train.ndim)
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"dataset.x_test must hold inputs of the shape of x_train's, {x_train.shape[1:]}; "
+                         f"got {x_test.shape[1:]}")
+    center = x_test.mean(axis=0)
+    return dataset._replace(x_train=x_train - center, x_test=x_test - center)
+
+
 def _sizes(n_train, n_test):
     """Check the sizes of a split: ``n_train ≥ 2`` and ``n_test ≥ 1`` integers."""
     return _checks.integer(n_train, "n_train", minimum=2), _checks.integer(n_test, "n_test", minimum=1)
