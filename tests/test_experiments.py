@@ -240,8 +240,12 @@ def test_snapshot_rows_and_noise_floor_are_the_losses_of_their_pieces():
     rows = ch7.snapshot_rows(p, (1, 4))
     assert [r["snapshots"] for r in rows] == [1, 4]
     assert abs(rows[1]["predicted"] - p.predicted) < 1e-12 and abs(rows[1]["one_time"] - p.one_time) < 1e-12
+    every = predict.trajectory_loo(p.run, 4, cross=p.cross)  # the row of every snapshot reuses the prediction
+    assert abs(rows[1]["predicted"] - 0.5 * np.mean(every**2)) < 1e-12
     one = predict.trajectory_loo(p.run, 1)
     assert abs(rows[0]["one_time"] - 0.5 * np.mean(one**2)) < 1e-12
+    two = predict.trajectory_loo(p.run, 1, cross=p.cross)
+    assert abs(rows[0]["predicted"] - 0.5 * np.mean(two**2)) < 1e-12
     assert abs(rows[0]["relative_error"] - abs(rows[0]["predicted"] - p.held_out) / p.held_out) < 1e-12
     setting = {"n_train": 30, "n_test": 40, "task": "parity", "lr": 1.0, "steps": 20}
     f = ch7.noise_floor("digits", setting, splits=2, model=model)

@@ -70,6 +70,9 @@ def test_without_retraining_the_same_subset_is_drawn_and_predicted(run):
     row = q.row()
     assert row["one_time_on_subset"] == p.row()["one_time_on_subset"]
     assert np.isnan(row["brute_force"]) and np.isnan(row["correlation"])
+    assert set(p.seconds) == {"retrain"} and p.seconds["retrain"] > 0 and dict(q.seconds) == {}
+    with pytest.raises(TypeError):  # read-only: no run's timings leak into another's
+        q.seconds["retrain"] = 1.0
     with pytest.raises(ValueError, match="at most"):
         baselines.brute_force_subset(KEY, 5, 6)
 

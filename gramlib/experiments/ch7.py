@@ -114,10 +114,13 @@ def snapshot_rows(prediction, counts):
     losses ``(1/2n) Σ_i ‖ρ_i‖²`` of :func:`gramlib.predict.trajectory_loo` with every
     ``(K/M)``-th snapshot, the held-out loss and both relative errors (Chapter 7, Limits).
     """
-    rows = []
+    rows, n = [], prediction.run.n
     for k in counts:
-        pred = _loss(trajectory_loo(prediction.run, k, cross=prediction.cross), prediction.run.n)
-        one = _loss(trajectory_loo(prediction.run, k), prediction.run.n)
+        if k == len(prediction.run.thetas):  # every snapshot: the run's own prediction, already computed
+            pred, one = prediction.predicted, prediction.one_time
+        else:
+            pred = _loss(trajectory_loo(prediction.run, k, cross=prediction.cross), n)
+            one = _loss(trajectory_loo(prediction.run, k), n)
         held = prediction.held_out
         rows.append({"snapshots": k, "predicted": pred, "one_time": one, "held_out": held,
                      "relative_error": abs(pred - held) / held, "one_time_relative_error": abs(one - held) / held})

@@ -15,7 +15,9 @@ beside the held-out test loss and every baseline of :mod:`gramlib.baselines`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import partial
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import jax
@@ -62,7 +64,7 @@ class Prediction(NamedTuple):
     cross: Any                # the run's two-time kernel (k, l) ↦ Θ(t_k, t_l)
     readout_loo: np.ndarray = np.zeros(0)  # twin_readout on the subset (readout=True)
     relinearized_loo: np.ndarray = np.zeros(0)  # twin_readout(relinearize=True) on the subset (readout=True)
-    seconds: dict = {}        # wall-clock seconds of the retraining and of the re-linearized twins (when made)
+    seconds: Mapping = MappingProxyType({})  # wall-clock seconds of the retraining and the re-linearized twins
 
     @property
     def relative_error(self) -> float:
@@ -362,7 +364,7 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
         contraction_free=baselines.contraction_free_loss(run.thetas, run.residuals, rho_path, lr, outputs=c),
         loo=loo, one_time_loo=one_time if c == 1 else one_time.reshape(n, c), subset=subset,
         brute_force_loo=bf, run=run, cross=cross, readout_loo=read, relinearized_loo=relinearized,
-        seconds=seconds,
+        seconds=MappingProxyType(seconds),
     )
 
 
