@@ -179,8 +179,11 @@ def _protocol_row(seed, **change):
 
 def test_summarize_is_the_protocol_over_splits():
     rows = [_protocol_row(s) for s in range(4)]
-    rows[0].update(brute_force=0.5 / 1.02, correlation=0.995)  # twins retrained on two splits
-    rows[1].update(brute_force=0.5 / 0.98, correlation=0.999)
+    twins = dict(readout_on_subset=0.55, relinearized_correlation=0.9999, retrain_seconds=100.0)
+    rows[0].update(brute_force=0.5 / 1.02, correlation=0.995, relinearized_on_subset=0.5,  # twins retrained
+                   relinearized_seconds=10.0, **twins)                                      # on two splits
+    rows[1].update(brute_force=0.5 / 0.98, correlation=0.999, relinearized_on_subset=0.5 / 0.98 * 1.01,
+                   relinearized_seconds=20.0, **twins)
     rows.append(_protocol_row(0, labels="random", predicted=3.0, held_out=4.0))
     (cell,) = ch7.summarize(rows)
     error = np.array([0.0, 0.1, 0.2, 0.3])  # (predicted − held-out)/held-out per split
@@ -190,6 +193,11 @@ def test_summarize_is_the_protocol_over_splits():
     assert abs(cell["one_time_error"] + 0.1) < 1e-12 and abs(cell["gcv_error"] - 0.2) < 1e-12
     assert cell["retrained"] == 2 and abs(cell["twin_error"]) < 1e-12 and abs(cell["twin_abs_error"] - 0.02) < 1e-12
     assert abs(cell["one_time_twin_error"] - (0.4 / 0.5 - 1)) < 1e-12 and cell["min_correlation"] == 0.995
+    assert abs(cell["readout_twin_error"] - (0.55 / 0.5 - 1)) < 1e-12
+    relin = np.array([0.02, 0.01])  # re-linearized against the twins, per retrained split
+    assert abs(cell["relinearized_twin_error"] - 0.015) < 1e-12
+    assert abs(cell["relinearized_twin_error_half"] - scipy.stats.t.ppf(0.975, 1) * relin.std(ddof=1) / np.sqrt(2)) < 1e-12
+    assert cell["min_relinearized_correlation"] == 0.9999 and cell["relinearized_speedup"] == 5.0
     assert cell["random_held_out"] == 4.0 and abs(cell["learned"] - 4.0) < 1e-12
     (alone,) = ch7.summarize([rows[2]])  # one split: no interval, no twins
     assert np.isnan(alone["error_half"]) and alone["retrained"] == 0 and np.isnan(alone["twin_error"])
@@ -391,6 +399,11 @@ def test_table_and_limits_of_the_command_line(tmp_path):
         for labels, seed in (("true", 0), ("true", 1), ("true", 2), ("random", 0))]
     assert [c["dataset"] for c in summary] == ["digits", "teacher", "mnist-10"]
     assert [c["splits"] for c in summary] == [3, 3, 3] and [c["retrained"] for c in summary] == [1, 1, 1]
+    twinned = [r for r in table if r["retrain"]]  # the runs with twins: also read out and re-linearized
+    assert len(twinned) == 3 and all(r["relinearized_on_subset"] > 0 and r["readout_on_subset"] > 0
+                                     and r["relinearized_correlation"] > 0.9 and r["relinearized_seconds"] > 0
+                                     for r in twinned)
+    assert all(np.isnan(r["relinearized_on_subset"]) for r in table if not r["retrain"])
     for r in table:
         assert abs(r["relative_error"] - abs(r["predicted"] - r["held_out"]) / r["held_out"]) < 1e-12
         assert abs(r["one_time_relative_error"] - abs(r["one_time"] - r["held_out"]) / r["held_out"]) < 1e-12
@@ -471,6 +484,11 @@ def test_a_table_with_a_run_twice_or_without_provenance_is_refused(tmp_path):
     results.write_csv(tmp_path / "ch7_table.csv", [dict(rows[0], settings="0123456789ab")] + rows[1:])
     with pytest.raises(ValueError, match="not a run of the 'default' protocol"):
         ch7_findings.protocol_table(tmp_path)
+    twinned = next(i for i, r in enumerate(rows) if not math.isnan(r["brute_force"]))
+    results.write_csv(tmp_path / "ch7_table.csv", [dict(r, relinearized_on_subset=math.nan) if i == twinned else r
+                                                   for i, r in enumerate(rows)])
+    with pytest.raises(ValueError, match="not the re-linearized"):
+        ch7_findings.protocol_table(tmp_path)
 
 
 def test_limits_that_differ_are_refused(tmp_path):
@@ -496,7 +514,8 @@ def test_snapshot_convergence_recovers_a_one_over_m_law():
     assert conv.counts == [1, 2, 5, 10] and conv.monotone and conv.one_time_fall == 0
     assert abs(conv.law - (1 / 2 - 1 / 5) / (1 / 5 - 1 / 10)) < 1e-15
     assert np.allclose(conv.measured, conv.law, rtol=1e-12)
-    assert np.allclose(conv.left, c / 10 / (1 - c / 10), rtol=1e-12)
+    assert sorted(conv.left) == [("d", arch, seed) for arch in ("cnn", "mlp") for seed in (0, 1)]
+    assert np.allclose(list(conv.left.values()), c / 10 / (1 - c / 10), rtol=1e-12)
     assert np.allclose(conv.rise["mlp", "predicted"], (1 - c / 10) / (1 - c) - 1)
     assert np.allclose(conv.last_rise, (1 - c / 10) / (1 - c / 5) - 1)
     dipping = ch7_findings.snapshot_convergence([dict(s, predicted=1 + 1 / s["snapshots"]) for s in snaps])

@@ -106,6 +106,27 @@ def _loss(rho, n):
     return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
 
 
+def twin_columns(prediction):
+    """The twins of a run made with ``readout=True`` (:func:`gramlib.predict.predict_test_loss`), as columns.
+
+    On the twins' subset: the leave-one-out loss of the first-order twins read out through the
+    network (``readout_on_subset``) and of the twins re-linearized at every snapshot
+    (``relinearized_on_subset``; :func:`gramlib.predict.twin_readout`), the per-sample
+    correlation of each with the retrained twins (``readout_correlation``,
+    ``relinearized_correlation``; ``nan`` without them) and the wall-clock seconds of the
+    retraining and of the re-linearization (``retrain_seconds``, ``relinearized_seconds``).
+    """
+    twins = prediction.brute_force_loo
+
+    def correlation(rho):
+        return float(np.corrcoef(rho.ravel(), twins.ravel())[0, 1]) if len(twins) > 1 else math.nan
+
+    return {"readout_on_subset": prediction.readout_on_subset, "readout_correlation": correlation(prediction.readout_loo),
+            "relinearized_on_subset": prediction.relinearized_on_subset,
+            "relinearized_correlation": correlation(prediction.relinearized_loo),
+            **{f"{part}_seconds": t for part, t in prediction.seconds.items()}}
+
+
 def snapshot_rows(prediction, counts):
     """The prediction of one run recomputed from fewer kernel snapshots, one row per count ``M`` in ``counts``.
 
@@ -232,7 +253,8 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     Every run (:func:`table_keys`) is one split ``s``: ``PRNGKey(s)`` draws the data, the
     initialization and the subset of twins. Per run, ``ch7_table.csv`` holds the prediction,
     the held-out loss and every baseline (:func:`gramlib.predict.predict_test_loss`; the twins
-    retrained where the key says so, else only the prediction on their subset), and the exact
+    retrained where the key says so, and then also read out and re-linearized, :func:`twin_columns`;
+    else only the prediction on their subset), and the exact
     leave-one-out and held-out losses of the network linearized at the same initialization on
     the same split (``exact_loo``, ``linearized_held_out``: :func:`gramlib.predict.frozen_kernel_losses`),
     the noise floor of leave-one-out itself. ``ch7_summary.csv``: per cell, :func:`summarize`;
@@ -276,7 +298,7 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
         start = time.time()
         p = predict_test_loss(model, ds, key=k_run, lr=setting["lr"], steps=setting["steps"],
                               snapshots=setting["snapshots"], brute_force=setting["brute_force"],
-                              retrain=key["retrain"], loop=loop, progress=progress)
+                              retrain=key["retrain"], readout=key["retrain"], loop=loop, progress=progress)
         exact_loo, linear_held = frozen_kernel_losses(model, ds, key=k_run, time=time_)
         seconds = time.time() - start
         if labels == "true" and seed < setting["snapshot_splits"]:  # first: a run is done once its row is written
@@ -286,8 +308,8 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
             print(f"{name:12s} {arch} {labels:6s} seed {seed}: predicted {p.predicted:.4f} held-out "
                   f"{p.held_out:.4f} | exact LOO {exact_loo:.4f} linearized held-out {linear_held:.4f} | "
                   f"twins {p.brute_force:.4f} on subset {p.predicted_on_subset:.4f} ({seconds:.0f} s)", flush=True)
-        return {**p.row(), "exact_loo": exact_loo, "linearized_held_out": linear_held, "loop": loop,
-                "seconds": seconds}
+        return {**p.row(), **(twin_columns(p) if key["retrain"] else {}), "exact_loo": exact_loo,
+                "linearized_held_out": linear_held, "loop": loop, "seconds": seconds}
 
     run_job(table, tqdm(keys, desc="Chapter 7 runs", disable=not progress), compute, extra=extra)
 
@@ -366,16 +388,7 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
         except FloatingPointError:
             return {"diverged": True}
         bf = np.abs(p.brute_force_loo) if len(p.brute_force_loo) else np.nan
-
-        def correlation(rho):  # per sample, against the retrained twins
-            return float(np.corrcoef(rho.ravel(), p.brute_force_loo.ravel())[0, 1]) if len(p.brute_force_loo) > 1 \
-                else np.nan
-
-        return {"diverged": False, **p.row(), "readout_on_subset": p.readout_on_subset,
-                "readout_correlation": correlation(p.readout_loo),
-                "relinearized_on_subset": p.relinearized_on_subset,
-                "relinearized_correlation": correlation(p.relinearized_loo),
-                **{f"{part}_seconds": t for part, t in p.seconds.items()},
+        return {"diverged": False, **p.row(), **twin_columns(p),
                 "loo_ratio_to_brute_force": float(np.mean(np.abs(p.loo[p.subset]) / bf)),
                 "one_time_ratio_to_brute_force": float(np.mean(np.abs(p.one_time_loo[p.subset]) / bf))}
 
@@ -410,7 +423,11 @@ def summarize(rows):
     the retrained runs (``retrained``): the prediction on the twins' subset against the twins,
     ``(L̂_subset − L_twins)/L_twins``, signed (``twin_error``, ``twin_error_half``) and absolute
     (``twin_abs_error``), the one-time kernel's (``one_time_twin_error``) and the lowest
-    per-sample correlation (``min_correlation``). Random labels: the mean held-out and predicted
+    per-sample correlation (``min_correlation``); the same for the twins read out through the
+    network (``readout_twin_error``) and re-linearized at every snapshot
+    (``relinearized_twin_error``, ``relinearized_twin_error_half``,
+    ``min_relinearized_correlation``; :func:`twin_columns`), and the smallest ratio of the
+    seconds of the retraining to those of the re-linearization (``relinearized_speedup``). Random labels: the mean held-out and predicted
     losses and ``learned``, the random-label held-out loss over the true one.
     """
     cells = []
@@ -437,6 +454,14 @@ def summarize(rows):
         cell["one_time_twin_error"] = (float(np.mean(_signed(twins, "one_time_on_subset", "brute_force")))
                                        if twins else math.nan)
         cell["min_correlation"] = float(np.min([r["correlation"] for r in twins])) if twins else math.nan
+        cell["readout_twin_error"] = float(np.mean(_signed(twins, "readout_on_subset", "brute_force"))) \
+            if twins else math.nan
+        cell["relinearized_twin_error"], cell["relinearized_twin_error_half"] = _mean_and_half(
+            _signed(twins, "relinearized_on_subset", "brute_force"))
+        cell["min_relinearized_correlation"] = (float(np.min([r["relinearized_correlation"] for r in twins]))
+                                                if twins else math.nan)
+        cell["relinearized_speedup"] = (float(np.min([r["retrain_seconds"] / r["relinearized_seconds"]
+                                                      for r in twins])) if twins else math.nan)
         cell["random_held_out"], cell["random_predicted"] = mean(rand, "held_out"), mean(rand, "predicted")
         cell["learned"] = cell["random_held_out"] / cell["held_out"]
         cells.append(cell)

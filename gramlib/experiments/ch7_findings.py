@@ -52,8 +52,8 @@ def protocol_table(folder, scale="default"):
     """Read the table that ``reproduce ch7`` wrote to ``folder`` at ``scale`` (:class:`ProtocolTable`).
 
     Raises ``ValueError`` when a row lacks its provenance (:data:`PROVENANCE`), a run appears
-    twice (two settings of the same run in one folder: keep one) or a row is not a run of the
-    scale's protocol with its settings.
+    twice (two settings of the same run in one folder: keep one), a row is not a run of the
+    scale's protocol with its settings, or a row with retrained twins lacks the re-linearized ones.
     """
     folder = Path(folder)
     rows = read_table(folder / "ch7_table.csv")
@@ -74,6 +74,10 @@ def protocol_table(folder, scale="default"):
         if protocol.get(run_key(r)) != r["settings"]:
             raise ValueError(f"the run {' '.join(map(str, run_key(r)))} in {folder} is not a run of the {scale!r} "
                              f"protocol with its settings (settings {r['settings']!r})")
+    for r in rows:
+        if not math.isnan(r["brute_force"]) and math.isnan(r.get("relinearized_on_subset", math.nan)):
+            raise ValueError(f"the run {' '.join(map(str, run_key(r)))} in {folder} has retrained twins but not the "
+                             "re-linearized ones (ch7.twin_columns); compute it again")
     order = {run_key(k): i for i, k in enumerate(keys)}
     rows.sort(key=lambda r: order[run_key(r)])  # the protocol's order, whichever process wrote a row first
     missing = {}
@@ -190,8 +194,8 @@ class SnapshotConvergence(NamedTuple):
     ``key`` (``"predicted"``: two-time, ``"one_time"``) from the first to the last ``M``;
     ``last_rise``: per run, the two-time rise from ``m_b`` to ``m_last``; ``law``: the ratio
     of the last two rises for an error ``c/M``, ``(1/m_a − 1/m_b) / (1/m_b − 1/m_last)``;
-    ``measured``: that ratio per run; ``left``: per run, ``c/m_last`` relative to the
-    prediction at ``m_last``, what ``M = m_last`` still misses under the ``c/M`` law;
+    ``measured``: that ratio per run; ``left``: per run, keyed ``(dataset, arch, seed)``, ``c/m_last``
+    relative to the prediction at ``m_last``, what ``M = m_last`` still misses under the ``c/M`` law;
     ``monotone``: whether the two-time prediction rises with ``M`` in every run;
     ``two_time_fall`` and ``one_time_fall``: the largest relative fall of the two-time and of the
     one-time prediction from one ``M`` to the next over all runs (0 when it rises everywhere).
@@ -202,7 +206,7 @@ class SnapshotConvergence(NamedTuple):
     last_rise: list
     law: float
     measured: list
-    left: list
+    left: dict
     monotone: bool
     two_time_fall: float
     one_time_fall: float
@@ -228,7 +232,7 @@ def snapshot_convergence(snaps):
         law=(1 / m_a - 1 / m_b) / (1 / m_b - 1 / m_last),
         measured=[(d[m_b]["predicted"] - d[m_a]["predicted"]) / (d[m_last]["predicted"] - d[m_b]["predicted"])
                   for d in by_run.values()],
-        left=[(d[m_last]["predicted"] - d[m_b]["predicted"]) / (1 / m_b - 1 / m_last) / m_last
-              / d[m_last]["predicted"] for d in by_run.values()],
+        left={run: (d[m_last]["predicted"] - d[m_b]["predicted"]) / (1 / m_b - 1 / m_last) / m_last
+              / d[m_last]["predicted"] for run, d in by_run.items()},
         monotone=all(d[a]["predicted"] < d[b]["predicted"] for d in by_run.values() for a, b in zip(counts, counts[1:])),
         two_time_fall=fall("predicted"), one_time_fall=fall("one_time"))
