@@ -44,8 +44,8 @@ class Cell(NamedTuple):
 #: ``n = 100``; ``splits`` independent splits (data, initialization, retrained subset) per MLP
 #: cell, ``cnn_splits`` per CNN cell (the CNN only on the small inputs of ``cnn_cells``), the
 #: twins of the first ``retrain_splits`` splits of the ``retrain_cells`` retrained (the MLP in every
-#: cell; the twins of the CNNs cost tens of minutes per split on 2 CPU
-#: cores, ``benchmarks/bench_train_steps.py``), random labels on the first
+#: cell), of the first ``cnn_retrain_splits`` of a CNN cell (the twins of the CNNs cost tens of minutes
+#: per split on 2 CPU cores, ``benchmarks/bench_train_steps.py``), random labels on the first
 #: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``, and
 #: the noise floor and the prediction with the inputs re-centered (:func:`recentered_run`) on every MLP split of
 #: ``recentered_cells``; ``limits``: the grid of :func:`reproduce_ch7_limits`.
@@ -57,9 +57,11 @@ SCALES = {
                            "mnist-parity": Cell("mnist10k", "parity", 300), "mnist-4v9": Cell("mnist10k", (4, 9), 300),
                            "mnist-10": Cell("mnist10k", "onehot", 100)},
                     cnn_cells=("digits", "teacher"),
-                    retrain_cells=tuple((c, "mlp") for c in ("digits", "teacher", "mnist-parity", "mnist-4v9", "mnist-10")),
+                    retrain_cells=tuple((c, "mlp") for c in ("digits", "teacher", "mnist-parity", "mnist-4v9", "mnist-10"))
+                    + (("digits", "cnn"), ("teacher", "cnn")),
                     n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
-                    snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, random_label_splits=1,
+                    snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, cnn_retrain_splits=1,
+                    random_label_splits=1,
                     snapshot_splits=3, snapshot_counts=(1, 2, 3, 5, 10, 15, 30),
                     recentered_cells=("mnist-10", "mnist-parity"),
                     limits=dict(width=256, depth=3, lrs=(0.25, 0.5, 1.0, 2.0), widths=(128, 512), depths=(2, 4))),
@@ -68,7 +70,7 @@ SCALES = {
                   cnn_cells=("mnist", "fashion_mnist", "cifar10"),
                   retrain_cells=tuple((c, a) for c in ("mnist", "fashion_mnist", "cifar10") for a in ("mlp", "cnn")),
                   n_test=2000, width=512, channels=32, lr=1.0,
-                  steps=1000, snapshots=20, brute_force=20, splits=3, cnn_splits=3, retrain_splits=1,
+                  steps=1000, snapshots=20, brute_force=20, splits=3, cnn_splits=3, retrain_splits=1, cnn_retrain_splits=1,
                   random_label_splits=1, snapshot_splits=3, snapshot_counts=(1, 2, 5, 10, 20),
                   recentered_cells=("mnist", "fashion_mnist", "cifar10")),
     "smoke": dict(cells={"digits": Cell("digits", "parity", 40), "teacher": Cell("teacher", "sign", 40),
@@ -76,7 +78,7 @@ SCALES = {
                   cnn_cells=("digits",),
                   retrain_cells=(("digits", "mlp"), ("digits", "cnn"), ("teacher", "mlp"), ("mnist-10", "mlp")),
                   n_test=100, width=32, channels=4, lr=1.0, steps=40, snapshots=4,
-                  brute_force=4, splits=3, cnn_splits=2, retrain_splits=1, random_label_splits=1,
+                  brute_force=4, splits=3, cnn_splits=2, retrain_splits=1, cnn_retrain_splits=1, random_label_splits=1,
                   snapshot_splits=2, snapshot_counts=(1, 2, 4), recentered_cells=("mnist-10",),
                   limits=dict(width=16, depth=3, lrs=(0.5, 2.0), widths=(8,), depths=(2,))),
 }
@@ -226,7 +228,8 @@ def table_keys(setting, archs, retrain=True):
     true-label runs of seeds ``0, 1, …`` (``splits`` of them for the MLP, ``cnn_splits`` for
     the CNN), then the random-label runs of the first ``random_label_splits`` seeds; only
     seeds in ``setting["seeds"]``. ``retrain`` is true for the true-label runs of the first
-    ``retrain_splits`` seeds of the cells and architectures in ``retrain_cells`` (all false with
+    ``retrain_splits`` seeds (``cnn_retrain_splits`` for the CNN) of the cells and architectures in
+    ``retrain_cells`` (all false with
     ``retrain=False``); ``settings`` is the row's fingerprint (:data:`RUN_SETTINGS`, the cell and
     ``retrain``), under which the table stores it.
     """
@@ -236,10 +239,11 @@ def table_keys(setting, archs, retrain=True):
             if arch == "cnn" and name not in setting["cnn_cells"]:
                 continue
             count = setting["splits"] if arch == "mlp" else setting["cnn_splits"]
+            retrained = setting["retrain_splits"] if arch == "mlp" else setting["cnn_retrain_splits"]
             for labels, seeds in (("true", range(count)), ("random", range(setting["random_label_splits"]))):
                 twins = retrain and (name, arch) in setting["retrain_cells"]
                 keys += [{"dataset": name, "arch": arch, "labels": labels, "seed": seed,
-                          "retrain": bool(twins and labels == "true" and seed < setting["retrain_splits"])}
+                          "retrain": bool(twins and labels == "true" and seed < retrained)}
                          for seed in seeds if seed in setting["seeds"]]
     return [{**k, "settings": _fingerprint(setting, RUN_SETTINGS, cell=setting["cells"][k["dataset"]],
                                            retrain=k["retrain"])} for k in keys]
