@@ -1,7 +1,7 @@
 """The book's files as the tests see them: the notebooks in _toc.yml, the repository URL.
 
 ``python -m tests.book_files notebooks`` prints the notebooks listed in
-``_toc.yml``, one per line, in book order (the Makefile feeds them to nbval).
+``_toc.yml``, one per line, in book order (``make student`` reads them).
 """
 
 from __future__ import annotations

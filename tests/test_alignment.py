@@ -8,8 +8,6 @@ from jax.scipy.linalg import expm
 from gramlib import alignment as al, kernel_flow
 from gramlib import data, ntk
 
-jax.config.update("jax_enable_x64", True)
-
 
 def random_psd(rng, n, rank=None, spread=1.0):
     a = rng.normal(size=(n, rank or n)) * np.exp(spread * rng.normal(size=(1, rank or n)))

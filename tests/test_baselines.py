@@ -6,9 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import baselines, kernel_flow, models, train  # noqa: E402
+from gramlib import baselines, kernel_flow, models, train
 
 RNG = np.random.default_rng(7)
 N = 10

@@ -10,11 +10,8 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small dense algebra; threads only contend
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import pytest
-
-jax.config.update("jax_enable_x64", True)
+import pytest  # noqa: E402
 
 from gramlib import effective_gram as eg  # noqa: E402
 from gramlib import kernel_flow, ntk  # noqa: E402

@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 import scipy.stats
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import (alignment, ch6, ch7, ch7_findings, data, effective_gram, kernel_flow, models,  # noqa: E402
+from gramlib import (alignment, ch6, ch7, ch7_findings, data, effective_gram, kernel_flow, models,
                      predict, results, tasks)
-from gramlib.views import figures, plotting  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+from gramlib.views import figures, plotting
+import matplotlib.pyplot as plt
 
 KEY = jax.random.PRNGKey(0)
 RESULTS = Path(__file__).resolve().parent.parent / "results"

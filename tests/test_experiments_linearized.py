@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import ch4, ch5, effective_gram, models  # noqa: E402
+from gramlib import ch4, ch5, effective_gram, models
 
 
 def gram(seed, n, p=None, *, rank=None):

@@ -11,8 +11,6 @@ import pytest
 from gramlib import gap
 from gramlib.views.exercises import ch01
 
-jax.config.update("jax_enable_x64", True)
-
 # A finite distribution with non-orthogonal inputs and unequal probabilities: every
 # expectation over datasets is an exact finite sum over the 3^n datasets.
 POINTS = np.array([[1.0, 0.0], [0.6, 0.8], [-0.5, 0.3]])

@@ -8,8 +8,6 @@ import pytest
 from gramlib import gap, gap_ode
 from gramlib.views.exercises import ch03
 
-jax.config.update("jax_enable_x64", True)
-
 D = 3
 
 

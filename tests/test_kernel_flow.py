@@ -9,11 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import (alignment, baselines, bounds, data, devices, effective_gram, gap, kernel_flow,  # noqa: E402
+from gramlib import (alignment, baselines, bounds, data, devices, effective_gram, gap, kernel_flow,
                      leave_one_out, linearized_gap, models, predict)
-from tests.simulated_devices import run_on_devices  # noqa: E402
+from tests.simulated_devices import run_on_devices
 
 RNG = np.random.default_rng(11)
 

@@ -7,15 +7,12 @@ and ``(1/n)‖∇ℓ(v_i; z_i)‖²`` evaluated on those weights; and finite dif
 ``K_n(t)``. No function-space formula of gramlib enters the references.
 """
 
-import jax
 import numpy as np
 import pytest
 from scipy.linalg import expm
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import effective_gram as eg  # noqa: E402
-from gramlib import gap, gap_ode, kernel_flow  # noqa: E402
+from gramlib import effective_gram as eg
+from gramlib import gap, gap_ode, kernel_flow
 
 
 def problem(seed, n, outputs, p):

@@ -5,9 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import models  # noqa: E402
+from gramlib import models
 
 KEY = jax.random.PRNGKey(0)
 

@@ -7,9 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import kernel_flow, models, ntk  # noqa: E402
+from gramlib import kernel_flow, models, ntk
 
 
 def tiny_cnn(outputs):

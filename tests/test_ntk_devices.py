@@ -12,10 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import devices, models, ntk  # noqa: E402
-from tests.simulated_devices import run_on_devices  # noqa: E402
+from gramlib import devices, models, ntk
+from tests.simulated_devices import run_on_devices
 
 SCRIPT = textwrap.dedent('''
     import json

@@ -6,9 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import baselines, data, effective_gram, models, ntk, predict  # noqa: E402
+from gramlib import baselines, data, effective_gram, models, ntk, predict
 
 KEY = jax.random.PRNGKey(0)
 

@@ -60,13 +60,13 @@ def site(tmp_path_factory):
 
 
 def test_a_correct_page_passes(site, browser, capsys):
-    assert site_check.check(site, executed=True, site_pages=[("good.html", None)], browser=browser) == 0
+    assert site_check.check(site, site_pages=[("good.html", None)], browser=browser) == 0
     out = capsys.readouterr().out
     assert "ok   good.html  (1 formulas" in out
 
 
 def test_every_defect_is_reported(site, browser, capsys):
-    assert site_check.check(site, executed=True, site_pages=[("bad.html", None)], browser=browser) == 1
+    assert site_check.check(site, site_pages=[("bad.html", None)], browser=browser) == 1
     out = capsys.readouterr().out
     for expected in ["FAIL bad.html", "MathJax error: Double subscripts: use braces to clarify in: x_1_2",
                      "math not typeset by MathJax: \\(\\frac{1}{\\)",
@@ -79,5 +79,5 @@ def test_every_defect_is_reported(site, browser, capsys):
 
 
 def test_a_page_that_was_not_built_fails(site, browser, capsys):
-    assert site_check.check(site, executed=True, site_pages=[("chapters/99.html", None)], browser=browser) == 1
+    assert site_check.check(site, site_pages=[("chapters/99.html", None)], browser=browser) == 1
     assert "page was not built" in capsys.readouterr().out

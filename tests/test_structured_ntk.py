@@ -11,10 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import effective_gram as eg  # noqa: E402
-from gramlib import models, ntk  # noqa: E402
+from gramlib import effective_gram as eg
+from gramlib import models, ntk
 
 
 def explicit_ntk(f, params, x1, x2):

@@ -14,10 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import models, ntk, train  # noqa: E402
-from gramlib import tangent_structure as ts  # noqa: E402
+from gramlib import models, ntk, train
+from gramlib import tangent_structure as ts
 
 KEYS = jax.random.split(jax.random.PRNGKey(0), 16)
 

@@ -6,9 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-from gramlib import models, ntk, train, twins  # noqa: E402
+from gramlib import models, ntk, train, twins
 
 KEY = jax.random.PRNGKey(0)
 N, D = 12, 5

@@ -1,14 +1,11 @@
 """The effective Gram matrix of a run with a moving kernel, K_traj (gramlib.trajectory_gram)."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from gramlib import alignment, data, effective_gram, kernel_flow, models, predict, train, trajectory_gram  # noqa: E402
+from gramlib import alignment, data, effective_gram, kernel_flow, models, predict, train, trajectory_gram
 
 RNG = np.random.default_rng(5)
 

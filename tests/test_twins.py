@@ -9,8 +9,6 @@ from jax.flatten_util import ravel_pytree
 from gramlib import models, twins
 from gramlib.views.exercises import ch02
 
-jax.config.update("jax_enable_x64", True)
-
 
 def linear_apply(params, x):
     return x @ params["w"]

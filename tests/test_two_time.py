@@ -19,8 +19,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-jax.config.update("jax_enable_x64", True)
-
 from gramlib import effective_gram as eg  # noqa: E402
 from gramlib import models, ntk, predict, train  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
