@@ -1,7 +1,8 @@
 """Open the built website in headless Chromium and fail on what a reader would see broken.
 
     python tools/site_check.py [HTML_DIR]          # check a built site (default _build/html)
-    python tools/site_check.py --build-unexecuted  # build without executing notebooks, then check
+
+``make test`` runs it on the executed build that ``make book`` makes.
 
 Pages: the index and every page of ``_toc.yml``. Each page is served from
 localhost, loaded by Debian's ``chromium --headless --dump-dom`` after MathJax
@@ -11,9 +12,8 @@ has typeset it, and fails the check on:
   image) the page asks for that is missing, a JavaScript error;
 * a MathJax error: ``mjx-merror`` elements ("Math input error", TeX syntax),
   undefined macros (MathJax marks them in red), or math left untypeset;
-* a missing figure: an image that does not decode (``naturalWidth`` 0), and,
-  on an executed build, a chapter whose notebook draws figures but whose page
-  shows none;
+* a missing figure: an image that does not decode (``naturalWidth`` 0), or a
+  chapter whose notebook draws figures but whose page shows none;
 * a broken internal link: an ``href`` to a file that was not built, or to an
   anchor (``#id``) that the target page does not have.
 
@@ -336,7 +336,7 @@ def draws_figures(notebook: Path) -> bool:
     return any(c["cell_type"] == "code" and FIGURE_CODE.search("".join(c["source"])) for c in cells)
 
 
-def check(html_dir: Path, executed: bool, site_pages=None, browser=None) -> int:
+def check(html_dir: Path, site_pages=None, browser=None) -> int:
     """Check every page; print one line per page and its problems; return 1 if any failed."""
     html_dir = html_dir.resolve()
     site_pages = pages() if site_pages is None else site_pages
@@ -384,7 +384,7 @@ def check(html_dir: Path, executed: bool, site_pages=None, browser=None) -> int:
                     problems += [f"MathJax error: {m}" for m in report["merror"]]
                     problems += [f"undefined TeX macro (shown in red) in: {m}" for m in report["undefined_macros"]]
                     problems += [f"image does not load: {src}" for src in report["broken_images"]]
-                    if executed and notebook is not None and draws_figures(notebook) and not report["output_images"]:
+                    if notebook is not None and draws_figures(notebook) and not report["output_images"]:
                         problems.append(f"{notebook.name} draws figures but the page shows none")
                     problems += broken_links(url, parse(dom_text), html_dir, base)
                     summary = (f"{report['typeset']} formulas, {report['output_images']} output figures, "
@@ -398,41 +398,16 @@ def check(html_dir: Path, executed: bool, site_pages=None, browser=None) -> int:
         server.shutdown()
     for note in sorted(notes):
         print(f"note: {note}")
-    print(f"site check: {failures} of {len(site_pages)} pages with problems"
-          + ("" if executed else " (unexecuted build: chapter figures not checked)"))
+    print(f"site check: {failures} of {len(site_pages)} pages with problems")
     return 1 if failures else 0
-
-
-def build_unexecuted(out: Path) -> Path:
-    """Build the site without executing notebooks (what the book-build test does)."""
-    import yaml
-
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = out / "_config.yml"
-    cfg.write_text(yaml.safe_dump(config))
-    jb = Path(sys.executable).with_name("jupyter-book")
-    print(f"building the site (notebooks not executed) into {out} ...", flush=True)
-    proc = subprocess.run([str(jb), "build", str(ROOT), "--config", str(cfg), "--path-output", str(out),
-                           "--builder", "html"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(proc.stdout[-4000:] + proc.stderr[-4000:])
-    return out / "_build" / "html"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("html", nargs="?", type=Path, default=ROOT / "_build" / "html",
                         help="built site (default: _build/html, from `make book`)")
-    parser.add_argument("--build-unexecuted", action="store_true",
-                        help="first build the site without executing notebooks into _build/site-check")
     args = parser.parse_args(argv)
-    if args.build_unexecuted:
-        if not find_chromium():
-            chromium()  # installs it, or skips before the build
-        return check(build_unexecuted(ROOT / "_build" / "site-check"), executed=False)
-    return check(args.html, executed=True)
+    return check(args.html)
 
 
 if __name__ == "__main__":
