@@ -273,15 +273,17 @@ nbformat.write(nb, sys.argv[1])
 """
 
 
-def execute(cells, cwd: Path, timeout: int = 600):
+def execute(cells, cwd: Path, timeout: int = 120):
     """Run code cells in order in one fresh kernel; return (executed notebook, seconds).
 
     The kernel draws figures inline, as on the website, even where the
     environment sets ``MPLBACKEND=Agg`` (ipykernel keeps a non-empty setting).
     The client runs in its own Python process and waits for each message in
     short polls: with one long poll, a client under load sometimes sat idle for
-    its whole timeout (600 s; the kernel done, the reply not seen) before it
-    read the reply. A cell that raises fails the call with the client's traceback.
+    its whole timeout (the kernel done, the reply not seen) before it read the
+    reply. A cell that raises, or runs longer than ``timeout`` seconds (120, as
+    in the book build: a stalled kernel fails in two minutes and the message
+    shows the cell), fails the call with the client's traceback.
     """
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
