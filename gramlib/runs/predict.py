@@ -14,6 +14,7 @@ beside the held-out test loss and every baseline of :mod:`gramlib.baselines`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -573,3 +574,62 @@ def estimate_loo_loss(apply, run, x, *, size, key, design="stratified", cross=No
                        relinearized_loo=relin[:, 0] if c == 1 else relin, corrections=corrections, design=design,
                        seconds=MappingProxyType({"two_time": two_time_seconds, "relinearized": end - middle,
                                                  "total": end - start}))
+
+
+class SnapshotCheck(NamedTuple):
+    """Whether a run's ``M`` snapshots keep the re-linearized twins within ``target`` of retraining (Chapter 7).
+
+    ``estimate`` and ``coarse``: :func:`estimate_loo_loss`'s estimate from the ``M = snapshots`` and from
+    every second snapshot (``coarse_snapshots = M/2``), on the same subset and weights; under the
+    ``1/M`` law ``L(M) = L_∞ − c/M`` that Chapter 7 measured, ``extrapolated = 2 L(M) − L(M/2)`` (Richardson)
+    is ``L_∞``, ``shortfall = (L_∞ − L(M)) / L_∞`` what ``M`` snapshots leave, ``needed`` the smallest ``M``
+    with ``|shortfall| ≤ target``, and ``enough`` whether the run has them.
+    """
+
+    snapshots: int
+    coarse_snapshots: int
+    estimate: float
+    coarse: float
+    extrapolated: float
+    shortfall: float
+    needed: int
+    enough: bool
+
+
+def _thinned(run, stride):
+    """The run with every ``stride``-th snapshot (and its weights) only."""
+    return run._replace(thetas=run.thetas[::stride], snapshot_steps=run.snapshot_steps[::stride],
+                        weights=tuple(run.weights[:-1][::stride]) + (run.weights[-1],))
+
+
+def snapshot_check(apply, run, x, estimate, *, cross=None, target=0.01, rule="heun") -> SnapshotCheck:
+    """Check after training whether the run's snapshots suffice, and say how many would (Chapter 7).
+
+    ``estimate``: the run's :class:`LooEstimate`. Its subset's twins are re-linearized again from every
+    second snapshot (half the cost of the estimate's own twins), and the two estimates give the ``1/M``
+    law's constant (:class:`SnapshotCheck`): the shortfall of the re-linearized twins at ``M`` snapshots,
+    and the ``M`` that keeps it within ``target`` (default 1%). ``M`` must be even; ``cross`` as in
+    :func:`estimate_loo_loss`.
+    """
+    if not isinstance(estimate, LooEstimate):
+        raise TypeError(f"estimate must be the LooEstimate of estimate_loo_loss, got {type(estimate).__name__}")
+    target = _checks.positive(target, "target")
+    count = len(run.thetas)
+    if count < 2 or count % 2:
+        raise ValueError(f"the run must have an even number of snapshots (at least 2), got {count}")
+    if len(run.weights) != count + 1:
+        raise ValueError(f"run must hold its {count} snapshot weights and the final ones, got {len(run.weights)}")
+    n, c = run.n, run.outputs
+    if cross is None:
+        cross = ntk.two_time_kernel(apply, run.weights, x)
+    _, forces = trajectory_loo(run, count // 2, cross=cross, forces=True)
+    relin = np.asarray(twin_readout(apply, _thinned(run, 2), x, forces, estimate.indices, relinearize=True,
+                                    rule=rule)).reshape(-1, c)
+    ell = 0.5 * np.sum(np.asarray(estimate.two_time_loo).reshape(n, c) ** 2, axis=1)
+    corrections = 0.5 * np.sum(relin ** 2, axis=1) - ell[estimate.indices]
+    coarse, _ = control_variate(ell, corrections, estimate.weights, estimate.strata)
+    extrapolated = 2 * estimate.estimate - coarse
+    shortfall = (extrapolated - estimate.estimate) / extrapolated
+    needed = max(1, math.ceil(count * abs(shortfall) / target))
+    return SnapshotCheck(snapshots=count, coarse_snapshots=count // 2, estimate=estimate.estimate, coarse=coarse,
+                         extrapolated=extrapolated, shortfall=shortfall, needed=needed, enough=needed <= count)
