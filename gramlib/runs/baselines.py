@@ -15,13 +15,22 @@ with step ``η`` for ``T`` steps; ``Θ`` is an ``N×N`` empirical NTK
   perturbation factor at the twins alone, the gap ODE of Chapter 3 without
   contraction;
 * :func:`brute_force_loo` — leave-one-out retraining of the real network on a
-  random subset of samples (the ground truth the prediction is checked on).
+  random subset of samples (the ground truth the prediction is checked on);
+* :func:`influence_loo` — the influence-function estimate of leave-one-out (Koh & Liang 2017): one
+  damped Newton step on the full Hessian of the final training loss, by conjugate gradients;
+* :func:`infinitesimal_jackknife` and :func:`approximate_loo` — the infinitesimal jackknife (Giordano et
+  al. 2019) and the Newton-step approximate leave-one-out (Rad & Maleki 2020; Stephenson & Broderick
+  2020) with the Gauss–Newton Hessian, in closed form from the final kernel; for ridge regression
+  :func:`approximate_loo` is exact leave-one-out (Allen's PRESS).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 import numpy as np
 
 from . import train
@@ -122,3 +131,96 @@ def brute_force_loo(apply, params, x, y, *, lr, steps, size, key, loop="scan", p
     idx = brute_force_subset(key, len(x), size)
     return idx, train.retrain_without(apply, params, x, y, idx, lr=lr, steps=steps, loop=loop,
                                        progress=progress)
+
+
+def _leverage_blocks(theta, residuals, damping, outputs):
+    """The diagonal ``C×C`` blocks ``H_ii`` of ``H = Θ (Θ + nλ I)⁻¹`` and the residuals as ``(n, C)``."""
+    th = _checks.square_symmetric(theta, "theta")
+    r = _checks.array(residuals, "residuals", ndim=(1, 2))
+    damping = _checks.positive(damping, "damping", allow_zero=True)
+    big_n = th.shape[0]
+    c = (r.shape[1] if r.ndim == 2 else 1) if outputs is None else _checks.integer(outputs, "outputs", minimum=1)
+    if r.size != big_n or big_n % c:
+        raise ValueError(f"residuals must hold the kernel's {big_n} rows (n samples × {c} outputs), got shape {r.shape}")
+    n = big_n // c
+    th = jnp.asarray(th)
+    hat = jnp.linalg.solve(th + n * damping * jnp.eye(big_n, dtype=th.dtype), th).T  # Θ(Θ+nλ)⁻¹, Θ symmetric
+    blocks = hat.reshape(n, c, n, c)[jnp.arange(n), :, jnp.arange(n), :]
+    return np.asarray(blocks), np.asarray(r, dtype=float).reshape(n, c)
+
+
+def _shaped(rho, residuals):
+    return rho[:, 0] if np.ndim(residuals) == 1 and rho.shape[1] == 1 else rho
+
+
+def infinitesimal_jackknife(theta, residuals, *, damping, outputs=None):
+    """Leave-one-out residuals by the infinitesimal jackknife with the Gauss–Newton Hessian: ``ρ_i = (I + H_ii) r_i``.
+
+    At the final weights ``w`` of ``L = (1/2n) Σ_i ‖r_i‖²`` the jackknife (Giordano et al. 2019) moves
+    the weights by ``(1/n) (G + λI)⁻¹ J_iᵀ r_i`` to leave sample ``i`` out, ``G = (1/n) JᵀJ`` the
+    Gauss–Newton Hessian damped by ``λ = damping``; read out linearly, the left-out residual grows by
+    ``J_i (1/n)(G + λI)⁻¹ J_iᵀ r_i = H_ii r_i`` with ``H = Θ (Θ + nλ I)⁻¹``, ``Θ = J Jᵀ`` (``theta``,
+    ``N×N``, the kernel at the final weights) — the same first-order step as the influence function of
+    :func:`influence_loo` with the Hessian replaced by Gauss–Newton. ``residuals``: ``r(T)``, ``(n,)`` or
+    ``(n, C)``. Returns ``ρ`` shaped like ``residuals``.
+    """
+    blocks, r = _leverage_blocks(theta, residuals, damping, outputs)
+    return _shaped(r + np.einsum("iab,ib->ia", blocks, r), residuals)
+
+
+def approximate_loo(theta, residuals, *, damping, outputs=None):
+    """Newton-step approximate leave-one-out with the Gauss–Newton Hessian: ``ρ_i = (I − H_ii)⁻¹ r_i``.
+
+    One Newton step from the final weights on the leave-one-out objective, with its own Hessian
+    ``G_{∖i} + λI`` (``G_{∖i} = G − (1/n) J_iᵀ J_i``; Rad & Maleki 2020, Stephenson & Broderick 2020);
+    by Sherman–Morrison the left-out residual is ``(I − H_ii)⁻¹ r_i``, ``H = Θ (Θ + nλ I)⁻¹`` as in
+    :func:`infinitesimal_jackknife`. For ridge regression at its minimizer (``f = xᵀw``,
+    ``L + (λ/2)‖w‖²``) this is exact leave-one-out (Allen's PRESS, 1974). Returns ``ρ`` shaped like
+    ``residuals``.
+    """
+    blocks, r = _leverage_blocks(theta, residuals, damping, outputs)
+    eye = np.eye(blocks.shape[1])
+    return _shaped(np.linalg.solve(eye - blocks, r[..., None])[..., 0], residuals)
+
+
+def influence_loo(apply, params, x, y, *, damping, maxiter=100, tol=1e-10):
+    """Leave-one-out residuals by influence functions (Koh & Liang 2017), with the full damped Hessian.
+
+    At the final weights ``w``, removing sample ``i`` moves them by ``Δ_i = (1/n)(∇²L(w) + λI)⁻¹ ∇ℓ_i(w)``
+    (``L = (1/2n) Σ_j ‖f(x_j; w) − y_j‖²``, ``ℓ_i = ½‖f(x_i; w) − y_i‖²``, damping ``λ``; the Hessian
+    includes the residual curvature ``Σ_j r_j ∇²f_j``), and the left-out residual is read out linearly,
+    ``ρ_i = r_i + J_i Δ_i``: the influence of sample ``i`` on its own loss. ``Δ_i`` by conjugate gradients
+    on Hessian–vector products (``maxiter`` iterations at most, relative tolerance ``tol``), all samples
+    at once. Returns ``ρ`` ``(n,)`` or ``(n, C)`` like ``y``.
+    """
+    if not callable(apply):
+        raise TypeError(f"apply must be a function apply(params, x), got {type(apply).__name__}")
+    x = _checks.array(x, "x")
+    y = _checks.array(y, "y", ndim=(1, 2))
+    if len(y) != len(x):
+        raise ValueError(f"y must have one row per input: x has {len(x)}, y has {len(y)}")
+    damping = _checks.positive(damping, "damping", allow_zero=True)
+    maxiter = _checks.integer(maxiter, "maxiter", minimum=1)
+    tol = _checks.positive(tol, "tol")
+    flat, unravel = ravel_pytree(params)
+    rho = _influence(lambda w, xs: apply(unravel(w), xs), flat, jnp.asarray(x, flat.dtype),
+                     jnp.asarray(y, flat.dtype), damping, maxiter, tol)
+    return np.asarray(rho, dtype=float)
+
+
+@partial(jax.jit, static_argnames=("f", "maxiter"))
+def _influence(f, w, x, y, damping, maxiter, tol):
+    n = x.shape[0]
+    loss = lambda v: 0.5 * jnp.sum((f(v, x) - y) ** 2) / n  # noqa: E731
+    grad = jax.grad(loss)
+
+    def hessian_times(v):
+        return jax.jvp(grad, (w,), (v,))[1] + damping * v
+
+    def one(xi, yi):
+        gi = jax.grad(lambda v: 0.5 * jnp.sum((f(v, xi[None]) - yi) ** 2) / n)(w)  # (1/n) ∇ℓ_i
+        delta, _ = jax.scipy.sparse.linalg.cg(hessian_times, gi, tol=tol, maxiter=maxiter)
+        out, moved = jax.jvp(lambda v: f(v, xi[None]), (w,), (delta,))
+        return (out - yi + moved)[0]
+
+    return jax.vmap(one)(x, y)
