@@ -78,3 +78,16 @@ def assert_close(got, want, size: int = 1, *, cond: float = 1.0, scale: float | 
     np.testing.assert_allclose(got, want, rtol=0, atol=bound,
                                err_msg=f"normwise bound {bound:.3g} = tolerance({jnp.dtype(dtype).name}, "
                                        f"size={size}, cond={cond:.3g}) * scale {scale:.3g}")
+
+
+def talbot_gain() -> float:
+    """The condition number of gramlib's Talbot inversion, for ``cond`` where a result is one (Chapter 5).
+
+    ``f(t) ≈ Re Σ_k w_k F(z_k)`` sums terms much larger than ``f``: relative rounding errors of the
+    transform ``F`` reach ``f`` multiplied by ``Σ_k |w_k F(z_k)| / |f(t)|``. For ``F(z) = 1/z``
+    (``f = 1``) that is ``Σ_k |w_k / z_k|``, independent of ``t`` (about 54 for 32 nodes).
+    """
+    from gramlib.mathematics.leave_one_out import talbot_contour
+
+    z, w = talbot_contour(jnp.ones(1, jnp.float64))
+    return float(jnp.sum(jnp.abs(w / z)))
