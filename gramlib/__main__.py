@@ -4,11 +4,13 @@ Commands:
 
 ``student``
     write student copies of chapter notebooks (see :mod:`gramlib.student`).
-``reproduce ch6|ch6-runs|ch7|ch7-limits``
+``reproduce ch6|ch6-runs|ch7|ch7-limits|ch7-estimators``
     regenerate a chapter's tables (CSV) and figures (PNG) under ``results/`` (``ch6-runs``:
     the alignment of trained networks with their runs' ``K_traj``, in ``results/ch6/``; ``ch7``: the
     table over many splits, in ``results/ch7/``; ``ch7-limits``: ReLU networks over learning
-    rate, width and depth with retrained twins, in ``results/ch7-limits/``), with progress bars; options
+    rate, width and depth with retrained twins, in ``results/ch7-limits/``; ``ch7-estimators``: every
+    leave-one-out estimator against all n retrained twins, in ``results/ch7-estimators/``, ``--settings``
+    to run some of them), with progress bars; options
     ``--scale default|paper`` (``paper``: the larger GPU setting), ``--out DIR``, for ``ch7``
     ``--archs mlp cnn``, ``--datasets`` (cells) and ``--seeds`` to run part of the table, and
     for ``ch7`` and ``ch7-limits`` ``--no-retrain`` (the predictions on the twins' subsets
@@ -29,17 +31,18 @@ def reproduce(argv) -> None:
     """``reproduce ch6|ch6-runs|ch7|ch7-limits [--scale …] [--out DIR] [--archs mlp cnn] [--no-retrain]``."""
     parser = argparse.ArgumentParser(prog="python -m gramlib reproduce",
                                      description="Regenerate a chapter's tables and figures.")
-    parser.add_argument("chapter", choices=["ch6", "ch6-runs", "ch7", "ch7-limits"])
+    parser.add_argument("chapter", choices=["ch6", "ch6-runs", "ch7", "ch7-limits", "ch7-estimators"])
     parser.add_argument("--scale", default="default", choices=["default", "paper", "smoke"],
                         help="default: the CPU scale of the book; paper: the larger GPU setting; "
                              "smoke: a seconds-long check of the pipeline")
-    parser.add_argument("--out", help="output folder (default: results/ch7, results/ch7-limits, results/ch6 "
+    parser.add_argument("--out", help="output folder (default: results/ch7, results/ch7-limits, results/ch7-estimators, results/ch6 "
                                       "for ch6-runs, results for ch6)")
     parser.add_argument("--archs", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"],
                         help="ch7: the architectures to run (default: both)")
     parser.add_argument("--datasets", nargs="+", help="ch7: only these cells of the table (default: all of the scale's)")
     parser.add_argument("--seeds", nargs="+", type=int,
                         help="ch7: only these splits (seeds; default: all of the scale's)")
+    parser.add_argument("--settings", nargs="+", help="ch7-estimators: only these settings (by name)")
     parser.add_argument("--no-retrain", dest="retrain", action="store_false",
                         help="ch7, ch7-limits: skip the brute-force retraining (minutes to hours per run on a CPU); "
                              "the predictions on the subsets it would retrain are still reported")
@@ -50,6 +53,11 @@ def reproduce(argv) -> None:
 
         reproduce_ch7(args.out or "results/ch7", args.scale, archs=args.archs, datasets=args.datasets,
                       seeds=args.seeds, retrain=args.retrain, command=command)
+    elif args.chapter == "ch7-estimators":
+        from gramlib.experiments.ch7_estimators import reproduce_ch7_estimators
+
+        reproduce_ch7_estimators(args.out or "results/ch7-estimators", args.scale, names=args.settings,
+                                 command=command)
     elif args.chapter == "ch7-limits":
         from gramlib.experiments.ch7 import reproduce_ch7_limits
 

@@ -1,0 +1,231 @@
+"""Chapter 7's leave-one-out estimators against all ``n`` retrained twins (``reproduce ch7-estimators``).
+
+For each setting of :data:`SCALES` (a data set, a network, a step ``η``, ``n`` small enough that every
+twin can be retrained) one run is trained and its leave-one-out loss is estimated by every estimator
+a researcher would use, each timed, against the exact leave-one-out loss of all ``n`` retrained twins
+(:func:`gramlib.train.retrain_without`):
+
+* the book's estimate (:func:`gramlib.predict.estimate_loo_loss`, stratified design, ``size`` twins
+  re-linearized) with its standard error, the same with a uniform subset, and the snapshot check
+  (:func:`gramlib.predict.snapshot_check`);
+* the two-time prediction alone and the re-linearized twins of all ``n`` samples (what the estimate is
+  unbiased for), with the sampling error of both designs simulated over many subsets of those twins;
+* GCV and the frozen-kernel (initial NTK) leave-one-out (:mod:`gramlib.baselines`);
+* influence functions (Koh & Liang 2017, full Hessian, damping :data:`INFLUENCE_DAMPING`), the
+  infinitesimal jackknife and the Newton-step approximate leave-one-out (Gauss–Newton, damping
+  ``1/(ηT)``, the ridge that early-stopped gradient descent resembles).
+
+The table goes to ``results/ch7-estimators/ch7_estimators.csv``, one row per setting, resumable and
+with provenance (:mod:`gramlib.experiments.results`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import numpy as np
+
+from ..runs import baselines, models, train
+from ..runs.predict import control_variate, estimate_loo_loss, held_out_loss, loo_strata, snapshot_check
+from ..kernels import ntk
+from . import tasks
+from .results import fingerprint, in_float64, provenance, ResultTable, run_job
+
+#: The damping of the influence functions (added to the full Hessian of the final training loss).
+INFLUENCE_DAMPING = 0.01
+
+#: How many subsets the sampling error of each design is simulated over.
+SIMULATED_SUBSETS = 2000
+
+
+def _setting(name, dataset, task, arch, n, *, width=128, depth=2, activation="tanh", lr=1.0, steps=1000,
+             snapshots=20, size=30, channels=8):
+    return dict(name=name, dataset=dataset, task=task, arch=arch, n=n, width=width, depth=depth,
+                activation=activation, lr=lr, steps=steps, snapshots=snapshots, size=size, channels=channels)
+
+
+#: The settings: ``"default"`` (2 CPU cores, about 45 minutes with every twin retrained) and
+#: ``"smoke"`` (seconds, for the tests). Each is a list of dicts: data set (:func:`gramlib.experiments.tasks.dataset`)
+#: and task, ``arch`` ("mlp" or "cnn"), ``n``, width (MLP) or channels (CNN), depth, activation, step ``lr``,
+#: ``steps``, kernel ``snapshots`` and the estimate's ``size``.
+SCALES = {
+    "default": [
+        _setting("digits-tanh-n300", "digits", "parity", "mlp", 300, width=256),
+        _setting("digits-relu-d3-n75", "digits", "parity", "mlp", 75, depth=3, activation="relu", lr=0.5),
+        _setting("digits-relu-d3-n150", "digits", "parity", "mlp", 150, depth=3, activation="relu", lr=0.5),
+        _setting("digits-relu-d3-n300", "digits", "parity", "mlp", 300, depth=3, activation="relu", lr=0.5),
+        _setting("teacher-relu-d4-n150", "teacher", "sign", "mlp", 150, depth=4, activation="relu", lr=1.0),
+        _setting("mnist-4v9-tanh-n150", "mnist10k", (4, 9), "mlp", 150, width=128),
+        _setting("mnist1d-relu-d3-n150", "mnist1d", "parity", "mlp", 150, depth=3, activation="relu", lr=1.0),
+        _setting("digits-cnn-n60", "digits", "parity", "cnn", 60, depth=3, lr=0.5, steps=500, snapshots=10,
+                 channels=8),
+    ],
+    "smoke": [
+        _setting("digits-relu-smoke", "digits", "parity", "mlp", 16, width=16, depth=3, activation="relu", lr=0.5,
+                 steps=20, snapshots=4, size=6),
+        _setting("teacher-cnn-smoke", "teacher", "sign", "cnn", 12, depth=2, lr=0.5, steps=8, snapshots=2, size=4,
+                 channels=2),
+    ],
+}
+
+#: Held-out samples per setting (for the held-out loss beside the estimates).
+N_TEST = 500
+
+
+def scale_config(scale="default"):
+    """The settings of :data:`SCALES` for ``scale`` (``"default"`` or ``"smoke"``), a list of dicts."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
+    return [dict(s) for s in SCALES[scale]]
+
+
+def _model(setting, shape, outputs):
+    if setting["arch"] == "mlp":
+        return models.mlp(math.prod(shape), setting["width"], setting["depth"], outputs,
+                          activation=setting["activation"], dtype=np.float64)
+    return models.cnn(shape, setting["channels"], setting["depth"], outputs, activation=setting["activation"],
+                      dtype=np.float64)
+
+
+def _timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def simulate_designs(two_time_losses, corrections, size, *, draws=SIMULATED_SUBSETS, seed=0):
+    """The sampling error of each design, from the corrections ``d_i`` of all ``n`` samples.
+
+    For ``"stratified"`` and ``"uniform"`` (:func:`gramlib.predict.loo_strata` with the size measure of
+    :func:`gramlib.predict.estimate_loo_loss`), ``draws`` subsets are drawn (uniform without replacement
+    in each stratum, NumPy generator ``seed``) and combined by :func:`gramlib.predict.control_variate`;
+    against the mean of ``ℓ_i + d_i`` (what the estimate is unbiased for) it returns, per design, the
+    relative rms error (``{design}_rms``), the share of draws within ±3% (``{design}_within3``) and the share
+    whose ±2 standard errors cover it (``{design}_coverage``).
+    """
+    ell = np.asarray(two_time_losses, dtype=float)
+    d = np.asarray(corrections, dtype=float)
+    truth = float(np.mean(ell + d))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for design in ("stratified", "uniform"):
+        certain, groups, counts = loo_strata(ell + np.mean(ell), size, design)
+        errors, covered = [], []
+        for _ in range(draws):
+            picks = [certain] + [rng.choice(g, k, replace=False) for g, k in zip(groups, counts)]
+            weights = [np.ones(len(certain))] + [np.full(k, len(g) / k) for g, k in zip(groups, counts)]
+            strata = [np.full(len(certain), -1)] + [np.full(k, h) for h, k in enumerate(counts)]
+            idx = np.concatenate(picks).astype(int)
+            est, se = control_variate(ell, d[idx], np.concatenate(weights), np.concatenate(strata))
+            errors.append(est / truth - 1)
+            covered.append(abs(est - truth) <= 2 * se)
+        errors = np.asarray(errors)
+        out[f"{design}_rms"] = float(np.sqrt(np.mean(errors ** 2)))
+        out[f"{design}_within3"] = float(np.mean(np.abs(errors) <= 0.03))
+        out[f"{design}_coverage"] = float(np.mean(covered))
+    return out
+
+
+def estimator_row(setting, *, seed=0, progress=False):
+    """One setting's row: every estimator, its value, error against all ``n`` retrained twins, and seconds.
+
+    ``PRNGKey(seed)`` draws the data, the initialization and the subsets. Column ``exact``: the mean
+    ``½‖ρ_i‖²`` of the ``n`` retrained twins; ``{estimator}_error``: ``estimator / exact − 1``;
+    ``{estimator}_seconds``: wall-clock seconds; ``time_ratio``: the estimate's seconds over those of
+    retraining all twins (``time_ratio_with_run`` adds the training run with its kernel snapshots).
+    """
+    k_data, k_init, k_subset, k_uniform = jax.random.split(jax.random.PRNGKey(seed), 4)
+    ds, shape = tasks.dataset(setting["dataset"], setting["n"], N_TEST, key=k_data, task=setting["task"])
+    model = _model(setting, shape, tasks.outputs(ds))
+    params = model.init(k_init)
+    x, y, n, lr, steps = ds.x_train, ds.y_train, setting["n"], setting["lr"], setting["steps"]
+    loop = train.recommended_loop(model.apply, params, x)
+    run, train_seconds = _timed(train.gradient_descent, model.apply, params, x, y, lr=lr, steps=steps,
+                                snapshots=setting["snapshots"], loop=loop, progress=progress)
+    est = estimate_loo_loss(model.apply, run, x, size=setting["size"], key=k_subset)
+    uniform = estimate_loo_loss(model.apply, run, x, size=setting["size"], key=k_uniform, design="uniform")
+    check, check_seconds = _timed(snapshot_check, model.apply, run, x, est)
+    every, every_seconds = _timed(estimate_loo_loss, model.apply, run, x, size=n, key=k_subset)
+    twins, exact_seconds = _timed(train.retrain_without, model.apply, params, x, y, np.arange(n), lr=lr,
+                                  steps=steps, loop=loop, progress=progress)
+    exact = 0.5 * float(np.sum(np.asarray(twins) ** 2)) / n
+    theta0, r0 = run.thetas[0], run.residuals[0]
+    gcv, gcv_seconds = _timed(baselines.gcv, theta0, r0, steps, lr=lr, outputs=run.outputs)
+    (frozen, _), frozen_seconds = _timed(baselines.linearized_loss, theta0, r0, steps, lr=lr, outputs=run.outputs)
+    influence, influence_seconds = _timed(baselines.influence_loo, model.apply, run.params, x, y,
+                                          damping=INFLUENCE_DAMPING)
+    start = time.perf_counter()
+    theta_end = ntk.empirical_ntk(model.apply, run.params, x)
+    damping = 1.0 / (lr * steps)
+    jackknife = baselines.infinitesimal_jackknife(theta_end, run.residuals[-1], damping=damping, outputs=run.outputs)
+    alo = baselines.approximate_loo(theta_end, run.residuals[-1], damping=damping, outputs=run.outputs)
+    alo_seconds = time.perf_counter() - start
+
+    def loss(rho):
+        return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
+
+    ell = 0.5 * np.sum(np.asarray(est.two_time_loo).reshape(n, -1) ** 2, axis=1)
+    row = {"exact": exact, "exact_seconds": exact_seconds,
+           "estimate": est.estimate, "stderr": est.stderr, "inside": abs(est.estimate - exact) <= 2 * est.stderr,
+           "estimate_error": est.estimate / exact - 1, "estimate_seconds": est.seconds["total"],
+           "estimate_relinearize_seconds": est.seconds["relinearized"],
+           "time_ratio": est.seconds["total"] / exact_seconds,
+           "time_ratio_with_run": (est.seconds["total"] + train_seconds) / exact_seconds,
+           "uniform": uniform.estimate, "uniform_stderr": uniform.stderr,
+           "uniform_inside": abs(uniform.estimate - exact) <= 2 * uniform.stderr,
+           "uniform_error": uniform.estimate / exact - 1, "uniform_seconds": uniform.seconds["total"],
+           "two_time": est.two_time, "two_time_error": est.two_time / exact - 1,
+           "two_time_seconds": est.seconds["two_time"],
+           "relinearized_all": every.estimate, "relinearized_all_error": every.estimate / exact - 1,
+           "relinearized_all_seconds": every_seconds,
+           **simulate_designs(ell, every.corrections, setting["size"]),
+           "snapshot_shortfall": check.shortfall, "snapshots_needed": check.needed,
+           "extrapolated": check.extrapolated, "extrapolated_error": check.extrapolated / exact - 1,
+           "snapshot_check_seconds": check_seconds,
+           "gcv": float(gcv), "gcv_error": float(gcv) / exact - 1, "gcv_seconds": gcv_seconds,
+           "frozen": float(frozen), "frozen_error": float(frozen) / exact - 1, "frozen_seconds": frozen_seconds,
+           "influence": loss(influence), "influence_error": loss(influence) / exact - 1,
+           "influence_seconds": influence_seconds,
+           "jackknife": loss(jackknife), "jackknife_error": loss(jackknife) / exact - 1,
+           "alo": loss(alo), "alo_error": loss(alo) / exact - 1, "alo_seconds": alo_seconds,
+           "train_loss": float(run.train_loss[-1]),
+           "held_out": held_out_loss(model.apply, run.params, ds.x_test, ds.y_test),
+           "train_seconds": train_seconds, "loop": loop}
+    if progress:
+        print(f"{setting['name']}: exact {exact:.4f} ({exact_seconds:.0f} s) | estimate {est.estimate:.4f} ± "
+              f"{est.stderr:.4f} ({100 * row['estimate_error']:+.1f}%, {est.seconds['total']:.0f} s, ratio "
+              f"{row['time_ratio']:.3f}) | two-time {100 * row['two_time_error']:+.1f}% | all re-linearized "
+              f"{100 * row['relinearized_all_error']:+.1f}% | influence {100 * row['influence_error']:+.1f}% | "
+              f"ALO {100 * row['alo_error']:+.1f}% | GCV {100 * row['gcv_error']:+.1f}%", flush=True)
+    return row
+
+
+@in_float64
+def reproduce_ch7_estimators(out_dir="results/ch7-estimators", scale="default", *, names=None, progress=True,
+                             command=None):
+    """Write ``ch7_estimators.csv`` under ``out_dir``: :func:`estimator_row` for every setting, resumably.
+
+    ``names`` restricts the settings (``None``: all of the scale's). Each row is keyed by its setting's
+    ``name`` and the ``settings`` fingerprint of the setting (with :data:`INFLUENCE_DAMPING`,
+    :data:`SIMULATED_SUBSETS` and :data:`N_TEST`) and records :func:`gramlib.results.provenance`; a row
+    already in the table is not computed again. Runs in float64. Returns the rows.
+    """
+    settings = scale_config(scale)
+    if names is not None:
+        unknown = set(names) - {s["name"] for s in settings}
+        if not names or unknown:
+            raise ValueError(f"names must be settings of scale {scale!r} ({[s['name'] for s in settings]}), "
+                             f"got {names}")
+        settings = [s for s in settings if s["name"] in set(names)]
+    out = tasks.output_folder(out_dir)
+    table = ResultTable(out / "ch7_estimators.csv", ("name", "settings"))
+    by_name = {s["name"]: s for s in settings}
+    keys = [{"name": s["name"], "dataset": s["dataset"], "arch": s["arch"], "n": s["n"], "width": s["width"] if s["arch"] == "mlp" else "",
+             "channels": s["channels"] if s["arch"] == "cnn" else "", "depth": s["depth"], "activation": s["activation"], "lr": s["lr"], "steps": s["steps"],
+             "snapshots": s["snapshots"], "size": s["size"],
+             "settings": fingerprint({**s, "influence_damping": INFLUENCE_DAMPING, "draws": SIMULATED_SUBSETS,
+                                      "n_test": N_TEST})} for s in settings]
+    return run_job(table, keys, lambda key: estimator_row(by_name[key["name"]], progress=progress),
+                   extra=provenance(command))
