@@ -91,3 +91,16 @@ def talbot_gain() -> float:
 
     z, w = talbot_contour(jnp.ones(1, jnp.float64))
     return float(jnp.sum(jnp.abs(w / z)))
+
+
+def cond(matrix) -> float:
+    """The condition number ``λ_max / λ_min`` of a symmetric positive semidefinite matrix on its range.
+
+    Eigenvalues up to ``tolerance(dtype, N) · λ_max`` are the null space (rounding of exact zeros),
+    the way a pseudo-inverse treats them; for an invertible matrix this is ``np.linalg.cond``.
+    """
+    m = np.asarray(matrix)
+    lam = np.linalg.eigvalsh(m)
+    top = float(lam[-1])
+    kept = lam[lam > tolerance(m.dtype, m.shape[0]) * top]
+    return top / float(kept[0])
