@@ -19,8 +19,8 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from .. import _checks
 from .kernel_flow import decay, kernel_problem, kernel_residuals
 from .leave_one_out import first_order_loo_residuals, loo_residuals  # noqa: F401
 from .linearized_gap import (gap_factor_matrices, gap_factors, in_sample_covariance,  # noqa: F401
@@ -28,6 +28,7 @@ from .linearized_gap import (gap_factor_matrices, gap_factors, in_sample_covaria
 from .trajectory import loo_trajectory  # noqa: F401
 
 
+@_checks.public
 def effective_gram(theta, t, *, outputs=None, lr=None):
     """The effective Gram matrix ``K_n(t) = (1/2n) (R_tᵀ R_t − S_t²)`` (Chapter 5).
 
@@ -37,14 +38,15 @@ def effective_gram(theta, t, *, outputs=None, lr=None):
     for every ``r0``. ``K_n(0) = 0``; for invertible ``Θ``,
     ``K_n(∞) = (1/2n) Θ⁻¹ D⁻² Θ⁻¹`` with ``D = Diag(diag Θ⁻¹)`` (one output).
     ``theta`` may be a :class:`gramlib.kernel_flow.Factorization`.
-    Returns ``(N, N)`` symmetric, or ``(len(t), N, N)`` for an array ``t``.
+    Returns ``(N, N)`` symmetric, or ``(len(t), N, N)`` for an array ``t``, in the float
+    dtype of ``theta``. Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` in ``theta``
+    and ``lr``; ``t`` and ``outputs`` are static (close over them).
     """
     fact, _, times, scalar, lr = kernel_problem(theta, None, t, outputs, lr)
     dtype = fact.theta.dtype
     loo_map = loo_residuals(fact, jnp.eye(fact.theta.shape[0], dtype=dtype), times, lr=lr)  # R_t
-    k = np.asarray(_gram_from_maps(loo_map, fact.eigenvalues, fact.eigenvectors, jnp.asarray(times, dtype), fact.n,
-                                   lr, fact.tol))
-    k = jnp.asarray(np.triu(k) + np.swapaxes(np.triu(k, 1), 1, 2))  # bitwise symmetric (XLA may not be)
+    k = _gram_from_maps(loo_map, fact.eigenvalues, fact.eigenvectors, jnp.asarray(times, dtype), fact.n, lr, fact.tol)
+    k = jnp.triu(k) + jnp.swapaxes(jnp.triu(k, 1), 1, 2)  # bitwise symmetric (XLA may not be)
     return k[0] if scalar else k
 
 
@@ -57,11 +59,13 @@ def _gram_from_maps(loo_map, lam, u, t, n, lr, tol):
     return (k + jnp.swapaxes(k, 1, 2)) / 2
 
 
+@_checks.public
 def predicted_gap(theta, r0, t, *, outputs=None, lr=None):
     """``(1/2n) Σ_i (‖ρ_i(t)‖² − ‖r_i(t)‖²)``, the LOO-predicted gap of kernel training (Chapter 5).
 
     ``theta`` a matrix or a :class:`gramlib.kernel_flow.Factorization`; shapes as
-    :func:`gramlib.leave_one_out.loo_residuals` (one ``r0``).
+    :func:`gramlib.leave_one_out.loo_residuals` (one ``r0``), dtype and transformations as
+    :func:`effective_gram` (also in ``r0``).
     """
     fact, r0, times, scalar, lr = kernel_problem(theta, r0, t, outputs, lr)
     rho = loo_residuals(fact, r0, times, lr=lr)

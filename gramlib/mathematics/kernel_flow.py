@@ -34,7 +34,9 @@ class Factorization(NamedTuple):
     ``theta`` ``(N, N)`` in a float dtype; ``eigenvalues`` ``λ`` ascending and
     ``eigenvectors`` ``U`` (columns); eigenvalues ``λ ≤ tol`` span the null space; ``n``
     samples of ``outputs`` rows each (``N = n · outputs``). Pass it as ``theta`` to any
-    linearized-dynamics function: nothing is validated or decomposed again.
+    linearized-dynamics function: nothing is validated or decomposed again. A JAX pytree
+    whose leaves are ``theta``, ``eigenvalues``, ``eigenvectors`` and ``tol`` (``n`` and
+    ``outputs`` are static), so it can be passed through ``jax.jit`` and ``jax.vmap``.
     """
 
     theta: Any
@@ -43,6 +45,11 @@ class Factorization(NamedTuple):
     tol: float
     n: int
     outputs: int
+
+
+jax.tree_util.register_pytree_node(
+    Factorization, lambda f: ((f.theta, f.eigenvalues, f.eigenvectors, f.tol), (f.n, f.outputs)),
+    lambda static, leaves: Factorization(*leaves, *static))
 
 
 def _kernel(theta, outputs):
@@ -84,24 +91,33 @@ def _decompose(theta, outputs):
     more slowly). Below it an eigenvalue cannot be told from zero; above it, it can. The
     former ``10 N ε λ_max`` declared well-conditioned float32 kernels singular (a 400-sample
     ReLU MLP: ``λ_min = 0.031`` under a tolerance of 0.035). ``λ < −√ε λ_max`` means
-    ``theta`` is not a Gram matrix.
+    ``theta`` is not a Gram matrix (checked on a concrete ``theta`` only; under a JAX
+    transformation ``tol`` is a traced scalar and nothing is refused).
     """
     lam, u = _eigh(theta)
+    if _checks.is_traced(lam):
+        eps = jnp.finfo(lam.dtype).eps
+        tol = lam.size * eps * jnp.maximum(jnp.max(jnp.abs(lam)), jnp.finfo(lam.dtype).tiny)
+        return Factorization(theta, lam, u, tol, theta.shape[0] // outputs, outputs)
     lam_np = np.asarray(lam)
     top = max(float(np.max(np.abs(lam_np))), np.finfo(lam_np.dtype).tiny)
     eps = float(np.finfo(lam_np.dtype).eps)
-    if lam_np.min() < -np.sqrt(eps) * top:
+    if _checks.checking_values() and lam_np.min() < -np.sqrt(eps) * top:
         raise ValueError(f"theta must be positive semidefinite (a Gram matrix); smallest eigenvalue "
                          f"{lam_np.min():.3g} vs largest {lam_np.max():.3g}")
     return Factorization(theta, lam, u, lam_np.size * eps * top, theta.shape[0] // outputs, outputs)
 
 
+@_checks.public
 def factorize(theta, *, outputs=None):
     """``Θ = U Λ Uᵀ`` once, for every linearized-dynamics function (Chapters 4–5).
 
     ``theta``: the ``N×N`` Gram matrix (symmetric, positive semidefinite, ``N = n ·
     outputs`` with ``n ≥ 2``), rows ordered (sample, output); ``outputs`` defaults to 1. A
     :class:`Factorization` is returned as it is (an explicit ``outputs`` must agree with it).
+    The factors keep the float dtype of ``theta`` (an integer ``theta`` becomes float).
+    Works under ``jax.jit``/``jax.vmap``/``jax.grad`` (``outputs`` static; the derivative
+    of the eigenvectors needs distinct eigenvalues).
     """
     th, outputs = _kernel(theta, outputs)
     return th if isinstance(th, Factorization) else _decompose(th, outputs)
@@ -117,7 +133,7 @@ class KernelProblem(NamedTuple):
     lr: float | None
 
 
-def kernel_problem(theta, r0, t, outputs, lr, *, r0_name="r0", columns=False):
+def kernel_problem(theta, r0, t, outputs, lr, *, r0_name="r0", columns=False, static_times=True):
     """Validate ``(theta, r0, t, outputs, lr)`` of a kernel-training problem, then factorize ``theta``.
 
     ``theta`` a matrix or a :class:`Factorization`; ``r0`` the ``(N,)`` initial residual
@@ -125,11 +141,13 @@ def kernel_problem(theta, r0, t, outputs, lr, *, r0_name="r0", columns=False):
     a time or 1-D array (whole steps when ``lr`` is given). Gradient descent to ``t = inf``
     needs ``lr λ_max / n < 2``. Raises ``ValueError`` naming the offending argument before
     any eigendecomposition. Returns a :class:`KernelProblem`, ``r0`` in the dtype of ``Θ``.
+    ``static_times``: ``t`` must be concrete (see :func:`gramlib._checks.times`); otherwise a
+    traced ``t`` is allowed and ``times`` is a JAX array.
     """
     th, outputs = _kernel(theta, outputs)
     if lr is not None:
         lr = _checks.positive(lr, "lr")
-    times, scalar = _checks.times(t, "t", integer_steps=lr is not None)
+    times, scalar = _checks.times(t, "t", integer_steps=lr is not None, static=static_times)
     matrix = th.theta if isinstance(th, Factorization) else th
     if r0 is not None:
         big_n = matrix.shape[0]
@@ -141,7 +159,7 @@ def kernel_problem(theta, r0, t, outputs, lr, *, r0_name="r0", columns=False):
             _checks.array(r0, r0_name, shape=(big_n,))
         r0 = jnp.asarray(r0, matrix.dtype)
     fact = th if isinstance(th, Factorization) else _decompose(th, outputs)
-    if lr is not None and np.isinf(times).any():
+    if lr is not None and not _checks.is_traced((times, lr, fact.eigenvalues)) and np.isinf(times).any():
         a = lr * float(np.max(np.asarray(fact.eigenvalues))) / fact.n
         if a >= 2:
             raise ValueError(f"lr={lr} is too large for t=inf: lr*λ_max/n = {a:.4g} >= 2, gradient descent diverges")
@@ -200,6 +218,7 @@ def _test_map(lam, u, theta_test, r0, r0_test, t, n, lr, tol):
     return r0_test[None] - jnp.einsum("ik,tk,k->ti", theta_test @ u, gain(lam, t, n, lr, tol), u.T @ r0)
 
 
+@_checks.public
 def kernel_test_residuals(theta, theta_test, r0, r0_test, t, *, outputs=None, lr=None):
     """Residuals at test points of kernel training with constant ``theta`` (Chapter 4).
 
@@ -207,13 +226,15 @@ def kernel_test_residuals(theta, theta_test, r0, r0_test, t, *, outputs=None, lr
     ``(M,)`` the initial test residuals. Since ``ṙ_* = −(1/n) Θ(X_*, X) r(t)``,
     ``r_*(t) = r0_* − Θ(X_*, X) U g(Λ) Uᵀ r0`` with ``g(λ) = (1 − e^{−λt/n})/λ``
     (descent: ``(1 − (1 − lr λ/n)^t)/λ``); ``t = inf`` gives kernel regression.
-    ``theta`` may be a :class:`Factorization`. Returns ``(M,)`` or ``(len(t), M)``.
+    ``theta`` may be a :class:`Factorization`. Returns ``(M,)`` or ``(len(t), M)``, in the
+    float dtype of ``theta``. Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (``t``
+    and ``lr`` may be traced; ``outputs`` is static).
     """
     th, _ = _kernel(theta, outputs)
     big_n = (th.theta if isinstance(th, Factorization) else th).shape[0]
     theta_test = _checks.array(theta_test, "theta_test", ndim=2, shape=(None, big_n))
     rt = _checks.array(r0_test, "r0_test", shape=(theta_test.shape[0],))
-    fact, r0, times, scalar, lr = kernel_problem(th, r0, t, outputs, lr)
+    fact, r0, times, scalar, lr = kernel_problem(th, r0, t, outputs, lr, static_times=False)
     dtype = fact.theta.dtype
     out = _test_map(fact.eigenvalues, fact.eigenvectors, jnp.asarray(theta_test, dtype), r0, jnp.asarray(rt, dtype),
                     jnp.asarray(times, dtype), fact.n, lr, fact.tol)
@@ -225,6 +246,7 @@ def _residual_map(lam, u, r0, t, n, lr, tol):
     return jnp.einsum("ik,tk,k...->ti...", u, decay(lam, t, n, lr, tol), u.T @ r0)
 
 
+@_checks.public
 def kernel_residuals(theta, r0, t, *, outputs=None, lr=None):
     """Residuals of kernel training with constant Gram matrix ``theta`` (Chapter 4).
 
@@ -233,14 +255,17 @@ def kernel_residuals(theta, r0, t, *, outputs=None, lr=None):
     outputs``; ``t`` a scalar or 1-D array, ``inf`` allowed (the projection of
     ``r0`` on the null space of ``Θ``). ``theta`` may be a :class:`Factorization`;
     ``r0`` is ``(N,)`` or ``(N, m)`` (``m`` residuals at once). Returns ``(N,)`` or
-    ``(len(t), N)`` (``(…, N, m)`` for columns).
+    ``(len(t), N)`` (``(…, N, m)`` for columns), in the float dtype of ``theta``. Works under
+    ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (``t`` and ``lr`` may be traced, ``outputs``
+    is static; the derivative in ``theta`` needs distinct eigenvalues).
     """
-    fact, r0, times, scalar, lr = kernel_problem(theta, r0, t, outputs, lr, columns=True)
+    fact, r0, times, scalar, lr = kernel_problem(theta, r0, t, outputs, lr, columns=True, static_times=False)
     out = _residual_map(fact.eigenvalues, fact.eigenvectors, r0, jnp.asarray(times, fact.theta.dtype), fact.n, lr,
                         fact.tol)
     return out[0] if scalar else out
 
 
+@_checks.public
 def own_blocks(theta, v, *, outputs=None):
     """``Bdiag(Θ) v``: each sample's ``C×C`` diagonal block ``Θ_ii`` applied to its own rows of ``v`` (Chapters 4–5).
 
@@ -266,14 +291,19 @@ def own_blocks(theta, v, *, outputs=None):
     return jnp.einsum("icd,...idm->...icm", blocks, vb).reshape(a.shape)
 
 
+@_checks.public
 def residual_loss(r, n):
     """``(1/2n) ‖r‖²`` over the last axis: the loss ``L = (1/2n) Σ_i ‖r_i‖²`` of stacked residuals (Chapter 1).
 
     ``r`` ``(..., N)`` holds the residuals of ``n`` samples stacked as ``(sample, output)``
     rows (``N = nC``); leave-one-out residuals ``ρ`` give the leave-one-out loss. Returns a
-    float for one vector, else an array of shape ``r.shape[:-1]``.
+    Python float for one concrete vector, else a float64 NumPy array of shape ``r.shape[:-1]``;
+    a traced ``r`` (under ``jax.jit``, ``jax.vmap``, ``jax.grad``) gives a JAX array in its
+    own float dtype. ``n`` is static.
     """
     r = _checks.array(r, "r", ndim=(1, 2, 3))
     n = _checks.integer(n, "n", minimum=1)
+    if _checks.is_traced(r):
+        return 0.5 * jnp.sum(jnp.asarray(r, jnp.result_type(float, r.dtype)) ** 2, axis=-1) / n
     out = 0.5 * np.sum(np.asarray(r, float) ** 2, axis=-1) / n
     return float(out) if out.ndim == 0 else out

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from .. import _checks
 from ..devices import AXIS, pad_rows, row_blocks
 from .kernel_flow import gain, kernel_problem, own_blocks
 
@@ -231,27 +232,41 @@ def _loo_descent(theta, r0, steps, n, outputs, lr):
 
 # ----------------------------------------------------------------------------- public API
 
+def _assemble(times, pieces, shape, dtype):
+    """``(T,) + shape`` from ``pieces``: ``(mask, values)`` with ``values`` the rows where the static ``mask`` holds.
+
+    The masks come from the concrete ``times``; the values may be traced (``jax.jit``,
+    ``jax.vmap``, ``jax.grad``), so the result is put together with JAX, not in place.
+    """
+    out = jnp.zeros((times.size,) + shape, dtype)
+    for mask, values in pieces:
+        if mask.any():
+            out = out.at[np.flatnonzero(mask)].set(jnp.asarray(values, dtype))
+    return out
+
+
 def _loo_map(fact, r0, times, lr, *, first_order=False, mesh=None):
     """The one dispatch: LOO residuals for the columns of ``r0`` ``(N, m)`` at validated ``times``; ``(T, N, m)``.
 
     ``t = 0``: ``r0``; ``t = inf``: the exact limit; finite ``t > 0``: the Talbot inversion
     (gradient flow, on one device or ``mesh``) or the exact descent formula (``lr``).
+    ``times`` are concrete (they pick the formula); everything else may be traced.
     """
     times = np.asarray(times, dtype=float)
-    out = np.zeros((times.size,) + r0.shape, fact.theta.dtype)
     inf = np.isinf(times)
     middle = (times > 0) & ~inf
-    out[times == 0] = np.asarray(r0)
+    pieces = [(times == 0, jnp.broadcast_to(r0, (int(np.sum(times == 0)),) + r0.shape))]
     if inf.any():
         limit = _first_order_limit if first_order else _loo_limit
-        out[inf] = np.asarray(limit(fact.eigenvalues, fact.eigenvectors, r0, fact.tol, fact.n, fact.outputs))
+        value = limit(fact.eigenvalues, fact.eigenvectors, r0, fact.tol, fact.n, fact.outputs)
+        pieces.append((inf, jnp.broadcast_to(value, (int(inf.sum()),) + r0.shape)))
     if middle.any():
         if lr is None or first_order:
             done = _talbot(fact, r0, times[middle], first_order, False, mesh)
         else:
             done = _loo_descent(fact.theta, r0, jnp.asarray(times[middle], fact.theta.dtype), fact.n, fact.outputs, lr)
-        out[middle] = np.asarray(done)
-    return jnp.asarray(out)
+        pieces.append((middle, done))
+    return _assemble(times, pieces, r0.shape, fact.theta.dtype)
 
 
 def _shaped(out, r0, scalar):
@@ -272,6 +287,7 @@ def _check_mesh(mesh, lr):
                              "pass mesh=None")
 
 
+@_checks.public
 def loo_residuals(theta, r0, t, *, outputs=None, lr=None, mesh=None):
     """Exact leave-one-out residuals ``ρ(t)`` of kernel training with constant ``theta`` (Chapter 5).
 
@@ -289,34 +305,40 @@ def loo_residuals(theta, r0, t, *, outputs=None, lr=None, mesh=None):
     1-D array; ``t = inf`` gives the limit ``[Θ⁻¹ r0]_i / [Θ⁻¹]_ii`` (and its
     continuous extension when ``Θ`` is singular, e.g. duplicated inputs).
     Leaving sample ``i`` out removes all ``outputs`` rows of that sample.
-    Returns ``(N,)``, or ``(len(t), N)`` for an array ``t`` (``(…, N, m)`` for columns).
+    Returns ``(N,)``, or ``(len(t), N)`` for an array ``t`` (``(…, N, m)`` for columns), in the
+    float dtype of ``theta``. Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` in
+    ``theta``, ``r0`` and ``lr``; ``t``, ``outputs`` and ``mesh`` are static (``t`` picks the
+    formula: close over it). The derivative in ``theta`` needs distinct eigenvalues.
     """
     _check_mesh(mesh, lr)
     fact, r0, times, scalar, lr = kernel_problem(theta, r0, t, outputs, lr, columns=True)
     return _shaped(_loo_map(fact, _columns(r0), times, lr, mesh=mesh), r0, scalar)
 
 
+@_checks.public
 def loo_rates(theta, r0, t, *, outputs=None, mesh=None):
     """``ρ̇(t)``, the time derivative of the leave-one-out residuals under gradient flow (Chapter 5).
 
     Its Laplace transform is ``z ρ̂_i(z) − ρ_i(0) = [R(z)]_ii^{-1} [R(z) r0]_i − [r0]_i``,
     inverted on the Talbot contour as in :func:`loo_residuals` (``mesh`` likewise); at
     ``t = 0`` every sample but ``i`` pulls, ``ρ̇_i(0) = −(1/n)([Θ r0]_i − Θ_ii r0_i)``, and
-    ``ρ̇(∞) = 0``. Arguments and shapes as :func:`loo_residuals` (no ``lr``).
+    ``ρ̇(∞) = 0``. Arguments, shapes, dtype and transformations as :func:`loo_residuals` (no ``lr``).
     """
     _check_mesh(mesh, None)
     fact, r0, times, scalar, _ = kernel_problem(theta, r0, t, outputs, None, columns=True)
     cols = _columns(r0)
-    out = np.zeros((times.size,) + cols.shape, fact.theta.dtype)
     start = times == 0
+    pieces = []
     if start.any():
-        out[start] = np.asarray(-(fact.theta @ cols - own_blocks(fact, cols)) / fact.n)
+        rate0 = -(fact.theta @ cols - own_blocks(fact, cols)) / fact.n
+        pieces.append((start, jnp.broadcast_to(rate0, (int(start.sum()),) + cols.shape)))
     middle = (times > 0) & ~np.isinf(times)
     if middle.any():
-        out[middle] = np.asarray(_talbot(fact, cols, times[middle], False, True, mesh))
-    return _shaped(jnp.asarray(out), r0, scalar)
+        pieces.append((middle, _talbot(fact, cols, times[middle], False, True, mesh)))
+    return _shaped(_assemble(times, pieces, cols.shape, fact.theta.dtype), r0, scalar)
 
 
+@_checks.public
 def first_order_loo_residuals(theta, r0, t, *, outputs=None):
     """The first-order trap (Chapter 4): the twin contracted with the full-data ``Θ``.
 
@@ -324,7 +346,8 @@ def first_order_loo_residuals(theta, r0, t, *, outputs=None):
     ``ė^{(i)} = −(1/n) Θ (e^{(i)} − e_i r_i(t))`` and LOO residuals
     ``ρ^FO_i = r_i + e^{(i)}_i`` with Laplace transform
     ``n (2I − nz[R]_ii)[R r0]_i``; they tend to ``0`` as ``t → ∞`` whenever
-    ``Θ`` is invertible. Gradient flow only. Same shapes as :func:`loo_residuals`.
+    ``Θ`` is invertible. Gradient flow only. Same shapes, dtype and transformations as
+    :func:`loo_residuals`.
     """
     fact, r0, times, scalar, _ = kernel_problem(theta, r0, t, outputs, None)
     return _shaped(_loo_map(fact, r0[:, None], times, None, first_order=True), r0, scalar)

@@ -36,6 +36,7 @@ def _kernel_and_rows(theta, v, outputs, name):
     return jnp.asarray(th, dtype), jnp.asarray(v, dtype), th.shape[0] // outputs
 
 
+@_checks.public
 def perturbation_factor(theta, rho, *, outputs=1):
     """The perturbation factor at the twins, ``ε̄ = (1/n²) Σ_i ρ_iᵀ Θ_ii ρ_i`` (Chapters 3–5).
 
@@ -47,13 +48,15 @@ def perturbation_factor(theta, rho, *, outputs=1):
     (``Θ_ii = J_i J_iᵀ`` the ``C×C`` diagonal block of sample ``i``). It does not
     decay with the training residual: an interpolating model has ``r → 0``
     but ``ρ ↛ 0``. ``rho``: ``(N,)`` or ``(..., N)`` (e.g. one row per time);
-    returns a float or ``(...)``.
+    returns a float or a NumPy ``(...)`` array in the common float dtype of ``theta`` and
+    ``rho`` (a JAX array under ``jax.jit``, ``jax.vmap``, ``jax.grad``; ``outputs`` static).
     """
     th, rho, n = _kernel_and_rows(theta, rho, outputs, "rho")
     out = jnp.sum(rho * own_blocks(th, rho[..., None], outputs=outputs)[..., 0], axis=-1) / n**2
-    return float(out) if out.ndim == 0 else np.asarray(out)
+    return _checks.host(out)
 
 
+@_checks.public
 def in_sample_covariance(theta, r, *, outputs=1):
     """``(1/n²) rᵀ (Bdiag Θ − Θ/n) r``: the per-sample gradient covariance of the run, over ``n`` (Chapter 4).
 
@@ -64,12 +67,13 @@ def in_sample_covariance(theta, r, *, outputs=1):
     (:func:`perturbation_factor`, evaluated at the twins): it pairs the
     sample's pull with the run's residual ``r_i`` instead of the twin's
     ``ρ_i``, and decays to zero as the run interpolates. ``r``: ``(N,)`` or
-    ``(..., N)``; returns a float or ``(...)``.
+    ``(..., N)``; returns a float or ``(...)``, dtype and transformations as
+    :func:`perturbation_factor`.
     """
     th, r, n = _kernel_and_rows(theta, r, outputs, "r")
     own = jnp.sum(r * own_blocks(th, r[..., None], outputs=outputs)[..., 0], axis=-1)
     out = (own - jnp.einsum("...i,ij,...j->...", r, th, r) / n) / n**2
-    return float(out) if out.ndim == 0 else np.asarray(out)
+    return _checks.host(out)
 
 
 class LinearizedGapFactors(NamedTuple):
@@ -115,6 +119,7 @@ def _gap_terms(fact, r0, times, lr):
     return gap, contraction, perturbation
 
 
+@_checks.public
 def gap_factors(theta, r0, t, *, outputs=None, lr=None):
     """The gap equation of a linearized network, ``d gap/dt = −contraction + perturbation`` (Chapter 5).
 
@@ -138,14 +143,16 @@ def gap_factors(theta, r0, t, *, outputs=None, lr=None):
     Talbot inversions (``ρ`` and ``ρ̇``, ``O(N²)`` per node and time); descent
     uses the exact formula of :func:`loo_residuals` at ``k`` and ``k + 1``.
     ``t``: a number or 1-D array (``inf`` allowed). Returns
-    :class:`LinearizedGapFactors` of floats, or of ``(len(t),)`` arrays.
+    :class:`LinearizedGapFactors` of floats, or of ``(len(t),)`` NumPy arrays in the float
+    dtype of ``theta``. Under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (in ``theta``,
+    ``r0``, ``lr``; ``t`` and ``outputs`` static) the fields are JAX arrays.
     """
     fact, r0, times, scalar, lr = kernel_problem(theta, r0, t, outputs, lr)
     terms = _gap_terms(fact, r0[:, None], times, lr)
-    out = [np.asarray(term[:, 0, 0]) for term in terms]
-    return LinearizedGapFactors(*(float(o[0]) if scalar else o for o in out))
+    return LinearizedGapFactors(*(_checks.host(term[0, 0, 0] if scalar else term[:, 0, 0]) for term in terms))
 
 
+@_checks.public
 def gap_factor_matrices(theta, t, *, outputs=None, lr=None):
     """The matrices of :func:`gap_factors`: ``K_n(t)``, ``C_n(t)``, ``P_n(t)`` with ``dK_n/dt = −C_n + P_n`` (Chapter 5).
 
@@ -154,7 +161,8 @@ def gap_factor_matrices(theta, t, *, outputs=None, lr=None):
     ``C_n = (1/n²) [Σ_i sym(Q_iᵀ e_i e_iᵀ Θ Q_i) − S_t Θ S_t]``, ``Q_i = e^{−Θ P_{−i} t/n}``
     (the twin's residual map), computed from the columns of the identity in one
     eigendecomposition. ``K_n(T) = ∫₀ᵀ (P_n − C_n) dt``. Returns
-    :class:`LinearizedGapFactors` of ``(N, N)`` or ``(len(t), N, N)`` arrays.
+    :class:`LinearizedGapFactors` of ``(N, N)`` or ``(len(t), N, N)`` JAX arrays in the float
+    dtype of ``theta``; transformations as :func:`gap_factors`.
     """
     fact, _, times, scalar, lr = kernel_problem(theta, None, t, outputs, lr)
     terms = _gap_terms(fact, jnp.eye(fact.theta.shape[0], dtype=fact.theta.dtype), times, lr)
