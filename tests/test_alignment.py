@@ -7,6 +7,9 @@ from jax.scipy.linalg import expm
 
 from gramlib import alignment as al, kernel_flow
 from gramlib import data, ntk
+from tests.tolerance import assert_close, cond, eigvec_cond, tolerance
+
+F64 = np.float64
 
 
 def random_psd(rng, n, rank=None, spread=1.0):
@@ -49,8 +52,8 @@ def test_bottom_share_matches_explicit_projection_onto_known_eigenvectors():
         basis = q[:, order[:k]]
         projection = basis @ basis.T
         want = np.sum((projection @ r) ** 2) / np.sum(r ** 2)
-        assert float(al.bottom_share(k_matrix, r, k)) == pytest.approx(want, abs=1e-12)
-    assert float(al.bottom_share(k_matrix, r, n)) == pytest.approx(1.0, abs=1e-12)
+        assert float(al.bottom_share(k_matrix, r, k)) == pytest.approx(want, abs=tolerance(F64, n, cond=eigvec_cond(k_matrix)))
+    assert float(al.bottom_share(k_matrix, r, n)) == pytest.approx(1.0, abs=tolerance(F64, n))
 
 
 def test_cumulative_share_is_monotone_ends_at_one_and_stacks():
@@ -59,14 +62,15 @@ def test_cumulative_share_is_monotone_ends_at_one_and_stacks():
     rs = rng.normal(size=(4, 9))
     cum = np.asarray(al.cumulative_share(k_matrix, rs))
     assert cum.shape == (4, 9)
-    assert np.all(np.diff(cum, axis=1) >= -1e-14)
-    np.testing.assert_allclose(cum[:, -1], 1.0, atol=1e-12)
+    assert np.all(np.diff(cum, axis=1) >= -tolerance(F64, 9))
+    np.testing.assert_allclose(cum[:, -1], 1.0, atol=tolerance(F64, 9))
     for j in range(4):
-        np.testing.assert_allclose(cum[j], np.asarray(al.cumulative_share(k_matrix, rs[j])), atol=1e-14)
+        assert_close(cum[j], np.asarray(al.cumulative_share(k_matrix, rs[j])), 9)
     # an eigenvector of the smallest eigenvalue has share 1 from k = 1 on
     lam, vecs = np.linalg.eigh(k_matrix)
-    assert float(al.bottom_share(k_matrix, vecs[:, 0] * 3.0, 1)) == pytest.approx(1.0, abs=1e-10)
-    assert float(al.bottom_share(k_matrix, vecs[:, -1], 8)) == pytest.approx(0.0, abs=1e-10)
+    bound = tolerance(F64, 9, cond=eigvec_cond(k_matrix))  # two eigendecompositions' eigenvectors
+    assert float(al.bottom_share(k_matrix, vecs[:, 0] * 3.0, 1)) == pytest.approx(1.0, abs=bound)
+    assert float(al.bottom_share(k_matrix, vecs[:, -1], 8)) == pytest.approx(0.0, abs=bound)
 
 
 def test_spectrum_is_ascending_and_reconstructs_the_matrix():
@@ -74,8 +78,8 @@ def test_spectrum_is_ascending_and_reconstructs_the_matrix():
     k_matrix = random_psd(rng, 7) - 2.0 * np.eye(7)
     vals, vecs = (np.asarray(v) for v in al.spectrum(k_matrix))
     assert np.all(np.diff(vals) >= 0)
-    np.testing.assert_allclose((vecs * vals) @ vecs.T, k_matrix, atol=1e-10)
-    np.testing.assert_allclose(vecs.T @ vecs, np.eye(7), atol=1e-12)
+    assert_close((vecs * vals) @ vecs.T, k_matrix, 7)
+    assert_close(vecs.T @ vecs, np.eye(7), 7)
 
 
 def test_random_share_expectation_and_spread_match_sampling():
@@ -88,7 +92,7 @@ def test_random_share_expectation_and_spread_match_sampling():
     assert shares.shape == (samples,)
     assert np.all((shares >= 0) & (shares <= 1))
     assert abs(shares.mean() - mean) < 4 * std / np.sqrt(samples)
-    assert shares.std() == pytest.approx(std, rel=0.05)
+    assert shares.std() == pytest.approx(std, rel=0.05)  # Monte Carlo: a std from 20000 samples is within ±1.5% (3σ)
     # independent sampler: uniform directions from numpy, share in a fixed k-dim coordinate subspace
     u = rng.normal(size=(samples, n))
     direct = np.sum(u[:, :k] ** 2, axis=1) / np.sum(u ** 2, axis=1)
@@ -102,8 +106,8 @@ def test_gap_components_sum_to_the_quadratic_form_and_random_gap_is_trace_over_n
     k_matrix = random_psd(rng, n) / n
     r0 = rng.normal(size=n)
     vals, comps = (np.asarray(v) for v in al.gap_components(k_matrix, r0))
-    assert comps.sum() == pytest.approx(r0 @ k_matrix @ r0, rel=1e-12)
-    np.testing.assert_allclose(vals, np.linalg.eigvalsh(k_matrix), atol=1e-12)
+    assert comps.sum() == pytest.approx(r0 @ k_matrix @ r0, rel=tolerance(F64, n * n))  # PSD: no cancellation
+    assert_close(vals, np.linalg.eigvalsh(k_matrix), n)
     norm = float(np.linalg.norm(r0))
     u = rng.normal(size=(40000, n))
     u *= norm / np.linalg.norm(u, axis=1, keepdims=True)
@@ -122,22 +126,23 @@ def test_linearized_test_residuals_match_training_in_parameter_space():
     theta, cross = phi @ phi.T, phi_test @ phi.T
     r0, r0_test = phi @ w0 - y, phi_test @ w0 - y_test
     hess = phi.T @ phi / n
+    rule = tolerance(F64, n * p, cond=cond(theta))  # weight space (p) against function space (n), on Θ's range
     for t in (0.5, 7.0):  # flow: w(t) = w* + exp(−Ht)(w0 − w*) solved via the ODE's closed form
         w_star = np.linalg.lstsq(phi, y, rcond=None)[0]
         w = w_star + np.asarray(expm(-hess * t)) @ (w0 - w_star)
         got = float(np.asarray(kernel_flow.kernel_test_residuals(theta, cross, r0, r0_test, t))[0])
-        assert got == pytest.approx(phi_test[0] @ w - y_test[0], abs=1e-9)
+        assert got == pytest.approx(phi_test[0] @ w - y_test[0], abs=rule * np.abs(r0_test).max())
     # t = ∞: the least-squares solution reached from w0
     w_inf = w0 - np.linalg.pinv(phi) @ r0
-    np.testing.assert_allclose(np.asarray(kernel_flow.kernel_test_residuals(theta, cross, r0, r0_test, np.inf)),
-                               phi_test @ w_inf - y_test, atol=1e-9)
+    assert_close(np.asarray(kernel_flow.kernel_test_residuals(theta, cross, r0, r0_test, np.inf)),
+                 phi_test @ w_inf - y_test, n * p, cond=cond(theta))
     lr = 1.5 * n / np.linalg.eigvalsh(theta).max()
     w, want = w0.copy(), []
     for _ in range(30):
         want.append(phi_test @ w - y_test)
         w = w - lr * phi.T @ (phi @ w - y) / n
     got = np.asarray(kernel_flow.kernel_test_residuals(theta, cross, r0, r0_test, np.arange(30), lr=lr))
-    np.testing.assert_allclose(got, np.array(want), atol=1e-9)
+    assert_close(got, np.array(want), 30 * n * p, cond=cond(theta))
 
 
 # ------------------------------------------------------------------ is K_n positive semi-definite?
@@ -152,13 +157,14 @@ def test_effective_gram_at_infinity_is_psd_but_finite_times_need_not_be():
     inv = np.linalg.inv(good)
     k_inf = inv @ np.diag(1 / np.diag(inv) ** 2) @ inv / (2 * n)
     assert np.linalg.eigvalsh(k_inf).min() > 0
-    np.testing.assert_allclose(brute_force_effective_gram(good, 60 * n / np.linalg.eigvalsh(good).min()),
-                               k_inf, rtol=1e-8, atol=1e-12 * np.abs(k_inf).max())
+    # expm of ‖Θ P t/n‖ ≈ 60 cond(Θ) (its condition number), then two inverses of Θ in K(∞); e^{−60} is negligible
+    assert_close(brute_force_effective_gram(good, 60 * n / np.linalg.eigvalsh(good).min()), k_inf, n,
+                 cond=60 * cond(good) ** 3)
     # gradient flow at t = 10 n/λ_max: a (small) negative eigenvalue, confirmed by a direct simulation
     t = 10 * n / lam_max
     k_t = brute_force_effective_gram(theta, t)
     vals, vecs = np.linalg.eigh(k_t)
-    assert vals[0] < -1e-6 * vals[-1]
+    assert vals[0] < -1e-6 * vals[-1]  # a margin of 1e6 times the rounding of an 4×4 eigh (tolerance ~1e-14)
     r0 = vecs[:, 0]
     r_t = np.asarray(expm(-theta * t / n)) @ r0
     rho = []
@@ -168,7 +174,7 @@ def test_effective_gram_at_infinity_is_psd_but_finite_times_need_not_be():
         m = np.linalg.matrix_power(np.eye(n) - (t / n / 200000) * theta @ p, 200000)
         rho.append((m @ r0)[i])
     gap = (np.sum(np.square(rho)) - r_t @ r_t) / (2 * n)
-    assert gap < 0 and gap == pytest.approx(vals[0], rel=1e-3)
+    assert gap < 0 and gap == pytest.approx(vals[0], rel=1e-3)  # explicit Euler: error O(step) ≈ 1e-4 relative
     # gradient descent with oscillating steps (η λ_max / n > 1): clearly indefinite
     k_gd = brute_force_effective_gram(theta, 7, lr=1.8 * n / lam_max)
     vals_gd = np.linalg.eigvalsh(k_gd)
@@ -183,8 +189,11 @@ def test_alignment_curve_matches_brute_force_effective_gram():
     r0 = rng.normal(size=n)
     ts = np.array([0.5, 4.0, 40.0])
     curve = al.alignment_curve(theta, r0, ts, fraction=1 / 3)
-    assert curve.k == 3 and curve.random_share == pytest.approx(1 / 3)
+    assert curve.k == 3 and curve.random_share == pytest.approx(1 / 3, rel=tolerance(F64))
     for j, t in enumerate(ts):
+        # gradient flow at finite t: K_n(t) comes from the 32-node Talbot inversion, whose own error (≈ 1e-10
+        # relative) bounds the eigenvalues, shares and gap at 1e-10 to 1e-8; the train loss is exact (the rule,
+        # the expm conditioned by ‖Θ t/n‖)
         k_t = brute_force_effective_gram(theta, t)
         vals, vecs = np.linalg.eigh(k_t)
         np.testing.assert_allclose(curve.eigenvalues[j], vals, atol=1e-10)
@@ -194,17 +203,21 @@ def test_alignment_curve_matches_brute_force_effective_gram():
         assert curve.share_rt[j] == pytest.approx(np.sum((basis.T @ r_t) ** 2) / (r_t @ r_t), abs=1e-8)
         assert curve.gap[j] == pytest.approx(r0 @ k_t @ r0, rel=1e-8)
         assert curve.random_gap[j] == pytest.approx((r0 @ r0) * np.trace(k_t) / n, rel=1e-8)
-        assert curve.train_loss[j] == pytest.approx(r_t @ r_t / (2 * n), rel=1e-10)
+        expm_cond = max(1.0, np.linalg.eigvalsh(theta).max() * t / n)
+        assert curve.train_loss[j] == pytest.approx(r_t @ r_t / (2 * n), rel=tolerance(F64, n, cond=expm_cond))
     # the same spectra reused for another residual, and gradient descent
     grams = al.effective_grams(theta, ts)
     other = rng.normal(size=n)
     reused = al.alignment_curve(theta, other, grams=grams, fraction=1 / 3)
-    np.testing.assert_allclose(reused.gap, al.alignment_curve(theta, other, ts, fraction=1 / 3).gap, rtol=1e-12)
+    assert_close(reused.gap, al.alignment_curve(theta, other, ts, fraction=1 / 3).gap, n * n)
     lr = 0.9 * n / np.linalg.eigvalsh(theta).max()
     curve = al.alignment_curve(theta, r0, [3, 20], fraction=0.5, lr=lr)
     k_t = brute_force_effective_gram(theta, 20, lr=lr)
-    assert curve.gap[1] == pytest.approx(r0 @ k_t @ r0, rel=1e-8)
-    assert curve.train_loss[1] == pytest.approx(np.sum((np.linalg.matrix_power(np.eye(n) - lr / n * theta, 20) @ r0) ** 2) / (2 * n))
+    # descent: exact closed forms against 20 explicit matrix products (n terms each), conditioned by Θ
+    rule = tolerance(F64, 20 * n, cond=cond(theta))
+    assert curve.gap[1] == pytest.approx(r0 @ k_t @ r0, abs=rule * np.abs(k_t).max() * (r0 @ r0))
+    assert curve.train_loss[1] == pytest.approx(np.sum((np.linalg.matrix_power(np.eye(n) - lr / n * theta, 20) @ r0) ** 2)
+                                                / (2 * n), rel=rule)
 
 
 def test_two_outputs_leave_out_both_rows_of_a_sample():
@@ -223,8 +236,9 @@ def test_two_outputs_leave_out_both_rows_of_a_sample():
     k_t = (r_map.T @ r_map - g @ g) / (2 * n)
     curve = al.alignment_curve(theta, r0, [t], fraction=0.3, outputs=c)
     assert curve.k == 3
-    assert curve.gap[0] == pytest.approx(r0 @ k_t @ r0, rel=1e-8)
-    assert curve.train_loss[0] == pytest.approx(np.sum((g @ r0) ** 2) / (2 * n), rel=1e-10)
+    assert curve.gap[0] == pytest.approx(r0 @ k_t @ r0, rel=1e-8)  # the Talbot inversion's own error
+    expm_cond = max(1.0, np.linalg.eigvalsh(theta).max() * t / n)
+    assert curve.train_loss[0] == pytest.approx(np.sum((g @ r0) ** 2) / (2 * n), rel=tolerance(F64, n * c, cond=expm_cond))
     basis = np.linalg.eigh(k_t)[1][:, :3]
     assert curve.share_r0[0] == pytest.approx(np.sum((basis.T @ r0) ** 2) / (r0 @ r0), abs=1e-8)
 
@@ -337,11 +351,12 @@ def test_gap_bounds_from_the_share_hold_and_are_attained():
         s = float(al.bottom_share(k_matrix, r, k))
         gap = r @ k_matrix @ r
         norm2 = r @ r
-        assert norm2 * (s * lam[0] + (1 - s) * lam[k]) - 1e-10 <= gap <= norm2 * (s * lam[k - 1] + (1 - s) * lam[-1]) + 1e-10
+        slack = tolerance(F64, n * n, cond=eigvec_cond(k_matrix)) * norm2 * np.abs(lam).max()  # rounding of both sides
+        assert norm2 * (s * lam[0] + (1 - s) * lam[k]) - slack <= gap <= norm2 * (s * lam[k - 1] + (1 - s) * lam[-1]) + slack
     s = 0.7  # attained: a along v_1 and b along v_{k+1}
     r = np.sqrt(s) * q[:, 0] + np.sqrt(1 - s) * q[:, k]
-    assert r @ k_matrix @ r == pytest.approx(s * lam[0] + (1 - s) * lam[k], abs=1e-12)
-    assert float(al.bottom_share(k_matrix, r, k)) == pytest.approx(s, abs=1e-12)
+    assert r @ k_matrix @ r == pytest.approx(s * lam[0] + (1 - s) * lam[k], abs=tolerance(F64, n * n) * np.abs(lam).max())
+    assert float(al.bottom_share(k_matrix, r, k)) == pytest.approx(s, abs=tolerance(F64, n, cond=eigvec_cond(k_matrix)))
 
 
 def test_alignment_curve_is_a_named_tuple_of_host_arrays():

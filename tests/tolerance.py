@@ -104,3 +104,13 @@ def cond(matrix) -> float:
     top = float(lam[-1])
     kept = lam[lam > tolerance(m.dtype, m.shape[0]) * top]
     return top / float(kept[0])
+
+
+def eigvec_cond(matrix) -> float:
+    """The condition number of a symmetric matrix's eigenvectors: ``max|λ| / min_k (λ_{k+1} − λ_k)``.
+
+    A perturbation ``E`` turns an eigenvector by about ``‖E‖ / gap`` (Davis–Kahan), so rounding of relative
+    size ``ε`` moves it by ``ε · max|λ| / gap``; ``cond`` for results built from eigenvectors.
+    """
+    lam = np.linalg.eigvalsh(np.asarray(matrix))
+    return float(np.abs(lam).max() / np.diff(lam).min())
