@@ -582,8 +582,10 @@ class SnapshotCheck(NamedTuple):
     ``estimate`` and ``coarse``: :func:`estimate_loo_loss`'s estimate from the ``M = snapshots`` and from
     every second snapshot (``coarse_snapshots = M/2``), on the same subset and weights; under the
     ``1/M`` law ``L(M) = L_∞ − c/M`` that Chapter 7 measured, ``extrapolated = 2 L(M) − L(M/2)`` (Richardson)
-    is ``L_∞``, ``shortfall = (L_∞ − L(M)) / L_∞`` what ``M`` snapshots leave, ``needed`` the smallest ``M``
-    with ``|shortfall| ≤ target``, and ``enough`` whether the run has them.
+    is ``L_∞``, with its standard error ``extrapolated_stderr`` (the control variate of the combined
+    corrections ``2 d_i(M) − d_i(M/2)`` on the same subset, :func:`control_variate`); ``shortfall =
+    (L_∞ − L(M)) / L_∞`` is what ``M`` snapshots leave, ``needed`` the smallest ``M`` with
+    ``|shortfall| ≤ target``, and ``enough`` whether the run has them.
     """
 
     snapshots: int
@@ -591,6 +593,7 @@ class SnapshotCheck(NamedTuple):
     estimate: float
     coarse: float
     extrapolated: float
+    extrapolated_stderr: float
     shortfall: float
     needed: int
     enough: bool
@@ -628,8 +631,9 @@ def snapshot_check(apply, run, x, estimate, *, cross=None, target=0.01, rule="he
     ell = 0.5 * np.sum(np.asarray(estimate.two_time_loo).reshape(n, c) ** 2, axis=1)
     corrections = 0.5 * np.sum(relin ** 2, axis=1) - ell[estimate.indices]
     coarse, _ = control_variate(ell, corrections, estimate.weights, estimate.strata)
-    extrapolated = 2 * estimate.estimate - coarse
+    extrapolated, extrapolated_stderr = control_variate(ell, 2 * estimate.corrections - corrections,
+                                                        estimate.weights, estimate.strata)
     shortfall = (extrapolated - estimate.estimate) / extrapolated
     needed = max(1, math.ceil(count * abs(shortfall) / target))
     return SnapshotCheck(snapshots=count, coarse_snapshots=count // 2, estimate=estimate.estimate, coarse=coarse,
-                         extrapolated=extrapolated, shortfall=shortfall, needed=needed, enough=needed <= count)
+                         extrapolated=extrapolated, extrapolated_stderr=extrapolated_stderr, shortfall=shortfall, needed=needed, enough=needed <= count)

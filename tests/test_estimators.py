@@ -1,0 +1,333 @@
+"""One leave-one-out estimate for all n samples (Chapter 7) and the estimators researchers use instead.
+
+The estimate against its independent computations: with every sample re-linearized it is their mean
+loss, and with a snapshot at every step and Euler's rule the retrained twins' mean loss; its sampling
+design against brute force over every subset; the snapshot check against a run recomputed with half
+the snapshots; influence functions, the jackknife and the approximate leave-one-out against ridge
+regression's closed forms (Allen's PRESS) and a dense Hessian; ``reproduce ch7-estimators`` on its
+smoke scale.
+"""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+import numpy as np
+import pytest
+
+from gramlib import baselines, models, ntk, predict, train
+from gramlib.experiments import ch7_estimators
+from gramlib.experiments.results import read_table
+from tests.tolerance import assert_close, tolerance
+
+KEY = jax.random.PRNGKey(0)
+
+
+def relu_run(every, n=8, steps=24, lr=0.9, outputs=1):
+    """A small ReLU network (depth 3) and its run with a snapshot every ``every`` steps."""
+    model = models.mlp(3, 6, depth=3, outputs=outputs, activation="relu", dtype=jnp.float64)
+    x = jax.random.normal(KEY, (n, 3), jnp.float64)
+    y = jnp.sign(jax.random.normal(jax.random.PRNGKey(9), (n,) if outputs == 1 else (n, outputs)))
+    params = model.init(jax.random.PRNGKey(3))
+    run = train.gradient_descent(model.apply, params, x, y, lr=lr, steps=steps, snapshots=steps // every,
+                                 progress=False)
+    return model, x, y, params, run
+
+
+@pytest.fixture(scope="module")
+def coarse():
+    return relu_run(every=4, n=10)
+
+
+# ----------------------------------------------------------------------------- the estimate on real runs
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_every_twin_re_linearized_with_euler_at_every_step_is_the_retrained_mean(outputs):
+    model, x, y, params, run = relu_run(every=1, outputs=outputs)
+    est = predict.estimate_loo_loss(model.apply, run, x, size=run.n, key=KEY, rule="euler")
+    twins = train.retrain_without(model.apply, params, x, y, np.arange(run.n), lr=run.lr, steps=run.steps,
+                                  progress=False)
+    exact = 0.5 * np.sum(np.asarray(twins) ** 2) / run.n
+    # the re-linearized twins equal the retrained ones up to rounding over n·steps updates (test_two_time)
+    assert abs(est.estimate - exact) <= tolerance(jnp.float64, run.n * run.steps, cond=1e4) * exact
+    assert est.stderr == 0.0
+    assert np.array_equal(est.indices, np.arange(run.n)) and np.all(est.weights == 1) and np.all(est.strata == -1)
+
+
+def test_size_n_is_the_mean_loss_of_every_re_linearized_twin(coarse):
+    model, x, _, _, run = coarse
+    est = predict.estimate_loo_loss(model.apply, run, x, size=run.n, key=KEY)
+    cross = ntk.two_time_kernel(model.apply, run.weights, x)
+    rho, forces = predict.trajectory_loo(run, cross=cross, forces=True)
+    relin = predict.twin_readout(model.apply, run, x, forces, np.arange(run.n), relinearize=True)
+    assert_close(est.estimate, 0.5 * np.mean(relin ** 2), size=run.n)
+    assert_close(est.two_time, 0.5 * np.mean(rho ** 2), size=run.n)
+    assert_close(est.two_time_loo, rho, size=1)
+    assert_close(est.corrections, 0.5 * relin ** 2 - 0.5 * rho ** 2, size=1, scale=float(np.max(relin ** 2)))
+    assert est.stderr == 0.0 and est.design == "stratified"
+    assert set(est.seconds) == {"two_time", "relinearized", "total"}
+
+
+def test_a_subset_estimate_is_the_weighted_control_variate(coarse):
+    model, x, _, _, run = coarse
+    est = predict.estimate_loo_loss(model.apply, run, x, size=5, key=jax.random.PRNGKey(4))
+    assert len(est.indices) == 5 and np.all(np.diff(est.indices) > 0)
+    rho, forces = predict.trajectory_loo(run, cross=ntk.two_time_kernel(model.apply, run.weights, x), forces=True)
+    relin = predict.twin_readout(model.apply, run, x, forces, est.indices, relinearize=True)
+    ell = 0.5 * rho ** 2
+    want = np.mean(ell) + np.sum(est.weights * (0.5 * relin ** 2 - ell[est.indices])) / run.n
+    assert_close(est.estimate, want, size=run.n)
+    assert_close(est.relinearized_loo, relin, size=1)
+    # the weights are the inverse inclusion probabilities of the design's strata
+    certain, groups, counts = predict.loo_strata(ell + np.mean(ell), 5)
+    for i, w, s in zip(est.indices, est.weights, est.strata):
+        assert (s == -1 and i in certain and w == 1) or (i in groups[s] and w == len(groups[s]) / counts[s])
+
+
+def test_bad_input_to_the_estimate_raises(coarse):
+    model, x, _, _, run = coarse
+    with pytest.raises(ValueError, match="size must be at most"):
+        predict.estimate_loo_loss(model.apply, run, x, size=run.n + 1, key=KEY)
+    with pytest.raises(ValueError, match="size must be"):
+        predict.estimate_loo_loss(model.apply, run, x, size=1, key=KEY)
+    with pytest.raises(ValueError, match="design must be one of"):
+        predict.estimate_loo_loss(model.apply, run, x, size=4, key=KEY, design="pps")
+    with pytest.raises(ValueError, match="training inputs"):
+        predict.estimate_loo_loss(model.apply, run, x[:-1], size=4, key=KEY)
+    bare = run._replace(thetas=run.thetas[:0], weights=())
+    with pytest.raises(ValueError, match="snapshots"):
+        predict.estimate_loo_loss(model.apply, bare, x, size=4, key=KEY)
+
+
+# ----------------------------------------------------------------------------- the sampling design
+
+def synthetic(n=9, seed=0):
+    """Two-time losses and heavy-tailed corrections that grow with them, as measured on real runs."""
+    rng = np.random.default_rng(seed)
+    ell = rng.exponential(size=n) ** 2 + 0.01
+    d = -0.3 * ell * rng.uniform(0.5, 1.5, n) + 0.02 * rng.normal(size=n)
+    return ell, d
+
+
+@pytest.mark.parametrize("design, size", [("stratified", 4), ("stratified", 5), ("stratified", 7),
+                                          ("uniform", 3), ("uniform", 6)])
+def test_the_design_is_unbiased_and_its_variance_honest_over_every_subset(design, size):
+    """Brute force over every subset the design can draw (uniform within strata): the mean estimate is
+    the mean of ``ℓ + d``, and the mean of the estimated variance is the estimate's variance."""
+    ell, d = synthetic()
+    certain, groups, counts = predict.loo_strata(ell + np.mean(ell), size, design)
+    assert len(certain) + sum(counts) == size and len(certain) + sum(map(len, groups)) == len(ell)
+    estimates, variances = [], []
+    for picks in itertools.product(*[itertools.combinations(g, k) for g, k in zip(groups, counts)]):
+        idx = np.concatenate([certain] + [np.asarray(p) for p in picks]).astype(int)
+        w = np.concatenate([np.ones(len(certain))] + [np.full(k, len(g) / k) for g, k in zip(groups, counts)])
+        s = np.concatenate([np.full(len(certain), -1)] + [np.full(k, h) for h, k in enumerate(counts)])
+        est, se = predict.control_variate(ell, d[idx], w, s)
+        estimates.append(est)
+        variances.append(se ** 2)
+    truth = np.mean(ell + d)
+    scale = np.max(np.abs(ell)) + np.max(np.abs(d)) * len(ell)
+    assert abs(np.mean(estimates) - truth) <= tolerance(jnp.float64, len(ell) * len(estimates)) * scale
+    assert_close(np.mean(variances), np.var(estimates), size=len(ell) * len(estimates), scale=np.var(estimates))
+    assert np.var(estimates) > 0
+
+
+def test_the_stratified_design_beats_a_uniform_subset_on_heavy_tailed_corrections():
+    ell, d = synthetic(n=60, seed=1)
+
+    def variance(design):
+        certain, groups, counts = predict.loo_strata(ell + np.mean(ell), 12, design)
+        return sum(len(g) ** 2 * (1 - k / len(g)) * np.var(d[g], ddof=1) / k for g, k in zip(groups, counts))
+
+    assert variance("stratified") < 0.5 * variance("uniform")
+
+
+def test_drawn_subsets_are_unbiased_over_many_keys():
+    """``loo_subset`` with ``jax.random`` keys: the mean over 400 keys is within 4 of its standard errors."""
+    ell, d = synthetic(n=12, seed=2)
+    est = []
+    for k in jax.random.split(jax.random.PRNGKey(5), 400):
+        idx, w, s = predict.loo_subset(ell + np.mean(ell), 5, key=k)
+        est.append(predict.control_variate(ell, d[idx], w, s)[0])
+    est = np.asarray(est)
+    assert abs(est.mean() - np.mean(ell + d)) < 4 * est.std(ddof=1) / math.sqrt(len(est))
+
+
+def test_strata_take_the_largest_samples_with_certainty_and_keep_two_draws_per_stratum():
+    a = np.array([100.0, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+    certain, groups, counts = predict.loo_strata(a, 4)
+    assert list(certain) == [0] and counts == [3] and sorted(groups[0]) == list(range(1, 10))
+    certain, groups, counts = predict.loo_strata(np.ones(10), 10)
+    assert list(certain) == list(range(10)) and groups == []
+    certain, groups, counts = predict.loo_strata(np.arange(1.0, 11), 6, "uniform")
+    assert len(certain) == 0 and counts == [6] and len(groups[0]) == 10
+    for size in range(2, 10):
+        certain, groups, counts = predict.loo_strata(np.arange(1.0, 11) ** 3, size)
+        assert all(k >= 2 and len(g) >= k for g, k in zip(groups, counts))
+        assert len(certain) + sum(counts) == size
+
+
+def test_bad_input_to_the_design_raises():
+    with pytest.raises(ValueError, match="positive"):
+        predict.loo_strata(np.array([1.0, 0.0, 2.0]), 2)
+    with pytest.raises(ValueError, match="at most"):
+        predict.loo_strata(np.ones(3), 4)
+    with pytest.raises(ValueError, match="design"):
+        predict.loo_strata(np.ones(3), 2, "systematic")
+    with pytest.raises(ValueError, match="strata must have one entry"):
+        predict.control_variate(np.ones(4), np.ones(2), np.ones(2), np.zeros(3))
+    with pytest.raises(ValueError, match="at least 2 per stratum"):
+        predict.control_variate(np.ones(4), np.ones(2), np.full(2, 2.0), np.array([0, 1]))
+    with pytest.raises(ValueError, match="weights must have shape"):
+        predict.control_variate(np.ones(4), np.ones(2), np.ones(3), np.zeros(2))
+
+
+# ----------------------------------------------------------------------------- the snapshot check
+
+def test_the_snapshot_check_is_richardson_on_the_run_with_half_the_snapshots(coarse):
+    model, x, y, params, run = coarse
+    est = predict.estimate_loo_loss(model.apply, run, x, size=6, key=jax.random.PRNGKey(1))
+    check = predict.snapshot_check(model.apply, run, x, est)
+    # the same run recomputed with half the snapshots, and the same subset re-linearized on it
+    half = train.gradient_descent(model.apply, params, x, y, lr=run.lr, steps=run.steps,
+                                  snapshots=len(run.thetas) // 2, progress=False)
+    _, forces = predict.trajectory_loo(half, cross=ntk.two_time_kernel(model.apply, half.weights, x), forces=True)
+    relin = predict.twin_readout(model.apply, half, x, forces, est.indices, relinearize=True)
+    ell = 0.5 * est.two_time_loo ** 2
+    coarse_estimate = np.mean(ell) + np.sum(est.weights * (0.5 * relin ** 2 - ell[est.indices])) / run.n
+    assert_close(check.coarse, coarse_estimate, size=run.n * run.steps)
+    assert check.snapshots == len(run.thetas) and check.coarse_snapshots == len(run.thetas) // 2
+    assert_close(check.extrapolated, 2 * est.estimate - coarse_estimate, size=run.n * run.steps)
+    shortfall = (check.extrapolated - est.estimate) / check.extrapolated
+    assert_close(check.shortfall, shortfall, size=run.n * run.steps, scale=1.0)
+    assert check.needed == max(1, math.ceil(len(run.thetas) * abs(shortfall) / 0.01))
+    assert check.enough == (check.needed <= len(run.thetas))
+
+
+def test_the_snapshot_rule_follows_the_one_over_m_law(coarse):
+    """Under ``L(M) = L∞ − c/M`` the check recovers ``L∞`` and ``c``: with twice the snapshots the
+    re-linearized estimate moves by half as much as from ``M/2`` to ``M`` (Richardson's assumption), so the
+    rule's ``needed`` for the finer run is the coarse run's, up to how far the law holds on this run."""
+    model, x, y, params, _ = coarse
+    fine = train.gradient_descent(model.apply, params, x, y, lr=0.9, steps=24, snapshots=12, progress=False)
+    est = predict.estimate_loo_loss(model.apply, fine, x, size=fine.n, key=KEY)
+    check = predict.snapshot_check(model.apply, fine, x, est)
+    exact = train.retrain_without(model.apply, params, x, y, np.arange(fine.n), lr=0.9, steps=24, progress=False)
+    exact = 0.5 * np.mean(np.asarray(exact) ** 2)
+    # Richardson removes most of what M snapshots leave
+    assert abs(check.extrapolated - exact) < abs(est.estimate - exact)
+
+
+def test_bad_input_to_the_snapshot_check_raises(coarse):
+    model, x, _, _, run = coarse
+    est = predict.estimate_loo_loss(model.apply, run, x, size=4, key=KEY)
+    with pytest.raises(TypeError, match="LooEstimate"):
+        predict.snapshot_check(model.apply, run, x, est._asdict())
+    odd = run._replace(thetas=run.thetas[:3], snapshot_steps=run.snapshot_steps[:3], weights=run.weights[:3] + run.weights[-1:])
+    with pytest.raises(ValueError, match="even number of snapshots"):
+        predict.snapshot_check(model.apply, odd, x, est)
+    with pytest.raises(ValueError, match="target"):
+        predict.snapshot_check(model.apply, run, x, est, target=0.0)
+
+
+# ----------------------------------------------------------------------------- influence, jackknife, ALO
+
+def ridge(n=14, d=5, outputs=1, lam=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = rng.normal(size=(n,) if outputs == 1 else (n, outputs))
+    w = np.linalg.solve(x.T @ x / n + lam * np.eye(d), x.T @ y / n)
+    return x, y, w, lam
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_approximate_loo_is_exact_leave_one_out_for_ridge_regression(outputs):
+    """Allen's PRESS: ridge refitted without each sample (same 1/n weight per sample) by brute force."""
+    x, y, w, lam = ridge(outputs=outputs)
+    n = len(x)
+    exact = np.stack([x[i] @ np.linalg.solve(x[k].T @ x[k] / n + lam * np.eye(x.shape[1]), x[k].T @ y[k] / n) - y[i]
+                      for i in range(n) for k in [np.arange(n) != i]])
+    theta = np.kron(x @ x.T, np.eye(outputs))  # rows ordered (sample, output)
+    got = baselines.approximate_loo(theta, x @ w - y, damping=lam)
+    cond = np.linalg.cond(x.T @ x / n + lam * np.eye(x.shape[1]))
+    assert got.shape == exact.shape
+    assert_close(got, exact, size=n, cond=cond)
+
+
+def test_influence_functions_and_the_jackknife_are_the_closed_form_on_a_linear_model():
+    """``f = xᵀw``: the Hessian is Gauss–Newton, ``ρ_i = r_i (1 + h_ii)``, ``h = X (XᵀX + nλ)⁻¹ Xᵀ``."""
+    x, y, w, lam = ridge()
+    n = len(x)
+    r = x @ w - y
+    h = np.diag(x @ np.linalg.solve(x.T @ x + n * lam * np.eye(x.shape[1]), x.T))
+    cond = np.linalg.cond(x.T @ x / n + lam * np.eye(x.shape[1]))
+    jack = baselines.infinitesimal_jackknife(x @ x.T, r, damping=lam)
+    assert_close(jack, r * (1 + h), size=n, cond=cond)
+    infl = baselines.influence_loo(lambda p, xs: xs @ p["w"], {"w": jnp.asarray(w)}, x, y, damping=lam)
+    # conjugate gradients to relative tolerance 1e-10 on a d = 5 system (exact after 5 steps)
+    assert_close(infl, r * (1 + h), size=n, cond=cond)
+
+
+def test_influence_functions_use_the_full_hessian_of_a_network():
+    """Against the dense Hessian of the flattened weights (``jax.hessian``), residual curvature included."""
+    model = models.mlp(3, 5, 2, activation="tanh", dtype=jnp.float64)
+    x = jax.random.normal(KEY, (7, 3), jnp.float64)
+    y = jnp.sign(jax.random.normal(jax.random.PRNGKey(2), (7,)))
+    params = model.init(jax.random.PRNGKey(1))
+    flat, unravel = ravel_pytree(params)
+    n, lam = 7, 0.5
+    loss = lambda v: 0.5 * jnp.sum((model.apply(unravel(v), x) - y) ** 2) / n  # noqa: E731
+    hess = np.asarray(jax.hessian(loss)(flat)) + lam * np.eye(len(flat))
+    assert np.min(np.linalg.eigvalsh(hess)) > 0
+    jac = np.asarray(jax.jacobian(lambda v: model.apply(unravel(v), x))(flat))
+    r = np.asarray(model.apply(params, x) - y)
+    want = np.array([r[i] + jac[i] @ np.linalg.solve(hess, jac[i] * r[i] / n) for i in range(n)])
+    got = baselines.influence_loo(model.apply, params, x, y, damping=lam, maxiter=200, tol=1e-13)
+    # conjugate gradients stopped at relative residual 1e-13 on a system of condition cond(hess)
+    assert np.max(np.abs(got - want)) <= 1e-13 * np.linalg.cond(hess) * np.max(np.abs(want))
+    gauss_newton = baselines.infinitesimal_jackknife(jac @ jac.T, r, damping=lam)
+    assert np.max(np.abs(gauss_newton - want)) > 1e-6  # the residual curvature matters on this network
+
+
+def test_bad_input_to_the_baselines_raises():
+    x, y, w, lam = ridge()
+    with pytest.raises(ValueError, match="residuals must hold"):
+        baselines.approximate_loo(x @ x.T, np.ones(5), damping=lam)
+    with pytest.raises(ValueError, match="damping"):
+        baselines.infinitesimal_jackknife(x @ x.T, x @ w - y, damping=-1.0)
+    with pytest.raises(ValueError, match="square"):
+        baselines.approximate_loo(x, x @ w - y, damping=lam)
+    with pytest.raises(TypeError, match="apply"):
+        baselines.influence_loo("f", {"w": w}, x, y, damping=lam)
+    with pytest.raises(ValueError, match="one row per input"):
+        baselines.influence_loo(lambda p, xs: xs @ p["w"], {"w": w}, x, y[:-1], damping=lam)
+
+
+# ----------------------------------------------------------------------------- reproduce ch7-estimators
+
+def test_simulated_designs_report_rms_and_coverage():
+    ell, d = synthetic(n=30, seed=3)
+    out = ch7_estimators.simulate_designs(ell, d, 8, draws=300)
+    assert set(out) == {f"{a}_{b}" for a in ("stratified", "uniform") for b in ("rms", "within3", "coverage")}
+    assert out["stratified_rms"] < out["uniform_rms"]
+    assert all(0 <= out[f"{a}_coverage"] <= 1 for a in ("stratified", "uniform"))
+
+
+def test_reproduce_writes_one_row_per_setting_resumably(tmp_path, monkeypatch):
+    rows = ch7_estimators.reproduce_ch7_estimators(tmp_path, "smoke", names=["digits-relu-smoke"], progress=False,
+                                                   command="test")
+    (row,) = read_table(tmp_path / "ch7_estimators.csv")
+    assert row["name"] == "digits-relu-smoke" and row["command"] == "test" and rows[0]["name"] == row["name"]
+    for column in ("exact", "estimate", "stderr", "two_time", "relinearized_all", "gcv", "frozen", "influence",
+                   "jackknife", "alo", "time_ratio", "exact_seconds", "estimate_seconds", "snapshots_needed"):
+        assert np.isfinite(row[column]), column
+    assert abs(row["estimate_error"] - (row["estimate"] / row["exact"] - 1)) < 1e-12
+    monkeypatch.setattr(ch7_estimators, "estimator_row", lambda *a, **k: pytest.fail("recomputed a stored row"))
+    ch7_estimators.reproduce_ch7_estimators(tmp_path, "smoke", names=["digits-relu-smoke"], progress=False,
+                                            command="test")
+    with pytest.raises(ValueError, match="names must be settings"):
+        ch7_estimators.reproduce_ch7_estimators(tmp_path, "smoke", names=["nope"], progress=False)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        ch7_estimators.reproduce_ch7_estimators(tmp_path, "huge", progress=False)
