@@ -205,3 +205,16 @@ def host(x):
     if is_traced(x):
         return x
     return float(x) if np.ndim(x) == 0 else np.asarray(x)
+
+
+def host_only(function, **arguments):
+    """Refuse traced ``arguments`` of a ``function`` that the mathematics cannot transform.
+
+    For functions whose result depends on a discrete, data-dependent choice (a numerical
+    rank, a branch to ``inf``) or that evaluate on the host; raises a ``TypeError`` naming
+    the function and the traced argument, instead of JAX's tracer-conversion error.
+    """
+    for name, value in arguments.items():
+        if is_traced(value):
+            raise TypeError(f"{function} cannot run under jax.jit, jax.vmap or jax.grad: it takes a data-dependent "
+                            f"choice on the values of {name} (see its docstring); call it on concrete arrays")

@@ -97,9 +97,11 @@ def _ntk_traced(f, params, x1, x2, same, params2, method="auto"):
                            jax.tree_util.tree_leaves(params2))
 
 
-@partial(jax.jit, donate_argnums=0)
-def _put_rows(out, block, start):
+def _set_rows(out, block, start):
     return lax.dynamic_update_slice_in_dim(out, block, start, 0)
+
+
+_put_rows = jax.jit(_set_rows, donate_argnums=0)  # in place on concrete arrays (nothing to donate under a transform)
 
 
 def _ntk_traced_tiled(f, params, x1, x2, batch_size, params2, method="auto"):
@@ -129,7 +131,7 @@ def _ntk_traced_tiled(f, params, x1, x2, batch_size, params2, method="auto"):
         c = block.shape[0] // batch_size
         if out is None:
             out = jnp.zeros((x1.shape[0] * c, block.shape[1]), block.dtype)
-        out = _put_rows(out, block[: size * c], b * batch_size * c)
+        out = (_set_rows if _checks.is_traced(block) else _put_rows)(out, block[: size * c], b * batch_size * c)
     return out
 
 
@@ -205,6 +207,7 @@ def _check_batch(x, name):
     return a
 
 
+@_checks.public
 def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, method=None, mesh=None):
     """The empirical NTK Gram matrix ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` of any JAX function (Chapter 4).
 
@@ -245,6 +248,10 @@ def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, meth
     the result, equal to the one-device result up to rounding, is sharded by
     rows (appendix "Scaling up"). ``x1`` is padded to a multiple of the
     device count and the padding dropped.
+
+    Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` in ``params``, ``params2``,
+    ``x1`` and ``x2`` (``f``, ``batch_size``, ``method`` and ``mesh`` are static: close over
+    them); the inputs are checked for NaN/inf only when concrete.
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
@@ -275,6 +282,7 @@ def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, meth
     return _kernel(f, params, x1, x2, same, params2, method, batch_size)
 
 
+@_checks.public
 def two_time_kernel(f, weights, x, *, batch_size=None, mesh=None):
     """The two-time kernel ``Θ(t_k, t_l) = J(X; w_k) J(X; w_l)ᵀ`` of a run, as a function of ``(k, l)`` (Chapter 7).
 
@@ -286,7 +294,9 @@ def two_time_kernel(f, weights, x, *, batch_size=None, mesh=None):
     Without ``batch_size`` and ``mesh``, the traced factors of each ``w_k``
     (:mod:`gramlib.tangent_structure`) are computed once and kept, so that
     ``m`` weights cost ``m`` factor passes and one contraction per pair; with
-    either, each pair is one call of :func:`empirical_ntk` with these options.
+    either, each pair is one call of :func:`empirical_ntk` with these options. ``k`` and
+    ``l`` are Python integers; the kernel works under ``jax.jit``, ``jax.vmap`` and ``jax.grad``
+    in ``weights`` and ``x`` as :func:`empirical_ntk` does.
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")

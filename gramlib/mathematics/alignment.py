@@ -62,8 +62,7 @@ def _residual(r, n_dim, name="r"):
     a = _checks.array(r, name, ndim=(1, 2))
     if a.shape[-1] != n_dim:
         raise ValueError(f"{name} must have last dimension {n_dim} (the size of the Gram matrix), got shape {a.shape}")
-    norms = np.sqrt(np.sum(np.abs(a) ** 2, axis=-1))
-    if np.any(norms == 0):
+    if _checks.concrete(a) and np.any(np.sqrt(np.sum(np.abs(a) ** 2, axis=-1)) == 0):
         raise ValueError(f"{name} must be nonzero: the share of ‖{name}‖² is undefined for a zero vector")
     return a
 
@@ -88,6 +87,7 @@ def _cumulative_share(eigenvectors, r):
 
 
 # ---------------------------------------------------------------- public API
+@_checks.public
 def spectrum(k_matrix):
     """Eigenvalues ``λ_1 ≤ … ≤ λ_N`` and orthonormal eigenvectors (columns) of a symmetric matrix.
 
@@ -97,6 +97,7 @@ def spectrum(k_matrix):
     return _eigh(jnp.asarray(a))
 
 
+@_checks.public
 def cumulative_share(k_matrix, r):
     """The share of ``‖r‖²`` in the bottom-``k`` eigenvectors of ``k_matrix``, for every ``k = 1..N``.
 
@@ -110,6 +111,7 @@ def cumulative_share(k_matrix, r):
     return _cumulative_share(vecs, jnp.asarray(r, dtype=vecs.dtype))
 
 
+@_checks.public
 def bottom_share(k_matrix, r, k):
     """``Σ_{j≤k} (v_jᵀ r)² / ‖r‖²``: the fraction of ``‖r‖²`` in the ``k`` eigenvectors of smallest eigenvalue.
 
@@ -121,6 +123,7 @@ def bottom_share(k_matrix, r, k):
     return cumulative_share(a, r)[..., k - 1]
 
 
+@_checks.public
 def random_share_expected(n_dim, k):
     """``E ‖P_k u‖² / ‖u‖² = k/N`` for ``u`` uniform on the sphere and ``P_k`` any rank-``k`` projection.
 
@@ -135,6 +138,7 @@ def random_share_expected(n_dim, k):
     return p, float(np.sqrt(2.0 * p * (1.0 - p) / (n_dim + 2)))
 
 
+@_checks.public
 def random_share_samples(k_matrix, k, *, key, samples=1000):
     """Shares of ``‖u‖²`` in the bottom-``k`` eigenvectors of ``k_matrix`` for random ``u``.
 
@@ -151,6 +155,7 @@ def random_share_samples(k_matrix, k, *, key, samples=1000):
     return _cumulative_share(vecs, u)[:, k - 1]
 
 
+@_checks.public
 def gap_components(k_matrix, r0):
     """The eigen-components of the predicted gap ``r0ᵀ K r0 = Σ_j λ_j (v_jᵀ r0)²``.
 
@@ -163,14 +168,18 @@ def gap_components(k_matrix, r0):
     return vals, vals * jnp.square(jnp.asarray(r0, vecs.dtype) @ vecs)
 
 
+@_checks.public
 def random_gap_expected(k_matrix, norm):
     """``E uᵀ K u = ‖u‖² tr(K) / N`` for ``u`` of norm ``norm`` and uniformly random direction.
 
     The gap a residual of that norm would give if it were not aligned with
-    ``K`` at all (``E u uᵀ = (‖u‖²/N) I``).
+    ``K`` at all (``E u uᵀ = (‖u‖²/N) I``). Returns a Python float (a JAX scalar under
+    ``jax.jit``, ``jax.vmap``, ``jax.grad``).
     """
     a = _gram(k_matrix)
     norm = _checks.positive(norm, "norm", allow_zero=True)
+    if _checks.is_traced((a, norm)):
+        return norm ** 2 * jnp.trace(jnp.asarray(a)) / a.shape[0]
     return norm ** 2 * float(np.trace(a)) / a.shape[0]
 
 
@@ -200,6 +209,7 @@ class AlignmentCurve(NamedTuple):
     predicted_test_loss: np.ndarray
 
 
+@_checks.public
 def bottom_count(n_dim, fraction):
     """``k = max(1, round(fraction · N))``: the number of eigenvectors in the bottom ``fraction``."""
     n_dim = _checks.integer(n_dim, "n_dim", minimum=1)
@@ -225,6 +235,7 @@ def _batched_eigh(k_matrices):
     return jax.vmap(jnp.linalg.eigh)(k_matrices)
 
 
+@_checks.public
 def effective_grams(theta, t, *, outputs=None, lr=None):
     """``K_n(t_j)`` for each time (:func:`gramlib.effective_gram.effective_gram`) and their spectra.
 
@@ -241,6 +252,7 @@ def effective_grams(theta, t, *, outputs=None, lr=None):
     return EffectiveGrams(times, kn, vals, vecs, fact.outputs, lr)
 
 
+@_checks.public
 def alignment_curve(theta, r0, t=None, *, fraction=0.1, outputs=None, lr=None, grams=None):
     """How ``r0`` and ``r(t)`` sit in the eigenbasis of ``K_n(t)`` along kernel training.
 
@@ -269,14 +281,14 @@ def alignment_curve(theta, r0, t=None, *, fraction=0.1, outputs=None, lr=None, g
     k = bottom_count(n_dim, fraction)
     kn, vals, vecs = grams.k_matrices, grams.eigenvalues, grams.eigenvectors
     rt = jnp.atleast_2d(kernel_residuals(fact, r0, times, lr=lr))
-    shares = np.asarray(_cumulative_share(vecs, r0[None, None, :])[:, 0])  # (T, N)
+    shares = _checks.host(_cumulative_share(vecs, r0[None, None, :])[:, 0])  # (T, N)
     rt_norm = jnp.sum(rt ** 2, axis=-1)
     ct = jnp.square(jnp.einsum("ti,tij->tj", rt, vecs))
     shares_t = jnp.where(rt_norm > 0, jnp.sum(ct[:, :k], axis=-1) / jnp.where(rt_norm > 0, rt_norm, 1.0), jnp.nan)
-    gaps = np.asarray(jnp.einsum("i,tij,j->t", r0, kn, r0))
-    rand = np.asarray(jnp.sum(r0 ** 2) * jnp.trace(kn, axis1=1, axis2=2) / n_dim)
+    gaps = _checks.host(jnp.einsum("i,tij,j->t", r0, kn, r0))
+    rand = _checks.host(jnp.sum(r0 ** 2) * jnp.trace(kn, axis1=1, axis2=2) / n_dim)
     train = residual_loss(rt, fact.n)
-    return AlignmentCurve(times, k, np.asarray(vals), shares[:, k - 1], np.asarray(shares_t), shares, k / n_dim,
+    return AlignmentCurve(times, k, _checks.host(vals), shares[:, k - 1], _checks.host(shares_t), shares, k / n_dim,
                           gaps, rand, train, train + gaps)
 
 
@@ -299,6 +311,7 @@ class TrajectoryAlignment(NamedTuple):
     last: TrajectoryGram
 
 
+@_checks.public
 def trajectory_alignment(thetas, residuals, lr, *, outputs=1, fraction=0.1, prefixes=None):
     """Where ``r0`` and ``r(t)`` sit in the eigenbasis of the run's own ``K_traj(t)``, during training (Chapter 6).
 
@@ -334,7 +347,7 @@ def trajectory_alignment(thetas, residuals, lr, *, outputs=1, fraction=0.1, pref
         end = steps if p == count else s * p
         last = gram_from_eigen(lam[:p], u[:p], lengths[:p - 1] + [end - s * (p - 1)], lr, outputs)
         ends.append(end)
-        share_r0.append(float(bottom_share(last.k_matrix, res[0], k)))
-        share_rt.append(float(bottom_share(last.k_matrix, res[end], k)))
-    return TrajectoryAlignment(np.array(ends), lr * np.array(ends), k, np.array(share_r0), np.array(share_rt),
-                               k / th.shape[-1], last)
+        share_r0.append(bottom_share(last.k_matrix, res[0], k))
+        share_rt.append(bottom_share(last.k_matrix, res[end], k))
+    return TrajectoryAlignment(np.array(ends), lr * np.array(ends), k, _checks.host(jnp.stack(share_r0)),
+                               _checks.host(jnp.stack(share_rt)), k / th.shape[-1], last)

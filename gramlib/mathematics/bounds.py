@@ -23,6 +23,7 @@ from .effective_gram import predicted_gap
 from .kernel_flow import factorize, Factorization
 
 
+@_checks.public
 def ntk_norm_bound(theta, y) -> float:
     """Leading term of the NTK-norm bound of Arora et al. (2019): ``√(2 yᵀΘ⁺y / n)`` (Chapters 1 and 7).
 
@@ -34,7 +35,12 @@ def ntk_norm_bound(theta, y) -> float:
     minimum-norm interpolant, the quantity their proof bounds. A component of ``y`` in the
     null space of ``Θ`` (larger than ``√ε ‖y‖``) means that no function of the kernel's
     span interpolates ``y``: the bound is ``inf``.
+
+    Not transformable (``jax.jit``, ``jax.vmap``, ``jax.grad`` raise a ``TypeError``): the
+    pseudo-inverse keeps the eigenvalues above the numerical rank's tolerance and a null-space
+    component of ``y`` makes the bound ``inf``, choices made on the values. Returns a Python float.
     """
+    _checks.host_only("ntk_norm_bound", theta=theta, y=y)
     ya = _checks.array(y, "y", ndim=(1, 2))
     outputs = None if isinstance(theta, Factorization) else (ya.shape[1] if ya.ndim == 2 and ya.shape[1] else 1)
     fact = factorize(theta, outputs=outputs)
@@ -49,6 +55,7 @@ def ntk_norm_bound(theta, y) -> float:
     return float(np.sqrt(2.0 * np.sum(coords[keep] ** 2 / lam[keep]) / fact.n))
 
 
+@_checks.public
 def stability_bound(train_grad_sq, disagreement, t, n, *, input_bound=1.0) -> float:
     """Gradient-disagreement stability bound on ``|Δ_n(T)|``, linear least squares, gradient flow.
 
@@ -57,8 +64,10 @@ def stability_bound(train_grad_sq, disagreement, t, n, *, input_bound=1.0) -> fl
     ∇ℓ(w_S(s); z_i)‖²`` given on the grid ``t`` (``disagreement``; ``t[0] = 0``,
     increasing, ``T = t[-1]``, trapezoid rule) and ``B ≥ ‖x‖`` (``input_bound``).
     Derived in Chapter 1 (after Hardt et al. 2016, with the Lipschitz constant replaced
-    by the root-mean-square gradient disagreement along the trajectory).
+    by the root-mean-square gradient disagreement along the trajectory). Evaluated on the
+    host from measured numbers (a Python float); traced arguments raise a ``TypeError``.
     """
+    _checks.host_only("stability_bound", train_grad_sq=train_grad_sq, disagreement=disagreement, t=t)
     g2 = _checks.positive(train_grad_sq, "train_grad_sq", allow_zero=True)
     ts, _ = _checks.times(t, "t", allow_inf=False)
     if ts.size < 2 or ts[0] != 0.0 or np.any(np.diff(ts) <= 0):

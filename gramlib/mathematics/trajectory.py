@@ -95,6 +95,7 @@ def _segment_forces(lam, u, f0, history, lr, n, outputs):
     return -(lr / n) * (u @ sum_f - _own(jnp.sum(d, axis=0), n, outputs))
 
 
+@_checks.public
 def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, forces=False):
     """LOO residuals at the end of a real gradient-descent run, with a moving kernel (Chapter 7).
 
@@ -133,13 +134,19 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, 
     instead of ``2 N² n`` per step for the literal recursion (appendix "Scaling
     up"). The two-time kernel adds ``K(K+1)/2`` products ``Θ(t_k, t_l) A_l``
     (``N² n`` flops each).
+
+    Results are JAX arrays in the common float dtype of ``thetas`` and ``residuals``. Works
+    under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` in ``thetas``, ``residuals`` and ``lr``
+    (``outputs``, ``path``, ``forces`` and ``cross`` are static; symmetry and finiteness are
+    checked on concrete inputs only).
     """
     th = _checks.array(thetas, "thetas", ndim=3)
     if th.shape[1] != th.shape[2] or th.shape[0] == 0:
         raise ValueError(f"thetas must have shape (K, N, N) with K >= 1, got {th.shape}")
-    asym = float(np.max(np.abs(th - np.swapaxes(th, 1, 2))))
-    if asym > 1e-8 + 1e-6 * max(float(np.max(np.abs(th))), 1.0):
-        raise ValueError(f"thetas must be symmetric Gram matrices; max |Θ - Θᵀ| = {asym:.3g}")
+    if _checks.concrete(th):
+        asym = float(np.max(np.abs(th - np.swapaxes(th, 1, 2))))
+        if asym > 1e-8 + 1e-6 * max(float(np.max(np.abs(th))), 1.0):
+            raise ValueError(f"thetas must be symmetric Gram matrices; max |Θ - Θᵀ| = {asym:.3g}")
     outputs = _checks.integer(outputs, "outputs", minimum=1)
     big_n = th.shape[1]
     if big_n % outputs:
@@ -166,7 +173,7 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, 
             if np.shape(block) != (big_n, big_n):
                 raise ValueError(f"cross({k}, {l}) must have shape ({big_n}, {big_n}), got {np.shape(block)}")
             total = total + jnp.asarray(block, dtype) @ a
-        if not bool(jnp.all(jnp.isfinite(total))):  # one check per segment; find the culprit only on failure
+        if _checks.concrete(total) and not bool(jnp.all(jnp.isfinite(total))):  # once per segment; culprit on failure
             for l in range(k):
                 _checks.array(cross(k, l), f"cross({k}, {l})")
             raise FloatingPointError(f"the two-time sum of segment {k} overflowed")

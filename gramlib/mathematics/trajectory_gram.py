@@ -74,6 +74,7 @@ def _segment_back(lam, u, w0, lr, s, n, outputs):
     return w0 * powers[s] + pushed
 
 
+@_checks.public
 def trajectory_effective_gram(thetas, steps, lr, *, outputs=1):
     """``K_traj = (1/2n)(R_trajᵀ R_traj − S_trajᵀ S_traj)``: the effective Gram matrix of a run (Chapters 6–7).
 
@@ -83,7 +84,9 @@ def trajectory_effective_gram(thetas, steps, lr, *, outputs=1):
     The residuals follow the snapshots' linear dynamics ``r_{t+1} = (I − (lr/n) Θ_k) r_t``
     from any ``r0``; the twins' leave-one-out residuals are ``ρ(T) = R_traj r0`` and the run's
     ``r(T) = S_traj r0``. One snapshot gives :func:`gramlib.mathematics.effective_gram.effective_gram`
-    for gradient descent. Returns a :class:`TrajectoryGram`.
+    for gradient descent. Returns a :class:`TrajectoryGram` of NumPy arrays in the float dtype
+    of ``thetas`` (JAX arrays under ``jax.jit``, ``jax.vmap``, ``jax.grad``, which work in
+    ``thetas`` and ``lr``; ``steps`` and ``outputs`` are static).
     """
     th, steps, lr, outputs = snapshot_arguments(thetas, steps, lr, outputs)
     count = th.shape[0]
@@ -144,5 +147,5 @@ def gram_from_eigen(lam, u, lengths, lr, outputs):
             w = jnp.einsum("icm,lm,lp->icp", w, u[k], u[k - 1])  # W U_kᵀ U_{k−1}: to the previous basis
     loo_map = (w.reshape(big_n, big_n) @ u[0].T)
     k_matrix = (loo_map.T @ loo_map - run_map.T @ run_map) / (2 * n)
-    k_matrix = np.asarray((k_matrix + k_matrix.T) / 2)
-    return TrajectoryGram(k_matrix, np.asarray(loo_map), np.asarray(run_map))
+    k_matrix = (k_matrix + k_matrix.T) / 2
+    return TrajectoryGram(_checks.host(k_matrix), _checks.host(loo_map), _checks.host(run_map))
