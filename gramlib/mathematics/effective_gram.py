@@ -11,11 +11,17 @@ This module is also where the book calls the leave-one-out machinery from: the r
 and the twins of a real run (:mod:`gramlib.trajectory`) are re-exported here under the names
 the chapters use (``effective_gram.loo_residuals``, ``effective_gram.gap_factors``,
 ``effective_gram.loo_trajectory``, …).
+
+The module is callable: ``gramlib.effective_gram(theta, t)`` calls :func:`effective_gram`, so
+that the top-level name is both this module (as the chapters import it) and the function of
+the curated API (see :mod:`gramlib`).
 """
 
 from __future__ import annotations
 
 from functools import partial
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -72,3 +78,13 @@ def predicted_gap(theta, r0, t, *, outputs=None, lr=None):
     r = kernel_residuals(fact, r0, times, lr=lr)
     gap = (jnp.sum(rho**2, axis=1) - jnp.sum(r**2, axis=1)) / (2 * fact.n)
     return gap[0] if scalar else gap
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`effective_gram` (the one name that is both a module and a function)."""
+
+    def __call__(self, theta, t, *, outputs=None, lr=None):
+        return effective_gram(theta, t, outputs=outputs, lr=lr)
+
+
+sys.modules[__name__].__class__ = _CallableModule
