@@ -9,7 +9,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # pytest workers for the unit tests (pytest-xdist, one test file per worker; CI has 2 cores).
 TEST_WORKERS ?= 2
 
-.PHONY: book test student site-check bench bench-peer lock clean
+.PHONY: book test student assignments site-check bench bench-peer lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: $(STAMP)
 ## Student copies of every chapter (solution cells removed): _build/student/
 student: $(STAMP)
 	$(BIN)/python -m gramlib student --out _build/student $$($(BIN)/python -m tests.book_files notebooks)
+
+## Otter-Grader assignments of every chapter (the "teach" extra): _build/assignments/<chapter>/
+## (student/ notebook and public tests, autograder/ zip and solutions; Otter Assign grades the solutions).
+assignments: $(STAMP)
+	$(BIN)/python -m gramlib assignments --out _build/assignments $$($(BIN)/python -m tests.book_files notebooks)
 
 ## Build the website, then open every page in headless Chromium (tools/site_check.py).
 site-check: book

@@ -4,6 +4,9 @@ Commands:
 
 ``student``
     write student copies of chapter notebooks (see :mod:`gramlib.student`).
+``assignments``
+    write an Otter-Grader assignment of each chapter's exercises (student notebook, autograder zip,
+    solutions; see :mod:`gramlib.views.assignments`; needs the ``teach`` extra).
 ``reproduce ch6|ch6-runs|ch7|ch7-limits|ch7-estimators``
     regenerate a chapter's tables (CSV) and figures (PNG) under ``results/`` (``ch6-runs``:
     the alignment of trained networks with their runs' ``K_traj``, in ``results/ch6/``; ``ch7``: the
@@ -78,6 +81,10 @@ def main(argv=None) -> None:
         from gramlib.views import student
 
         student.main(argv[1:])
+    elif argv[:1] == ["assignments"]:
+        from gramlib.views import assignments
+
+        assignments.main(argv[1:])
     elif argv[:1] == ["reproduce"]:
         reproduce(argv[1:])
     else:
