@@ -12,6 +12,7 @@ import pytest
 from scipy.linalg import expm
 
 from gramlib import ch4, ch5, effective_gram, models
+from tests.tolerance import assert_close, tolerance
 
 
 def gram(seed, n, p=None, *, rank=None):
@@ -259,18 +260,26 @@ def test_monte_carlo_loo_against_brute_force_per_dataset():
     assert mc.indices.shape == (8, m) and mc.predicted.shape == mc.measured.shape == (8, 2)
     assert mc.indices.min() >= 0 and mc.indices.max() < 6
     assert mc.duplicates == sum(len(set(row)) < m for row in mc.indices) > 0
-    for idx, predicted, measured in zip(mc.indices, mc.predicted, mc.measured):
+    for idx, predicted, measured, train, test in zip(mc.indices, mc.predicted, mc.measured, mc.train, mc.test):
         counts = np.bincount(idx[:-1], minlength=6).astype(float)  # the first m − 1 samples, as a multiset
+        all_counts = np.bincount(idx, minlength=6).astype(float)  # all m samples
         for j, t in enumerate(times):
             rho = elementary(theta_pool[np.ix_(idx, idx)], r0_pool[idx], t)
             assert predicted[j] == pytest.approx(0.5 * np.mean(rho**2), abs=1e-9)
             r_pool = expm(-theta_pool * counts[None, :] * t / m) @ r0_pool  # weight 1/m per sample
             assert measured[j] == pytest.approx(0.5 * np.mean(r_pool**2), abs=1e-10)
+            r_all = expm(-theta_pool * all_counts[None, :] * t / m) @ r0_pool  # trained on all m samples
+            # expm against the eigendecomposition: the rule with 6 terms per entry, conditioned by ‖Θ t/m‖
+            bound = tolerance(np.float64, 6, cond=max(1.0, np.abs(theta_pool).max() * t)) * np.abs(r0_pool).max() ** 2
+            assert test[j] == pytest.approx(0.5 * np.mean(r_all**2), abs=bound)
+            assert train[j] == pytest.approx(0.5 * np.mean(r_all[idx] ** 2), abs=bound)  # its training loss
+    # the three per-dataset terms of ch05-learning-curve add up to the LOO prediction minus the training loss
+    assert_close(mc.gap + mc.learning_curve, mc.loo_gap + mc.measured - mc.predicted, 4)
     again = ch5.monte_carlo_loo(theta_pool, r0_pool, m, times, datasets=8, seed=0, progress=False)
     np.testing.assert_array_equal(again.indices, mc.indices)
     np.testing.assert_array_equal(again.predicted, mc.predicted)
     with_inf = ch5.monte_carlo_loo(theta_pool, r0_pool, m, [1.0, np.inf], datasets=2, seed=1, progress=False)
-    assert np.all(np.isfinite(with_inf.predicted)) and np.all(np.isfinite(with_inf.measured))
+    assert all(np.all(np.isfinite(v)) for v in (with_inf.predicted, with_inf.measured, with_inf.train, with_inf.test))
 
 
 def test_monte_carlo_loo_bad_input():

@@ -24,7 +24,7 @@ from .. import _checks
 from ..kernels.ntk import empirical_ntk
 from ..mathematics.effective_gram import loo_residuals, predicted_gap
 from ..mathematics.gap import two_point_gap, two_point_loo_gap
-from ..mathematics.kernel_flow import kernel_test_residuals
+from ..mathematics.kernel_flow import kernel_residuals, kernel_test_residuals
 from ..runs.train import retrain_without
 
 
@@ -119,16 +119,35 @@ def elementary_loo_residuals(theta, r0, t):
 
 
 class MonteCarloLOO(NamedTuple):
-    """Check 2 of Chapter 5, per dataset (rows) and time (columns).
+    """Check 2 of Chapter 5 and the learning-curve identity, per dataset (rows) and time (columns).
 
     ``indices`` ``(D, m)``: the pool samples of each dataset; ``predicted``: the LOO
     prediction ``(1/2m) Σ_i ρ_i(t)²``; ``measured``: the pool-average test loss of the
-    model trained on the first ``m − 1`` samples with weight ``1/m``.
+    model trained on the first ``m − 1`` samples with weight ``1/m`` (an estimate of
+    ``L_{m−1}(t)``); ``train``: the training loss ``L_S(w_S(t))`` of the model trained on all
+    ``m``; ``test``: that model's pool-average test loss (``L_m(t)``).
     """
 
     indices: np.ndarray
     predicted: np.ndarray
     measured: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+
+    @property
+    def loo_gap(self) -> np.ndarray:
+        """``r0ᵀ K_m(t) r0 = predicted − train`` per dataset, the leave-one-out gap."""
+        return self.predicted - self.train
+
+    @property
+    def gap(self) -> np.ndarray:
+        """``L(w_S(t)) − L_S(w_S(t))`` per dataset; its mean estimates ``Δ_m(t)``."""
+        return self.test - self.train
+
+    @property
+    def learning_curve(self) -> np.ndarray:
+        """``L(w_{S∖m}(t)) − L(w_S(t))`` per dataset; its mean estimates ``E L_{m−1} − E L_m``."""
+        return self.measured - self.test
 
     @property
     def duplicates(self) -> int:
@@ -146,7 +165,9 @@ def monte_carlo_loo(theta_pool, r0_pool, m, times, *, datasets, seed, progress=T
     ``t (m−1)/m`` in the usual normalization, :func:`gramlib.kernel_flow.kernel_test_residuals`)
     is tested on the whole pool, the population. By the LOO identity both have the same
     expectation. ``theta_pool`` ``(P, P)``, ``r0_pool`` ``(P,)``, ``times`` 1-D (``inf``
-    allowed). Returns a :class:`MonteCarloLOO`.
+    allowed). The model trained on all ``m`` samples gives the training loss and its own
+    pool test loss, so that ``E r0ᵀ K_m r0 = Δ_m + (E L_{m−1} − E L_m)`` (``ch05-learning-curve``)
+    can be checked term by term. Returns a :class:`MonteCarloLOO`.
     """
     theta_pool = np.asarray(_checks.square_symmetric(theta_pool, "theta_pool"), dtype=float)
     r0_pool = np.asarray(_checks.array(r0_pool, "r0_pool", shape=(theta_pool.shape[0],)), dtype=float)
@@ -157,17 +178,22 @@ def monte_carlo_loo(theta_pool, r0_pool, m, times, *, datasets, seed, progress=T
     datasets = _checks.integer(datasets, "datasets", minimum=1)
     seed = _checks.integer(seed, "seed", minimum=0)
     rng = np.random.default_rng(seed)
-    indices, predicted, measured = [], [], []
+    indices, predicted, measured, train, test = [], [], [], [], []
     for _ in tqdm(range(datasets), desc="datasets", disable=not progress):
         idx = rng.integers(0, len(r0_pool), m)
-        rho = np.asarray(loo_residuals(theta_pool[np.ix_(idx, idx)], r0_pool[idx], times))
+        theta = theta_pool[np.ix_(idx, idx)]
+        rho = np.asarray(loo_residuals(theta, r0_pool[idx], times))
+        r_train = np.asarray(kernel_residuals(theta, r0_pool[idx], times))
+        r_all = np.asarray(kernel_test_residuals(theta, theta_pool[:, idx], r0_pool[idx], r0_pool, times))
         rest = idx[:-1]
         r_test = np.asarray(kernel_test_residuals(theta_pool[np.ix_(rest, rest)], theta_pool[:, rest],
                                                   r0_pool[rest], r0_pool, times * (m - 1) / m))
         indices.append(idx)
         predicted.append(0.5 * np.mean(rho**2, axis=1))
         measured.append(0.5 * np.mean(r_test**2, axis=1))
-    return MonteCarloLOO(np.array(indices), np.array(predicted), np.array(measured))
+        train.append(0.5 * np.mean(r_train**2, axis=1))
+        test.append(0.5 * np.mean(r_all**2, axis=1))
+    return MonteCarloLOO(*(np.array(v) for v in (indices, predicted, measured, train, test)))
 
 
 class DescentAgainstFlow(NamedTuple):
