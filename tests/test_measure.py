@@ -5,10 +5,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
 
 from gramlib import measure
+from tests.tolerance import assert_close, tolerance
 
 ALLOCATION = 512 * 2**20  # bytes: more than the transient peak of importing JAX
 
@@ -71,8 +73,10 @@ def test_fresh_process_reports_failures_and_refuses_what_it_cannot_run():
 
 def test_loglog_slope():
     n = np.array([100, 200, 400, 800])
-    assert measure.loglog_slope(n, 3e-9 * n**3) == pytest.approx(3.0)
-    assert measure.loglog_slope(n, 0.5 * n**2.0) == pytest.approx(2.0)
+    # a least-squares fit of 4 exact points, log n from 4.6 to 6.7: conditioned by the spread of log n
+    rule = tolerance(np.float64, 4, cond=np.log(n).max() / np.ptp(np.log(n)))
+    assert measure.loglog_slope(n, 3e-9 * n**3) == pytest.approx(3.0, rel=rule)
+    assert measure.loglog_slope(n, 0.5 * n**2.0) == pytest.approx(2.0, rel=rule)
     with pytest.raises(ValueError, match="positive"):
         measure.loglog_slope([1, 2], [0.0, 1.0])
     with pytest.raises(ValueError, match="seconds"):
@@ -106,12 +110,14 @@ def test_workloads():
     steps = measure.scaling_steps(8, steps=4, snapshots=2)
     assert list(steps) == ["NTK, structured", "NTK, Jacobian", "loo_residuals (10 times)",
                            "loo_trajectory (4 steps, M=2)", "K_traj (4 steps, M=2)"]
-    np.testing.assert_allclose(steps["NTK, structured"](), steps["NTK, Jacobian"](), rtol=1e-4, atol=1e-5)
+    size = ravel_pytree(measure.ntk_workload(8)[1])[0].size  # float32, an entry sums over the parameters
+    assert_close(steps["NTK, structured"](), steps["NTK, Jacobian"](), size)
     with pytest.raises(ValueError, match="n"):
         measure.ntk_workload(0)
 
 
 def test_ntk_memory_in_a_fresh_process():
     tiled = measure.in_fresh_process(measure.ntk_memory, 60, 16, env={"JAX_PLATFORMS": "cpu"})
-    assert tiled["diag_rel_err"] < 1e-5 and tiled["wall_s"] > 0
+    size = ravel_pytree(measure.ntk_workload(1)[1])[0].size  # float32, an entry sums over the parameters
+    assert tiled["diag_rel_err"] <= tolerance(np.float32, size) and tiled["wall_s"] > 0
     assert tiled["peak_rss_bytes"] > 50 * 2**20  # the interpreter and JAX

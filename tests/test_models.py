@@ -2,10 +2,12 @@
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
 
 from gramlib import models
+from tests.tolerance import assert_close
 
 KEY = jax.random.PRNGKey(0)
 
@@ -17,7 +19,7 @@ def test_cnn_output_shapes_and_flat_inputs(shape, outputs):
     x = jax.random.normal(KEY, (5,) + shape, jnp.float64)
     out = m.apply(p, x)
     assert out.shape == ((5,) if outputs == 1 else (5, outputs))
-    assert np.allclose(out, m.apply(p, x.reshape(5, -1)))
+    assert_close(out, m.apply(p, x.reshape(5, -1)), ravel_pytree(p)[0].size)  # an output sums over the parameters
 
 
 def explicit_conv(h, w):
@@ -44,8 +46,8 @@ def test_conv_apply_matches_explicit_sum(spatial, window):
     got = models.conv_apply(layer, h, "ntk", 1.5, 0.5)
     fan_in = 2 * int(np.prod(window))
     want = explicit_conv(h, layer["w"]) * 1.5 / np.sqrt(fan_in) + 0.5 * np.arange(4.0)
-    assert np.allclose(got, want, atol=1e-12)
-    assert np.allclose(models.conv_apply(layer, h, "standard", 1.5, 0.5), explicit_conv(h, layer["w"]) + np.arange(4.0))
+    assert_close(got, want, fan_in)  # each output sums over the window and the channels
+    assert_close(models.conv_apply(layer, h, "standard", 1.5, 0.5), explicit_conv(h, layer["w"]) + np.arange(4.0), fan_in)
 
 
 def test_ntk_and_standard_parameterizations_compute_the_same_function():
@@ -53,7 +55,7 @@ def test_ntk_and_standard_parameterizations_compute_the_same_function():
     std = models.cnn((6, 6, 1), 8, 3, parameterization="standard", dtype=jnp.float64)
     p_ntk, p_std = ntk.init(KEY), std.init(KEY)
     x = jax.random.normal(KEY, (4, 36), jnp.float64)
-    assert np.allclose(ntk.apply(p_ntk, x), std.apply(p_std, x), atol=1e-12)   # same key, rescaled weights
+    assert_close(ntk.apply(p_ntk, x), std.apply(p_std, x), ravel_pytree(p_ntk)[0].size)   # same key, rescaled weights
 
 
 def test_ntk_cnn_output_scale_does_not_grow_with_channels():
@@ -128,7 +130,7 @@ def test_apply_checks_its_inputs_also_under_jit():
     p_mlp, p_cnn = mlp.init(KEY), cnn.init(jax.random.key(1))   # a typed key works too
     for model, params, good, bad in ((mlp, p_mlp, jnp.ones((2, 3)), jnp.ones((2, 5))),
                                      (cnn, p_cnn, jnp.ones((2, 4, 4, 1)), jnp.ones((2, 15)))):
-        np.testing.assert_allclose(jax.jit(model.apply)(params, good), model.apply(params, good), rtol=1e-13)
+        assert_close(jax.jit(model.apply)(params, good), model.apply(params, good), ravel_pytree(params)[0].size)
         with pytest.raises(ValueError, match="x must have shape"):
             model.apply(params, bad)
         with pytest.raises(ValueError, match="x must have shape"):
