@@ -6,12 +6,13 @@ residual as ``ṙ = −(1/n) Θ r``. The leave-one-out twin trained on ``S∖i``
 start, same per-sample weight ``1/n``) has residuals ``r^{(i)}`` with
 ``ṙ^{(i)} = −(1/n) Θ P_{−i} r^{(i)}``, ``P_{−i}`` deleting the ``C`` rows of
 sample ``i``; its residual at the left-out sample is the LOO residual
-``ρ_i(t) = [r^{(i)}(t)]_i``. In the Laplace variable ``z``, with
-``R(z) = (nzI + Θ)^{-1}`` and ``[R]_ii`` its ``C×C`` diagonal block,
+``ρ_i(t) = [r^{(i)}(t)]_i``. In the Laplace variable ``ω`` (``z`` in the code), with the
+resolvent ``G(ω) = (nωI + Θ)^{-1}`` and ``[G]_ii`` its ``C×C`` diagonal block (the book's
+notation; ``R`` is the leave-one-out map ``r0 ↦ ρ``),
 
-    ρ̂_i(z) = (z [R(z)]_ii)^{-1} [R(z) r0]_i                       (Sherman–Morrison–Woodbury),
+    ρ̂_i(ω) = (ω [G(ω)]_ii)^{-1} [G(ω) r0]_i                       (Sherman–Morrison–Woodbury),
 
-and one eigendecomposition ``Θ = U Λ Uᵀ`` makes each ``z`` cost ``O(N²)``. The
+and one eigendecomposition ``Θ = U Λ Uᵀ`` makes each ``ω`` cost ``O(N²)``. The
 time domain is reached with a fixed Talbot contour (Talbot 1979; optimized parameters of
 Trefethen, Weideman & Schmelzer 2006).
 ``T = ∞`` and gradient descent use exact closed forms (see the functions). With a device
@@ -74,21 +75,21 @@ def _laplace_loo(lam, u, a, z, n, outputs, first_order, rate=False):
     """``ρ̂_i(z)`` for a chunk of nodes ``z`` ``(B,)``; ``a = Uᵀ R0`` ``(N, m)``; returns ``(B, rows, m)``.
 
     ``u`` holds the rows of ``U`` of the samples wanted (all ``N``, or one
-    device's share of a mesh). Exact: ``(z [R]_ii)^{-1} [R R0]_i``. ``first_order``: the twin contracted with
-    the full ``Θ`` instead of ``Θ P_{−i}``, ``n (2I − nz [R]_ii) [R R0]_i``. ``rate``: the
-    transform ``z ρ̂_i(z) − ρ_i(0) = [R]_ii^{-1} [R R0]_i − [R0]_i`` of the time derivative ``ρ̇_i``.
+    device's share of a mesh). Exact: ``(ω [G]_ii)^{-1} [G R0]_i``. ``first_order``: the twin contracted with
+    the full ``Θ`` instead of ``Θ P_{−i}``, ``n (2I − nω [G]_ii) [G R0]_i``. ``rate``: the
+    transform ``ω ρ̂_i(ω) − ρ_i(0) = [G]_ii^{-1} [G R0]_i − [R0]_i`` of the time derivative ``ρ̇_i``.
     """
     big_n, m = a.shape
     b = z.shape[0]
     c = outputs
     rows = u.shape[0]
     local = rows // c  # samples handled here
-    weight = 1.0 / (n * z[:, None] + lam[None, :])  # (B, N): the eigenvalues of R(z)
+    weight = 1.0 / (n * z[:, None] + lam[None, :])  # (B, N): the eigenvalues of the resolvent G(ω), ω = z
     x = (weight[:, :, None] * a[None]).transpose(1, 0, 2).reshape(big_n, b * m)
     r_r0 = _real_times_complex(u, x).reshape(local, c, b, m).transpose(2, 0, 1, 3)
     u3 = u.reshape(local, c, big_n)
     uu = (u3[:, :, None, :] * u3[:, None, :, :]).reshape(local * c * c, big_n)
-    blocks = _real_times_complex(uu, weight.T).T.reshape(b, local, c, c)  # [R]_ii
+    blocks = _real_times_complex(uu, weight.T).T.reshape(b, local, c, c)  # [G]_ii
     if first_order:
         eye = jnp.eye(c, dtype=blocks.dtype)
         out = n * jnp.einsum("bicd,bidm->bicm", 2 * eye - n * z[:, None, None, None] * blocks, r_r0)
@@ -157,10 +158,10 @@ def _talbot(fact, r0, times, first_order, rate, mesh):
 
 @partial(jax.jit, static_argnames=("n", "outputs"))
 def _loo_limit(lam, u, r0, tol, n, outputs):
-    """``ρ(∞) = lim_{z→0} [R(z)]_ii^{-1} [R(z) r0]_i``, also for singular ``Θ``; returns ``(N, m)``.
+    """``ρ(∞) = lim_{ω→0} [G(ω)]_ii^{-1} [G(ω) r0]_i``, also for singular ``Θ``; returns ``(N, m)``.
 
     With ``P`` the projector on the null space of ``Θ`` and ``Θ⁺`` the
-    pseudo-inverse, ``[R(z)]_ii = P_ii/(nz) + Θ⁺_ii + O(z)``. If sample ``i``
+    pseudo-inverse, ``[G(ω)]_ii = P_ii/(nω) + Θ⁺_ii + O(ω)``. If sample ``i``
     sees no null direction (``P_ii = 0``, always so for invertible ``Θ``) the
     limit is ``(Θ⁺_ii)^{-1} [Θ⁺ r0]_i`` (``[Θ⁻¹ r0]_i / [Θ⁻¹]_ii`` for one
     output); the directions where ``P_ii`` is nonzero are fixed by
@@ -295,7 +296,7 @@ def loo_residuals(theta, r0, t, *, outputs=None, lr=None, mesh=None):
     (sample, output)) or its :class:`gramlib.kernel_flow.Factorization`, ``r0`` the ``(N,)``
     initial residual (or ``(N, m)``: ``m`` of them at once). Without ``lr``:
     gradient flow ``ṙ = −(1/n) Θ r`` for time ``t``, inverted from
-    ``ρ̂_i(z) = (z [R(z)]_ii)^{-1} [R(z) r0]_i``, ``R(z) = (nzI + Θ)^{-1}``, on a
+    ``ρ̂_i(ω) = (ω [G(ω)]_ii)^{-1} [G(ω) r0]_i``, ``G(ω) = (nωI + Θ)^{-1}``, on a
     32-node Talbot contour; ``mesh`` (:func:`gramlib.devices.sample_mesh`) splits that
     work by samples over its devices. With ``lr``: gradient descent
     ``r_{k+1} = (I − (lr/n) Θ) r_k`` for ``t = k`` steps, computed exactly
@@ -319,7 +320,7 @@ def loo_residuals(theta, r0, t, *, outputs=None, lr=None, mesh=None):
 def loo_rates(theta, r0, t, *, outputs=None, mesh=None):
     """``ρ̇(t)``, the time derivative of the leave-one-out residuals under gradient flow (Chapter 5).
 
-    Its Laplace transform is ``z ρ̂_i(z) − ρ_i(0) = [R(z)]_ii^{-1} [R(z) r0]_i − [r0]_i``,
+    Its Laplace transform is ``ω ρ̂_i(ω) − ρ_i(0) = [G(ω)]_ii^{-1} [G(ω) r0]_i − [r0]_i``,
     inverted on the Talbot contour as in :func:`loo_residuals` (``mesh`` likewise); at
     ``t = 0`` every sample but ``i`` pulls, ``ρ̇_i(0) = −(1/n)([Θ r0]_i − Θ_ii r0_i)``, and
     ``ρ̇(∞) = 0``. Arguments, shapes, dtype and transformations as :func:`loo_residuals` (no ``lr``).
@@ -345,7 +346,7 @@ def first_order_loo_residuals(theta, r0, t, *, outputs=None):
     Replacing the twin's ``Θ P_{−i}`` by ``Θ`` gives
     ``ė^{(i)} = −(1/n) Θ (e^{(i)} − e_i r_i(t))`` and LOO residuals
     ``ρ^FO_i = r_i + e^{(i)}_i`` with Laplace transform
-    ``n (2I − nz[R]_ii)[R r0]_i``; they tend to ``0`` as ``t → ∞`` whenever
+    ``n (2I − nω[G]_ii)[G r0]_i``; they tend to ``0`` as ``t → ∞`` whenever
     ``Θ`` is invertible. Gradient flow only. Same shapes, dtype and transformations as
     :func:`loo_residuals`.
     """
