@@ -32,6 +32,11 @@ FORBIDDEN = [
     (r"\\int_\\Gamma|contour \$\\Gamma", "the Talbot contour is \\mathcal C"),
     (r"\\operatorname\{blockdiag\}", "use the \\blockdiag macro"),
     (r"\\epsbar_", "\\epsbar already carries the subscript n (a double subscript): write \\bar\\varepsilon_{n,k}"),
+    (r"predicted generali[sz]ation gap|is the exact gap|gap after training is a quadratic form",
+     "r0ᵀK_n r0 is the leave-one-out gap; its expectation is Δ_n plus the learning-curve term (Chapter 5)"),
+    (r"\\Delta\^\{\\rm loo\}_n = -\\cbar\\,|\\cbar\(t\) = \\frac\{r_0\^\\top C_n",
+     "the per-data-set leave-one-out factors carry a superscript: \\cbar^{\\rm loo}, \\epsbar^{\\rm loo}"),
+    (r"\\epsbar = \\frac\{1\}\{n\^2\}\\sum", "the factor at the twins of one data set is \\epsbar^{\\rm loo}"),
 ]
 
 BOOK = ["01_the_generalization_gap.ipynb", "02_two_trajectories.ipynb", "03_the_gap_equation.ipynb",
@@ -45,6 +50,28 @@ def test_no_retired_symbols(name):
     for pattern, why in FORBIDDEN:
         hits = re.findall(pattern, text)
         assert not hits, f"{name}: {hits[:3]} ({why})"
+
+
+FRONT = ["intro.md", "README.md"]
+
+
+@pytest.mark.parametrize("name", FRONT)
+def test_front_pages_say_which_gap(name):
+    text = " ".join((CHAPTERS.parent / name).read_text().split())  # line breaks do not matter
+    for pattern, why in FORBIDDEN[-3:-2]:
+        hits = re.findall(pattern, text)
+        assert not hits, f"{name}: {hits[:3]} ({why})"
+    assert "leave-one-out gap" in text and "learning-curve term" in text
+    assert not re.search(r"residual of a well-trained network lies mostly", text), \
+        f"{name}: Chapter 6's evidence is for the initial residual r0, not for r(t)"
+
+
+def test_resolvent_is_g_in_docstrings():
+    """R is the leave-one-out map in the book; the resolvent is G(ω), in gramlib's docstrings too."""
+    library = CHAPTERS.parent / "gramlib"
+    for path in library.rglob("*.py"):
+        hits = re.findall(r"R\(z\)|\[R\]_ii|R\(ω\)", path.read_text())
+        assert not hits, f"{path.relative_to(library.parent)}: {hits[:3]} (the resolvent is G(ω))"
 
 
 def test_chapter_2_remainder_is_not_rho():
@@ -62,5 +89,6 @@ def test_relation_to_the_paper_boxes():
 def test_notation_page_lists_the_new_symbols():
     text = _text("notation.md")
     for symbol in ("\\Phi_t", "G(\\omega)", "\\Delta^{\\rm loo}_n", "P_n(t)", "C_n(t)", "\\Ntk(t, s)",
-                   "k_T = T/\\eta", "\\Pi_k", "\\beta_i(k)", "\\varsigma", "N = nC"):
+                   "k_T = T/\\eta", "\\Pi_k", "\\beta_i(k)", "\\varsigma", "N = nC", "L_{n-1}(t)",
+                   "\\cbar^{\\rm loo}", "\\epsbar^{\\rm loo}", "held-out gap", "\\lambda_{\\max}(\\Ntk)"):
         assert symbol in text, symbol
