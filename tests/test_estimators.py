@@ -206,18 +206,32 @@ def test_the_snapshot_check_is_richardson_on_the_run_with_half_the_snapshots(coa
     assert check.enough == (check.needed <= len(run.thetas))
 
 
-def test_the_snapshot_rule_follows_the_one_over_m_law(coarse):
-    """Under ``L(M) = L∞ − c/M`` the check recovers ``L∞`` and ``c``: with twice the snapshots the
-    re-linearized estimate moves by half as much as from ``M/2`` to ``M`` (Richardson's assumption), so the
-    rule's ``needed`` for the finer run is the coarse run's, up to how far the law holds on this run."""
-    model, x, y, params, _ = coarse
-    fine = train.gradient_descent(model.apply, params, x, y, lr=0.9, steps=24, snapshots=12, progress=False)
-    est = predict.estimate_loo_loss(model.apply, fine, x, size=fine.n, key=KEY)
-    check = predict.snapshot_check(model.apply, fine, x, est)
-    exact = train.retrain_without(model.apply, params, x, y, np.arange(fine.n), lr=0.9, steps=24, progress=False)
-    exact = 0.5 * np.mean(np.asarray(exact) ** 2)
-    # Richardson removes most of what M snapshots leave
-    assert abs(check.extrapolated - exact) < abs(est.estimate - exact)
+def test_the_snapshot_rule_says_how_many_snapshots_keep_the_twins_within_one_percent_of_retraining():
+    """Euler's rule leaves an error ``∝ 1/M`` (first order in the segment length), the law the rule assumes.
+
+    On a smooth network the checks at ``M = 4`` and ``M = 8`` agree on the ``M`` needed for 1% (within
+    one), say that 4 are too few and 8 enough, and the retrained twins agree: the estimate from 4
+    snapshots misses them by more than 1%, from 8 by less; Richardson's extrapolation misses by less
+    than either estimate.
+    """
+    n, lr, steps = 10, 0.5, 48
+    model = models.mlp(3, 16, depth=3, activation="tanh", dtype=jnp.float64)
+    x = jax.random.normal(KEY, (n, 3), jnp.float64)
+    y = jnp.sign(jax.random.normal(jax.random.PRNGKey(9), (n,)))
+    params = model.init(jax.random.PRNGKey(3))
+    twins = train.retrain_without(model.apply, params, x, y, np.arange(n), lr=lr, steps=steps, progress=False)
+    exact = 0.5 * np.mean(np.asarray(twins) ** 2)
+    checks, errors = {}, {}
+    for m in (4, 8):
+        run = train.gradient_descent(model.apply, params, x, y, lr=lr, steps=steps, snapshots=m, progress=False)
+        est = predict.estimate_loo_loss(model.apply, run, x, size=n, key=KEY, rule="euler")
+        checks[m] = predict.snapshot_check(model.apply, run, x, est, rule="euler")
+        errors[m] = abs(est.estimate / exact - 1)
+        assert abs(checks[m].extrapolated / exact - 1) < errors[m]
+    assert abs(checks[4].needed - checks[8].needed) <= 1
+    assert not checks[4].enough and checks[8].enough
+    assert errors[4] > 0.01 > errors[8]
+    assert 1.5 < errors[4] / errors[8] < 3  # the 1/M law: twice the snapshots, about half the error
 
 
 def test_bad_input_to_the_snapshot_check_raises(coarse):
