@@ -345,3 +345,27 @@ def test_reproduce_writes_one_row_per_setting_resumably(tmp_path, monkeypatch):
         ch7_estimators.reproduce_ch7_estimators(tmp_path, "smoke", names=["nope"], progress=False)
     with pytest.raises(ValueError, match="scale must be one of"):
         ch7_estimators.reproduce_ch7_estimators(tmp_path, "huge", progress=False)
+
+
+def test_summarize_counts_the_targets_and_fits_how_the_time_ratio_scales_with_n(tmp_path):
+    keys = ch7_estimators.setting_keys("smoke")
+    base = {"estimate_error": 0.01, "inside": "True", "extrapolated_error": -0.04, "extrapolated_inside": "False",
+            "uniform_inside": "False", **{f"{b}_error": 0.1 for b in ch7_estimators.BASELINES},
+            "command": "test", "commit": "abc", "platform": "linux"}
+    rows = [{**keys[0], **base, "time_ratio": 0.5}, {**keys[0], **base, "n": 4 * keys[0]["n"], "time_ratio": 0.125,
+                                                     "estimate_error": -0.05, "inside": "False", "name": "bigger"},
+            {**keys[1], **base, "time_ratio": 0.9, "two_time_error": 0.02}]
+    out = ch7_estimators.summarize(rows)
+    assert out["settings"] == 3 and out["estimate_within"] == 2 and out["estimate_inside"] == 2
+    assert out["estimate_max"] == 0.05 and out["extrapolated_within"] == 0 and out["extrapolated_inside"] == 0
+    assert out["two_time_within"] == 1 and out["gcv_max"] == 0.1 and out["max_ratio"] == 0.9
+    assert out["largest_n"] == 4 * keys[0]["n"] and out["ratio_largest_n"] == 0.125
+    assert abs(out["ratio_slope"] + 1) < 1e-12  # a ratio ∝ 1/n over the series that differs only in n
+    from gramlib.experiments.results import write_csv
+    write_csv(tmp_path / "ch7_estimators.csv", [rows[2], rows[0], {**rows[0], "name": "other"}])
+    assert [r["name"] for r in ch7_estimators.committed_rows(tmp_path, "smoke")] == [keys[0]["name"], keys[1]["name"]]
+    write_csv(tmp_path / "ch7_estimators.csv", [{**rows[0], "commit": ""}])
+    with pytest.raises(ValueError, match="provenance"):
+        ch7_estimators.committed_rows(tmp_path, "smoke")
+    with pytest.raises(ValueError, match="at least one row"):
+        ch7_estimators.summarize([])

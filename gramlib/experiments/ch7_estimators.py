@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -31,7 +32,7 @@ from ..runs import baselines, models, train
 from ..runs.predict import control_variate, estimate_loo_loss, held_out_loss, loo_strata, snapshot_check
 from ..kernels import ntk
 from . import tasks
-from .results import fingerprint, in_float64, provenance, ResultTable, run_job
+from .results import fingerprint, in_float64, provenance, read_table, ResultTable, run_job
 
 #: The damping of the influence functions (added to the full Hessian of the final training loss).
 INFLUENCE_DAMPING = 0.01
@@ -204,6 +205,78 @@ def estimator_row(setting, *, seed=0, progress=False):
     return row
 
 
+def setting_keys(scale="default"):
+    """The key of each setting of ``scale`` in ``ch7_estimators.csv``: its name, description and ``settings``
+    fingerprint (the setting with :data:`INFLUENCE_DAMPING`, :data:`SIMULATED_SUBSETS` and :data:`N_TEST`)."""
+    return [{"name": s["name"], "dataset": s["dataset"], "arch": s["arch"], "n": s["n"],
+             "width": s["width"] if s["arch"] == "mlp" else "", "channels": s["channels"] if s["arch"] == "cnn" else "",
+             "depth": s["depth"], "activation": s["activation"], "lr": s["lr"], "steps": s["steps"],
+             "snapshots": s["snapshots"], "size": s["size"],
+             "settings": fingerprint({**s, "influence_damping": INFLUENCE_DAMPING, "draws": SIMULATED_SUBSETS,
+                                      "n_test": N_TEST})} for s in scale_config(scale)]
+
+
+#: The estimators of the table besides the book's, by column prefix, and how the chapter names them.
+BASELINES = {"two_time": "two-time prediction", "gcv": "GCV (initial kernel)", "frozen": "frozen kernel",
+             "influence": "influence functions", "jackknife": "infinitesimal jackknife", "alo": "approximate LOO"}
+
+
+def committed_rows(folder, scale="default"):
+    """The rows of ``folder/ch7_estimators.csv`` computed with ``scale``'s settings, in the scale's order.
+
+    A setting not in the file is left out (the command is resumable); a row without its provenance
+    (``command``, ``commit``, ``platform``) raises ``ValueError``.
+    """
+    stored = {(r["name"], r["settings"]): r for r in read_table(Path(folder) / "ch7_estimators.csv")}
+    rows = [stored[k["name"], k["settings"]] for k in setting_keys(scale) if (k["name"], k["settings"]) in stored]
+    for r in rows:
+        missing = [c for c in ("command", "commit", "platform") if not isinstance(r.get(c), str) or not r[c]]
+        if missing:
+            raise ValueError(f"row {r['name']} of {folder} lacks its provenance {missing}")
+    return rows
+
+
+def _flag(value):
+    return value is True or value == "True"
+
+
+def summarize(rows, tolerance=0.03):
+    """What the table says: counts, the largest errors, and how the time ratio scales with ``n``.
+
+    Returns a dict: ``settings``; for the book's estimate and its Richardson extrapolation
+    (``estimate``, ``extrapolated``): how many settings are within ``±tolerance`` of the exact
+    leave-one-out loss (``{e}_within``), how many have it inside ``±2`` standard errors
+    (``{e}_inside``), and the largest ``|error|`` (``{e}_max``); ``uniform_inside``; for each of
+    :data:`BASELINES` the largest ``|error|`` (``{b}_max``) and how many settings it is within
+    ``±tolerance`` (``{b}_within``); the largest time ratio (``max_ratio``) and that at the largest
+    ``n`` (``ratio_largest_n``, ``largest_n``); ``ratio_slope``: the slope of ``log ratio`` against
+    ``log n`` over the settings that differ only in ``n`` (``nan`` without two such).
+    """
+    if not rows:
+        raise ValueError("summarize needs at least one row of ch7_estimators.csv")
+    out = {"settings": len(rows)}
+    for e in ("estimate", "extrapolated"):
+        err = np.array([r[f"{e}_error"] for r in rows])
+        out[f"{e}_within"] = int(np.sum(np.abs(err) <= tolerance))
+        out[f"{e}_inside"] = int(sum(_flag(r["inside" if e == "estimate" else f"{e}_inside"]) for r in rows))
+        out[f"{e}_max"] = float(np.max(np.abs(err)))
+    out["uniform_inside"] = int(sum(_flag(r["uniform_inside"]) for r in rows))
+    for b in BASELINES:
+        err = np.abs([r[f"{b}_error"] for r in rows])
+        out[f"{b}_max"], out[f"{b}_within"] = float(np.max(err)), int(np.sum(err <= tolerance))
+    out["max_ratio"] = float(max(r["time_ratio"] for r in rows))
+    largest = max(rows, key=lambda r: r["n"])
+    out["largest_n"], out["ratio_largest_n"] = int(largest["n"]), float(largest["time_ratio"])
+    same = lambda r: tuple(str(r[c]) for c in ("dataset", "arch", "width", "channels", "depth", "activation", "lr",  # noqa: E731
+                                                 "steps", "snapshots", "size"))
+    series = max(({same(r) for r in rows}), key=lambda k: len({r["n"] for r in rows if same(r) == k}))
+    points = sorted((r["n"], r["time_ratio"]) for r in rows if same(r) == series)
+    out["ratio_series"] = points
+    out["ratio_slope"] = (float(np.polyfit(np.log([p[0] for p in points]), np.log([p[1] for p in points]), 1)[0])
+                          if len({p[0] for p in points}) >= 2 else math.nan)
+    return out
+
+
 @in_float64
 def reproduce_ch7_estimators(out_dir="results/ch7-estimators", scale="default", *, names=None, progress=True,
                              command=None):
@@ -224,10 +297,6 @@ def reproduce_ch7_estimators(out_dir="results/ch7-estimators", scale="default", 
     out = tasks.output_folder(out_dir)
     table = ResultTable(out / "ch7_estimators.csv", ("name", "settings"))
     by_name = {s["name"]: s for s in settings}
-    keys = [{"name": s["name"], "dataset": s["dataset"], "arch": s["arch"], "n": s["n"], "width": s["width"] if s["arch"] == "mlp" else "",
-             "channels": s["channels"] if s["arch"] == "cnn" else "", "depth": s["depth"], "activation": s["activation"], "lr": s["lr"], "steps": s["steps"],
-             "snapshots": s["snapshots"], "size": s["size"],
-             "settings": fingerprint({**s, "influence_damping": INFLUENCE_DAMPING, "draws": SIMULATED_SUBSETS,
-                                      "n_test": N_TEST})} for s in settings]
+    keys = [k for k in setting_keys(scale) if k["name"] in by_name]
     return run_job(table, keys, lambda key: estimator_row(by_name[key["name"]], progress=progress),
                    extra=provenance(command))
