@@ -239,7 +239,8 @@ def test_bad_input_to_the_snapshot_check_raises(coarse):
     est = predict.estimate_loo_loss(model.apply, run, x, size=4, key=KEY)
     with pytest.raises(TypeError, match="LooEstimate"):
         predict.snapshot_check(model.apply, run, x, est._asdict())
-    odd = run._replace(thetas=run.thetas[:3], snapshot_steps=run.snapshot_steps[:3], weights=run.weights[:3] + run.weights[-1:])
+    odd = run._replace(thetas=run.thetas[:3], snapshot_steps=run.snapshot_steps[:3],
+                       weights=run.weights[:3] + run.weights[-1:])
     with pytest.raises(ValueError, match="even number of snapshots"):
         predict.snapshot_check(model.apply, odd, x, est)
     with pytest.raises(ValueError, match="target"):

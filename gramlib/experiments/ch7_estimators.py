@@ -267,8 +267,8 @@ def summarize(rows, tolerance=0.03):
     out["max_ratio"] = float(max(r["time_ratio"] for r in rows))
     largest = max(rows, key=lambda r: r["n"])
     out["largest_n"], out["ratio_largest_n"] = int(largest["n"]), float(largest["time_ratio"])
-    same = lambda r: tuple(str(r[c]) for c in ("dataset", "arch", "width", "channels", "depth", "activation", "lr",  # noqa: E731
-                                                 "steps", "snapshots", "size"))
+    shared = ("dataset", "arch", "width", "channels", "depth", "activation", "lr", "steps", "snapshots", "size")
+    same = lambda r: tuple(str(r[c]) for c in shared)  # noqa: E731
     series = max(({same(r) for r in rows}), key=lambda k: len({r["n"] for r in rows if same(r) == k}))
     points = sorted((r["n"], r["time_ratio"]) for r in rows if same(r) == series)
     out["ratio_series"] = points

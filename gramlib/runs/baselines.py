@@ -141,7 +141,8 @@ def _leverage_blocks(theta, residuals, damping, outputs):
     big_n = th.shape[0]
     c = (r.shape[1] if r.ndim == 2 else 1) if outputs is None else _checks.integer(outputs, "outputs", minimum=1)
     if r.size != big_n or big_n % c:
-        raise ValueError(f"residuals must hold the kernel's {big_n} rows (n samples × {c} outputs), got shape {r.shape}")
+        raise ValueError(f"residuals must hold the kernel's {big_n} rows (n samples × {c} outputs), "
+                         f"got shape {r.shape}")
     n = big_n // c
     th = jnp.asarray(th)
     hat = jnp.linalg.solve(th + n * damping * jnp.eye(big_n, dtype=th.dtype), th).T  # Θ(Θ+nλ)⁻¹, Θ symmetric
@@ -154,7 +155,7 @@ def _shaped(rho, residuals):
 
 
 def infinitesimal_jackknife(theta, residuals, *, damping, outputs=None):
-    """Leave-one-out residuals by the infinitesimal jackknife with the Gauss–Newton Hessian: ``ρ_i = (I + H_ii) r_i``.
+    """Leave-one-out residuals by the infinitesimal jackknife, Gauss–Newton Hessian: ``ρ_i = (I + H_ii) r_i``.
 
     At the final weights ``w`` of ``L = (1/2n) Σ_i ‖r_i‖²`` the jackknife (Giordano et al. 2019) moves
     the weights by ``(1/n) (G + λI)⁻¹ J_iᵀ r_i`` to leave sample ``i`` out, ``G = (1/n) JᵀJ`` the

@@ -415,8 +415,8 @@ class LooEstimate(NamedTuple):
     samples, ``two_time_loo`` its ``ρ_i``; ``indices`` the re-linearized subset (sorted), ``weights``
     their inverse inclusion probabilities ``1/π_i``, ``strata`` the stratum of each (``-1``: taken with
     certainty), ``relinearized_loo`` their re-linearized ``ρ_i`` and ``corrections`` the per-sample
-    ``½‖ρ_i^relin‖² − ½‖ρ_i^two-time‖²``; ``seconds``: wall-clock seconds of the two-time prediction, the
-    re-linearized twins and the total.
+    ``½‖ρ_i^relin‖² − ½‖ρ_i^two-time‖²``; ``seconds``: wall-clock seconds of the two-time prediction,
+    the re-linearized twins and the total.
     """
 
     estimate: float
@@ -636,4 +636,5 @@ def snapshot_check(apply, run, x, estimate, *, cross=None, target=0.01, rule="he
     shortfall = (extrapolated - estimate.estimate) / extrapolated
     needed = max(1, math.ceil(count * abs(shortfall) / target))
     return SnapshotCheck(snapshots=count, coarse_snapshots=count // 2, estimate=estimate.estimate, coarse=coarse,
-                         extrapolated=extrapolated, extrapolated_stderr=extrapolated_stderr, shortfall=shortfall, needed=needed, enough=needed <= count)
+                         extrapolated=extrapolated, extrapolated_stderr=extrapolated_stderr, shortfall=shortfall,
+                         needed=needed, enough=needed <= count)
