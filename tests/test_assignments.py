@@ -332,7 +332,7 @@ def test_passes_raises_with_the_report():
         assignments.passes(check, 2)
 
 
-def test_make_assignments_command_writes_every_chapter(tmp_path, built):
+def test_the_command_line_writes_a_chapters_assignment(tmp_path, built):
     """The command line on one chapter (``make assignments`` runs it on all of them)."""
     from gramlib.__main__ import main
 
