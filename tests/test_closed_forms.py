@@ -142,3 +142,23 @@ def test_ntk_norm_bounds_bad_input():
         cf.ntk_norm_bounds(np.diag([1.0, 0.0, 2.0]), np.ones(3))
     with pytest.raises(ValueError, match="r0 must have shape"):
         cf.ntk_norm_bounds(np.eye(3), np.ones(4))
+
+
+@pytest.mark.parametrize("copies", [2, 3, 4])
+def test_limit_with_copies(copies):
+    """ch05-cor-infinity: with c copies of an input, ρ_i(∞) = r0_i − the mean of r0 over the other c − 1 copies."""
+    rng = np.random.default_rng(copies)
+    n, p = 9, 40
+    x = rng.standard_normal((n, 4))
+    x[1:copies] = x[0]  # samples 0, …, c − 1 share one input (their labels differ)
+    w = rng.standard_normal((p, 4))
+    jac = np.tanh(x @ w.T) / np.sqrt(p)
+    theta = jac @ jac.T
+    r0 = rng.standard_normal(n)
+    got = np.asarray(eg.loo_residuals(theta, r0, np.inf))
+    group = r0[:copies]
+    want = group - (group.sum() - group) / (copies - 1)
+    # the limit solves a projected system: conditioned by Θ on its range
+    lam = np.linalg.eigvalsh(theta)
+    kept = lam[lam > tolerance(theta.dtype, n) * lam[-1]]
+    assert_close(got[:copies], want, n * p, cond=kept[-1] / kept[0], scale=np.abs(r0).max())
