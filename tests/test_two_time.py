@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 from gramlib import effective_gram as eg  # noqa: E402
 from gramlib import models, ntk, predict, train  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
+from tests.tolerance import assert_close, tolerance  # noqa: E402
 
 KEY = jax.random.PRNGKey(4)
 
@@ -49,13 +50,14 @@ def test_cross_kernel_is_the_product_of_jacobians_at_two_weights(arch, method):
     w1, w2 = model.init(jax.random.PRNGKey(1)), model.init(jax.random.PRNGKey(2))
     want = jacobian(model.apply, w1, x) @ jacobian(model.apply, w2, x).T
     got = ntk.empirical_ntk(model.apply, w1, x, params2=w2, method=method)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    size = ravel_pytree(w1)[0].size  # an entry sums over the parameters
+    assert_close(got, want, size)
     tiled = ntk.empirical_ntk(model.apply, w1, x, x[:4], params2=w2, method=method, batch_size=4)
-    np.testing.assert_allclose(tiled, want[:, : 4 * 2], rtol=1e-10, atol=1e-12)
+    assert_close(tiled, want[:, : 4 * 2], size, scale=np.abs(want).max())
     theta = ntk.two_time_kernel(model.apply, [w1, w2], x)
-    np.testing.assert_allclose(theta(0, 1), want, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(theta(1, 0), want.T, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(theta(1, 1), ntk.empirical_ntk(model.apply, w2, x), rtol=1e-12)
+    assert_close(theta(0, 1), want, size)
+    assert_close(theta(1, 0), want.T, size)
+    assert_close(theta(1, 1), ntk.empirical_ntk(model.apply, w2, x), size)
 
 
 def random_run(rng, k, n, outputs, steps):
@@ -80,7 +82,7 @@ def test_one_time_kernel_as_cross_reproduces_the_one_time_recursion(outputs):
     plain = np.asarray(eg.loo_trajectory(thetas, res, 0.3, outputs=outputs))
     cross = np.asarray(eg.loo_trajectory(thetas, res, 0.3, outputs=outputs,
                                          cross=lambda k, l: thetas[l]))
-    np.testing.assert_allclose(cross, plain, rtol=1e-11, atol=1e-12)
+    assert_close(cross, plain, 23 * 6 * outputs)  # two orders of 23 steps over N rows
 
 
 def weight_trajectory(apply, params, x, y, lr, steps):
@@ -130,10 +132,11 @@ def test_two_time_prediction_is_the_gauss_newton_tangent_twin(outputs, every):
         want[rows] = run.residuals[-1][rows] + jacs[-1][rows] @ delta
         moved = np.asarray(model.apply(unravel(flat_end + delta), x)).reshape(n, outputs)[i]  # f_i(w_T + δ)
         want_read[i] = run.residuals[-1][rows] + moved - f_end[i]
+    size = steps * big_n * p  # each of the 24 steps sums over the rows and the parameters
     for a, b in zip(jax.tree_util.tree_leaves(ws[-1]), jax.tree_util.tree_leaves(run.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)  # the same run as gramlib.train
-    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(read, want_read[subset, 0] if outputs == 1 else want_read[subset], rtol=1e-9, atol=1e-11)
+        assert_close(a, b, size)  # the same run as gramlib.train
+    assert_close(got, want, size)
+    assert_close(read, want_read[subset, 0] if outputs == 1 else want_read[subset], size)
     linear = want.reshape(n, outputs)[subset]
     assert np.max(np.abs(want_read[subset] - linear)) > 1e-6  # the network's readout is not its linearization
     one = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs))
@@ -160,7 +163,7 @@ def test_relinearized_twin_with_a_snapshot_at_every_step_is_the_retrained_twin(o
     subset = np.array([5, 0, 3])
     got = predict.twin_readout(model.apply, run, x, forces, subset, relinearize=True, rule="euler")
     want = train.retrain_without(model.apply, params, x, y, subset, lr=run.lr, steps=run.steps, progress=False)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert_close(got, want, run.steps * len(x) * outputs * ravel_pytree(params)[0].size)  # steps × rows × parameters
     first = predict.twin_readout(model.apply, run, x, forces, subset)
     assert np.max(np.abs(first - want)) > 1e-2  # the first-order twin is not the twin on this network
 
@@ -208,7 +211,7 @@ def test_relinearized_twin_is_the_literal_weight_space_scheme(outputs, every, ru
                     - np.asarray(y).reshape(n, outputs)[i])
     want = np.array(want)
     got = predict.twin_readout(model.apply, run, x, forces, subset, relinearize=True, rule=rule)
-    np.testing.assert_allclose(got, want[:, 0] if outputs == 1 else want, rtol=1e-9, atol=1e-11)
+    assert_close(got, want[:, 0] if outputs == 1 else want, steps * n * outputs * len(flat[0]))  # steps × rows × parameters
 
 
 def test_bad_input_is_refused():
