@@ -14,7 +14,7 @@ import pytest
 
 from gramlib import effective_gram as eg
 from gramlib import models, ntk
-from tests.tolerance import assert_close, tolerance
+from tests.tolerance import assert_close, recursion_growth as growth
 
 
 def explicit_ntk(f, params, x1, x2):
@@ -71,12 +71,6 @@ def test_structured_method_works_on_plain_functions():
     for method in ntk.METHODS:
         got = ntk.empirical_ntk(lambda p, x: x @ p, jnp.ones(3), jnp.ones((2, 3)), method=method)
         assert_close(got, 3 * np.ones((2, 2)), 3)
-
-
-def growth(thetas, lr, n, steps):
-    """How much a recursion of ``steps`` steps ``I − (lr/n) Θ_k`` can amplify a rounding error: ``max_k ‖·‖^steps``."""
-    norms = [np.linalg.norm(np.eye(len(th)) - lr / n * th, 2) for th in thetas]
-    return max(1.0, max(norms) ** steps)
 
 
 def step_by_step(thetas, residuals, lr, outputs):

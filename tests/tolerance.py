@@ -114,3 +114,10 @@ def eigvec_cond(matrix) -> float:
     """
     lam = np.linalg.eigvalsh(np.asarray(matrix))
     return float(np.abs(lam).max() / np.diff(lam).min())
+
+
+def recursion_growth(thetas, lr, n, steps) -> float:
+    """How much ``steps`` gradient-descent steps ``I − (lr/n) Θ_k`` can amplify a rounding error:
+    ``max(1, max_k ‖I − (lr/n) Θ_k‖₂^steps)``, the ``cond`` of a recursion's result."""
+    norms = [np.linalg.norm(np.eye(len(th)) - lr / n * np.asarray(th), 2) for th in np.asarray(thetas)]
+    return float(max(1.0, max(norms) ** steps))
