@@ -9,9 +9,10 @@ received and what was expected.
   tracers included: it reads ``jnp.shape`` and ``.dtype`` only, never the values.
 * **Values** — finiteness, symmetry, definiteness, signs — are checked only on
   concrete arrays (under ``jax.jit``, ``jax.vmap`` or ``jax.grad`` they are unknown),
-  and only once per public call: a function decorated with :func:`public` that is
-  called from inside another one skips them (its arguments come from a call that
-  already checked its own), so one call copies each argument to the host at most once.
+  and only once per public call: inside the outermost call of a function decorated with
+  :func:`public`, an array (the same object) whose values were checked is not checked
+  again by the public functions it calls, so ``x`` passed down through ten of them is
+  copied to the host and scanned once. Nothing is skipped that was not checked.
 """
 
 from __future__ import annotations
@@ -27,23 +28,36 @@ _STATE = threading.local()
 
 
 def public(fn):
-    """Mark ``fn`` as a public entry point: value checks run in the outermost such call only."""
+    """Mark ``fn`` as a public entry point: its outermost call checks the values of each array once."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        depth = getattr(_STATE, "depth", 0)
-        _STATE.depth = depth + 1
+        outermost = getattr(_STATE, "checked", None) is None
+        if outermost:
+            _STATE.checked = {}
         try:
             return fn(*args, **kwargs)
         finally:
-            _STATE.depth = depth
+            if outermost:
+                _STATE.checked = None
 
     return wrapper
 
 
-def checking_values():
-    """Whether value checks run here: outside any :func:`public` call or in the outermost one."""
-    return getattr(_STATE, "depth", 0) <= 1
+def _first_time(kind, *objects):
+    """Whether the values of ``objects`` (one array and its views) still need the check ``kind`` in this call.
+
+    Records them as checked; outside a :func:`public` call every check runs. The objects are
+    kept alive until the call returns, so their ids cannot be reused meanwhile.
+    """
+    checked = getattr(_STATE, "checked", None)
+    if checked is None:
+        return True
+    if any((kind, id(o)) in checked for o in objects):
+        return False
+    for o in objects:
+        checked[(kind, id(o))] = o
+    return True
 
 
 def is_traced(x):
@@ -51,9 +65,9 @@ def is_traced(x):
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
 
 
-def concrete(x):
-    """Whether the values of ``x`` are known here and value checks should run on them."""
-    return checking_values() and not is_traced(x)
+def concrete(x, kind="values"):
+    """Whether the values of ``x`` are known here and the value check ``kind`` has not run on it in this call."""
+    return not is_traced(x) and _first_time(kind, x)
 
 
 def _array_like(x, name):
@@ -94,10 +108,16 @@ def array(x, name, *, ndim=None, shape=None, finite=True, dtype_kind="fc"):
     if isinstance(a, jax.core.Tracer):
         return a
     a = np.asarray(a)
-    if finite and checking_values() and a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+    if finite and a.dtype.kind in "fc" and _first_time("finite", x, a):
+        _finite(a, name)
+    return a
+
+
+def _finite(a, name):
+    """The value check of :func:`array`: no NaN or infinite entry in the concrete array ``a``."""
+    if not np.all(np.isfinite(a)):
         bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
         raise ValueError(f"{name} contains {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'}")
-    return a
 
 
 def square_symmetric(x, name, *, rtol=1e-6, atol=1e-8):
@@ -105,15 +125,19 @@ def square_symmetric(x, name, *, rtol=1e-6, atol=1e-8):
     a = array(x, name, ndim=2)
     if a.shape[0] != a.shape[1]:
         raise ValueError(f"{name} must be a square matrix, got shape {a.shape}")
-    if isinstance(a, jax.core.Tracer) or not checking_values():
-        return a
+    if not isinstance(a, jax.core.Tracer) and _first_time("symmetric", x, a):
+        _symmetric(a, name, rtol, atol)
+    return a
+
+
+def _symmetric(a, name, rtol, atol):
+    """The value check of :func:`square_symmetric` on a concrete square matrix ``a``."""
     scale = max(float(np.max(np.abs(a))), 1.0) if a.size else 1.0
     asym = float(np.max(np.abs(a - a.T))) if a.size else 0.0
     if asym > atol + rtol * scale:
         raise ValueError(
             f"{name} must be symmetric (a Gram matrix); max |{name} - {name}.T| = {asym:.3g}"
         )
-    return a
 
 
 def integer(x, name, *, minimum=None):

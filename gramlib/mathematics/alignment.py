@@ -62,7 +62,7 @@ def _residual(r, n_dim, name="r"):
     a = _checks.array(r, name, ndim=(1, 2))
     if a.shape[-1] != n_dim:
         raise ValueError(f"{name} must have last dimension {n_dim} (the size of the Gram matrix), got shape {a.shape}")
-    if _checks.concrete(a) and np.any(np.sqrt(np.sum(np.abs(a) ** 2, axis=-1)) == 0):
+    if _checks.concrete(a, "nonzero") and np.any(np.sqrt(np.sum(np.abs(a) ** 2, axis=-1)) == 0):
         raise ValueError(f"{name} must be nonzero: the share of ‖{name}‖² is undefined for a zero vector")
     return a
 

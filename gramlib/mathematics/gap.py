@@ -86,11 +86,12 @@ def _spectrum(X, Y):
 def _flow(X, Y, t, w0):
     """``w(t) = e^{−Σt} w0 + Σ⁺(I − e^{−Σt}) b`` for each time in ``t`` (shape ``(T,)``)."""
     lam, V, b, live = _spectrum(X, Y)
-    lt = lam[None, :] * t[:, None]
-    decay = jnp.where(live, jnp.exp(-lt), 1.0)
+    finite = jnp.isfinite(t)[:, None]  # t = ∞ takes the other branches: no inf in λt (a NaN derivative)
+    lt = lam[None, :] * jnp.where(finite, t[:, None], 0.0)
+    decay = jnp.where(live, jnp.where(finite, jnp.exp(-lt), 0.0), 1.0)
     safe = jnp.where(live, lam, 1.0)
     # (1 − e^{−λt}) / λ, exactly 1/λ at t = ∞; null directions of Σ get no b-component (b ⟂ ker Σ)
-    phi = jnp.where(live[None, :] & jnp.isfinite(lt), -jnp.expm1(-lt) / safe, jnp.where(live, 1.0 / safe, 0.0))
+    phi = jnp.where(live[None, :] & finite, -jnp.expm1(-lt) / safe, jnp.where(live, 1.0 / safe, 0.0))
     return (decay * (V.T @ w0)[None, :] + phi * b[None, :]) @ V.T
 
 

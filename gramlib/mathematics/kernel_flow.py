@@ -102,7 +102,7 @@ def _decompose(theta, outputs):
     lam_np = np.asarray(lam)
     top = max(float(np.max(np.abs(lam_np))), np.finfo(lam_np.dtype).tiny)
     eps = float(np.finfo(lam_np.dtype).eps)
-    if _checks.checking_values() and lam_np.min() < -np.sqrt(eps) * top:
+    if _checks.concrete(theta, "definite") and lam_np.min() < -np.sqrt(eps) * top:
         raise ValueError(f"theta must be positive semidefinite (a Gram matrix); smallest eigenvalue "
                          f"{lam_np.min():.3g} vs largest {lam_np.max():.3g}")
     return Factorization(theta, lam, u, lam_np.size * eps * top, theta.shape[0] // outputs, outputs)

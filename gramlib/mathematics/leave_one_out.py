@@ -309,7 +309,9 @@ def loo_residuals(theta, r0, t, *, outputs=None, lr=None, mesh=None):
     Returns ``(N,)``, or ``(len(t), N)`` for an array ``t`` (``(…, N, m)`` for columns), in the
     float dtype of ``theta``. Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` in
     ``theta``, ``r0`` and ``lr``; ``t``, ``outputs`` and ``mesh`` are static (``t`` picks the
-    formula: close over it). The derivative in ``theta`` needs distinct eigenvalues.
+    formula: close over it). The derivative in ``theta`` needs distinct eigenvalues; at
+    ``t = inf`` with ``outputs > 1`` it is NaN (the limit diagonalizes each sample's ``C×C``
+    null-space block, zero for an invertible ``Θ``: a degenerate eigendecomposition).
     """
     _check_mesh(mesh, lr)
     fact, r0, times, scalar, lr = kernel_problem(theta, r0, t, outputs, lr, columns=True)

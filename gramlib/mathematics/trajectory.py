@@ -143,7 +143,7 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, 
     th = _checks.array(thetas, "thetas", ndim=3)
     if th.shape[1] != th.shape[2] or th.shape[0] == 0:
         raise ValueError(f"thetas must have shape (K, N, N) with K >= 1, got {th.shape}")
-    if _checks.concrete(th):
+    if _checks.concrete(th, "symmetric"):
         asym = float(np.max(np.abs(th - np.swapaxes(th, 1, 2))))
         if asym > 1e-8 + 1e-6 * max(float(np.max(np.abs(th))), 1.0):
             raise ValueError(f"thetas must be symmetric Gram matrices; max |Θ - Θᵀ| = {asym:.3g}")
@@ -173,7 +173,7 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, 
             if np.shape(block) != (big_n, big_n):
                 raise ValueError(f"cross({k}, {l}) must have shape ({big_n}, {big_n}), got {np.shape(block)}")
             total = total + jnp.asarray(block, dtype) @ a
-        if _checks.concrete(total) and not bool(jnp.all(jnp.isfinite(total))):  # once per segment; culprit on failure
+        if not _checks.is_traced(total) and not bool(jnp.all(jnp.isfinite(total))):  # once per segment; culprit on failure
             for l in range(k):
                 _checks.array(cross(k, l), f"cross({k}, {l})")
             raise FloatingPointError(f"the two-time sum of segment {k} overflowed")
