@@ -194,6 +194,9 @@ class AlignmentCurve(NamedTuple):
     ``‖r0‖² tr K_n(t)/N`` of a random direction of the same norm;
     ``train_loss`` is ``‖r(t)‖²/(2n)`` and ``predicted_test_loss`` the
     leave-one-out prediction ``train_loss + gap = (1/2n) Σ_i ‖ρ_i(t)‖²``.
+    NumPy arrays in the float dtype of ``theta``, except ``train_loss`` and
+    ``predicted_test_loss``, float64 (:func:`gramlib.kernel_flow.residual_loss`); JAX arrays
+    under ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
     """
 
     times: np.ndarray

@@ -123,7 +123,10 @@ def linear_gradient_flow(X, Y, t, w0=None):
     ``ẇ = −(1/n) Xᵀ(Xw − Y)`` from ``w0`` (default 0) has the solution
     ``w(t) = e^{−Σt} w0 + Σ⁺(I − e^{−Σt}) XᵀY/n`` with ``Σ = XᵀX/n``; ``t = ∞`` gives
     ``P_ker w0 + Σ⁺ XᵀY/n`` (the interpolant nearest to ``w0``). ``t`` is a scalar
-    (returns ``(d,)``) or a 1-D array of times (returns ``(T, d)``). Chapter 1.
+    (returns ``(d,)``) or a 1-D array of times (returns ``(T, d)``). Chapter 1. Computed and
+    returned in JAX's default float dtype (float64 with ``jax_enable_x64``, whatever the dtype of
+    ``X``); works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` in ``X``, ``Y`` and ``w0``
+    (``t`` static).
     """
     w0 = _check_data(X, Y, w0)
     ts, scalar = _checks.times(t, "t")
@@ -135,7 +138,8 @@ def linear_gradient_descent(X, Y, steps, lr, w0=None):
     """Weights after ``k`` steps of gradient descent ``w_{k+1} = w_k − η∇L_S(w_k)``.
 
     Closed form ``w_k = (I − ηΣ)^k w0 + Σ⁺(I − (I − ηΣ)^k) XᵀY/n``; training time is
-    ``t = kη``. ``steps`` is a whole number or a 1-D array of them. Chapter 1.
+    ``t = kη``. ``steps`` is a whole number or a 1-D array of them. Chapter 1. Dtype and
+    transformations as :func:`linear_gradient_flow` (``steps`` static, ``lr`` may be traced).
     """
     w0 = _check_data(X, Y, w0)
     ks, scalar = _checks.times(steps, "steps", allow_inf=False, integer_steps=True)
