@@ -188,7 +188,7 @@ def gradient_descent(apply: Callable, params, x, y, *, lr, steps, snapshots=0, c
     compiled loop between progress-bar updates; ``batch_size`` tiles
     :func:`gramlib.ntk.empirical_ntk`. ``loop`` is ``"scan"`` (the default) or
     ``"per_step"``, one compiled call per step: choose it for a convolutional network on
-    the CPU, 4.5× faster there (the module docstring quotes the measurement;
+    the CPU, several times faster there (the module docstring quotes the one measurement;
     :func:`recommended_loop` names the loop). Targets ``y`` are ``(n,)`` or ``(n, C)`` like
     the model's outputs. Returns a :class:`TrainResult`; raises ``FloatingPointError`` if
     the run diverges.
@@ -232,8 +232,8 @@ def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, loop="sc
     per-sample weight ``1/n`` as the full run, the twin of Chapter 5's matrix ODE.
     ``loop="scan"`` runs all twins together in one ``vmap`` inside ``lax.scan``;
     ``loop="per_step"`` runs them one at a time, one compiled call per step (for a
-    convolutional network on the CPU, 9.5× faster per twin and step there; see the module
-    docstring). Returns the left-out residuals ``ρ_i = f_{S∖i}(x_i) − y_i`` after ``steps``
+    convolutional network on the CPU, several times faster per twin and step there; the
+    module docstring quotes the one measurement). Returns the left-out residuals ``ρ_i = f_{S∖i}(x_i) − y_i`` after ``steps``
     steps, shape ``(len(drop),)`` or ``(len(drop), C)``.
     """
     x, y, lr, steps, chunk, per_step = _check_run(apply, params, x, y, lr, steps, chunk, loop)
