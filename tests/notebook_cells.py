@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from gramlib.views.cell_slice import CellNames, cell_names, dependency_slice, python_source  # noqa: F401
+from gramlib.views.cell_slice import cell_names, dependency_slice  # noqa: F401  (re-exported for the tests)
 
 # A self-check call: ``gramlib.views.exercises.ch01.check_gap(answer)`` or ``ch01.check_gap(answer)``.
 CHECK_CALL = re.compile(r"\bcheck_\w+\s*\(")
