@@ -233,7 +233,9 @@ def test_module_libraries_if_installed(module):
     else:
         import equinox as eqx
 
-        model = eqx.nn.MLP(5, 2, 8, 1, activation=jnp.tanh, key=KEYS[1])
+        # float32 like the input (Equinox takes JAX's default float, float64 under x64: float64 weights on
+        # float32 inputs give a float64 kernel whose input Gram the traced path forms in float32)
+        model = eqx.nn.MLP(5, 2, 8, 1, activation=jnp.tanh, key=KEYS[1], dtype=jnp.float32)
         params, static = eqx.partition(model, eqx.is_array)
         f = lambda p, x: jax.vmap(eqx.combine(p, static))(x)  # noqa: E731
     want = explicit_ntk(f, params, x, x)
