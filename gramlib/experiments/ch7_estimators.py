@@ -58,10 +58,10 @@ SCALES = {
         _setting("digits-relu-d3-n300", "digits", "parity", "mlp", 300, depth=3, activation="relu", lr=0.5),
         _setting("digits-cnn-n60", "digits", "parity", "cnn", 60, depth=3, lr=0.5, steps=500, snapshots=20,
                  channels=8),
-        _setting("digits-tanh-n150", "digits", "parity", "mlp", 150, width=256),
         _setting("teacher-relu-d4-n150", "teacher", "sign", "mlp", 150, depth=4, activation="relu", lr=1.0),
         _setting("mnist-4v9-tanh-n150", "mnist10k", (4, 9), "mlp", 150, width=128),
         _setting("mnist1d-relu-d3-n150", "mnist1d", "parity", "mlp", 150, depth=3, activation="relu", lr=1.0),
+        _setting("digits-tanh-n150", "digits", "parity", "mlp", 150, width=256),
     ],
     "smoke": [
         _setting("digits-relu-smoke", "digits", "parity", "mlp", 16, width=16, depth=3, activation="relu", lr=0.5,
