@@ -17,8 +17,8 @@ import pytest
 
 from gramlib import _checks
 from gramlib.kernels import ntk
-from gramlib.mathematics import (alignment, bounds, effective_gram as eg, gap, kernel_flow, leave_one_out,
-                                 linearized_gap, trajectory, trajectory_gram)
+from gramlib.mathematics import (alignment, bounds, effective_gram as eg, gap, gap_ode, kernel_flow,
+                                 leave_one_out, linearized_gap, trajectory, trajectory_gram, twins)
 from tests.tolerance import assert_close, eigvec_cond, talbot_gain
 
 N = 6  # samples of the kernel problems (one output; OUT2 below has two)
@@ -49,6 +49,8 @@ def _mlp(params, x):
 PARAMS = {"w1": jax.random.normal(KEYS[0], (3, 5), jnp.float64) / 2, "b1": jnp.full((5,), 0.1),
           "w2": jax.random.normal(KEYS[1], (5, 2), jnp.float64) / 2}
 X = jax.random.normal(KEYS[2], (4, 3), jnp.float64)
+Y = jnp.sin(X[:, :2])
+V = jax.random.normal(KEYS[3], (3 * 5 + 5 + 5 * 2,), jnp.float64)  # a direction in the flat parameters
 
 
 class Case(NamedTuple):
@@ -57,6 +59,7 @@ class Case(NamedTuple):
     args: tuple  # the arguments that are traced (pytrees of float64 arrays)
     symmetric: tuple = ()  # indices of arguments that must stay symmetric (Gram matrices)
     cond: float = 1.0  # condition number of the computation (tests/tolerance.py)
+    reverse: bool = True  # reverse mode (jax.grad) available; else the derivative is taken by jax.jvp
 
 
 _EIG = eigvec_cond(THETA)
@@ -117,6 +120,17 @@ CASES = [
     Case("empirical_ntk(x2, params2)", lambda p, x: ntk.empirical_ntk(_mlp, p, x, x[:2] + 1.0, params2=PARAMS),
          (PARAMS, X)),
     Case("two_time_kernel", lambda p, x: ntk.two_time_kernel(_mlp, [PARAMS, p], x)(1, 0), (PARAMS, X)),
+    Case("per_sample_losses", lambda p, x, y: twins.per_sample_losses(_mlp, p, x, y), (PARAMS, X, Y)),
+    Case("gradient_step", lambda p, x, y: twins.gradient_step(_mlp, p, x, y, jnp.ones(4), 0.1)[0]["w1"],
+         (PARAMS, X, Y)),
+    Case("rayleigh_quotient", lambda p, x, y, v: twins.rayleigh_quotient(_mlp, p, x, y, 1, v), (PARAMS, X, Y, V)),
+    Case("twin_trajectories", lambda p, x, y: twins.twin_trajectories(_mlp, p, x, y, 1, lr=0.2, record_at=[1, 3]).delta,
+         (PARAMS, X, Y), reverse=False),
+    Case("many_twin_trajectories", lambda p, x, y: twins.many_twin_trajectories(
+        _mlp, p, jnp.stack([x, x[::-1]]), jnp.stack([y, y]), np.array([0, 2]), lr=0.2, record_at=[2]).loss_u,
+         (PARAMS, X, Y), reverse=False),
+    Case("trace_gradient_covariance", lambda p, x, y: gap_ode.trace_gradient_covariance(_mlp, p, x, y, 4),
+         (PARAMS, X, Y)),
 ]
 
 
@@ -169,9 +183,12 @@ def test_grad_equals_finite_differences(case):
     direction = _perturbation(case, jax.random.key(4))
     scale = jax.tree_util.tree_map(lambda a: jnp.max(jnp.abs(a)) + 1e-3, case.args)
     direction = jax.tree_util.tree_map(lambda d, s: d * s, direction, scale)
-    grads = jax.grad(scalar, argnums=tuple(range(len(case.args))))(*case.args)
-    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grads),
-                                                   jax.tree_util.tree_leaves(direction)))
+    if case.reverse:
+        grads = jax.grad(scalar, argnums=tuple(range(len(case.args))))(*case.args)
+        analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grads),
+                                                       jax.tree_util.tree_leaves(direction)))
+    else:
+        analytic = jax.jvp(scalar, case.args, direction)[1]
     h = 1e-5
     plus = jax.tree_util.tree_map(lambda a, d: a + h * d, case.args, direction)
     minus = jax.tree_util.tree_map(lambda a, d: a - h * d, case.args, direction)
@@ -194,6 +211,17 @@ def test_ntk_norm_bound_refuses_tracers_clearly():
 def test_stability_bound_refuses_tracers_clearly():
     with pytest.raises(TypeError, match="stability_bound cannot run under"):
         jax.jit(lambda v: bounds.stability_bound(1.0, v, np.array([0.0, 1.0]), 4))(jnp.ones(2))
+
+
+def test_integrate_gap_ode_refuses_tracers_clearly():
+    with pytest.raises(TypeError, match="integrate_gap_ode cannot run under"):
+        jax.jit(lambda c: gap_ode.integrate_gap_ode(c, c, 0.1))(jnp.ones(3))
+
+
+def test_twin_trajectories_has_no_reverse_mode_as_documented():
+    """Its steps between records run in a fori_loop of data-dependent length: jax.jvp works, jax.grad does not."""
+    with pytest.raises(ValueError, match="Reverse-mode differentiation does not work"):
+        jax.grad(lambda p: jnp.sum(twins.twin_trajectories(_mlp, p, X, Y, 1, lr=0.2, record_at=[1, 3]).delta))(PARAMS)
 
 
 def test_times_that_pick_the_formula_must_be_concrete():

@@ -235,6 +235,7 @@ def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, rec
                       train_loss=rec[:, 0], population_loss=rec[:, 1], trace_cov=rec[:, 2])
 
 
+@_checks.public
 def integrate_gap_ode(cbar, epsbar, dt, *, method="euler"):
     """Solve ``dΔ/dt = −c̄_n Δ + ε̄_n``, ``Δ(0) = 0``, from factor values on a time grid (Chapter 3).
 
@@ -251,8 +252,11 @@ def integrate_gap_ode(cbar, epsbar, dt, *, method="euler"):
     gradient flow sampled on any grid (Chapter 5 integrates the factors of ``K_n`` this way).
     ``c̄_0`` multiplies ``Δ_0 = 0`` and is never used (it may be ``nan``, as ``0/0`` at ``t = 0``).
 
-    ``cbar = 0`` gives the contraction-free integral ``∫ ε̄_n``. Returns ``Δ_0..Δ_{K−1}`` (length ``K``).
+    ``cbar = 0`` gives the contraction-free integral ``∫ ε̄_n``. Returns ``Δ_0..Δ_{K−1}`` (length ``K``),
+    a float64 NumPy array. Evaluated on the host from measured factors: it repairs ``c̄_0`` and
+    checks the steps on their values, so traced arguments raise a ``TypeError``.
     """
+    _checks.host_only("integrate_gap_ode", cbar=cbar, epsbar=epsbar, dt=dt)
     c = np.array(_checks.array(cbar, "cbar", ndim=1, finite=False), dtype=float)
     e = _checks.array(epsbar, "epsbar", shape=(c.shape[0],))
     if method not in ("euler", "trapezoid"):

@@ -140,6 +140,7 @@ def _rayleigh(apply, params, x, y, i, v):
     return _safe_ratio(v @ hessian_vector_product(shared, theta, v), v @ v)
 
 
+@_checks.public
 def rayleigh_quotient(apply, params, x, y, i, v):
     """``vᵀ H_{−i}(w) v / ‖v‖²`` with ``H_{−i} = (1/n) Σ_{j≠i} ∇²ℓ(w; z_j)``, by Hessian-vector products.
 
@@ -253,7 +254,7 @@ def _check_record_at(record_at):
 def _replacement(x, y, replacement, batch):
     """The twin's new sample ``(x', y')`` and its weight ``a`` (0 for the leave-one-out twin)."""
     if replacement is None:
-        return np.take(x, 0, axis=batch), np.take(y, 0, axis=batch), 0.0
+        return jnp.take(x, 0, axis=batch), jnp.take(y, 0, axis=batch), 0.0  # unused (weight 0); x may be traced
     if not isinstance(replacement, (tuple, list)) or len(replacement) != 2:
         raise TypeError("replacement must be None (leave-one-out twin) or a pair (x_new, y_new)")
     xn = _checks.array(replacement[0], "replacement x_new", shape=x.shape[:batch] + x.shape[batch + 1:])
@@ -261,6 +262,7 @@ def _replacement(x, y, replacement, batch):
     return xn, yn, 1.0
 
 
+@_checks.public
 def twin_trajectories(apply, params0, x, y, i, *, lr, record_at, replacement=None):
     """Train ``w`` on ``S`` and its twin ``u`` on ``S∖i`` (or ``S⁽ⁱ⁾``) from ``params0``; record the forces.
 
@@ -268,7 +270,10 @@ def twin_trajectories(apply, params0, x, y, i, *, lr, record_at, replacement=Non
     ``lax.scan``. ``replacement=(x_new, y_new)`` makes the replace-one twin
     (``z_i → z'``); the default ``None`` makes the leave-one-out twin.
     ``record_at`` lists the strictly increasing steps (``>= 1``) at which the
-    :class:`TwinRecord` fields are recorded. Chapter 2.
+    :class:`TwinRecord` fields are recorded. Chapter 2. Works under ``jax.jit``, ``jax.vmap``
+    and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) in ``params0``, ``x``, ``y``
+    and ``lr`` (``i``, ``record_at`` and ``apply`` static); reverse mode (``jax.grad``) is not
+    available: the steps between records run in a ``fori_loop`` of data-dependent length.
     """
     x, y = _check_data(x, y)
     i = _check_index(i, x.shape[0])
@@ -280,17 +285,19 @@ def twin_trajectories(apply, params0, x, y, i, *, lr, record_at, replacement=Non
     return TwinRecord(steps=steps, **rec)
 
 
+@_checks.public
 def many_twin_trajectories(apply, params0, x, y, i, *, lr, record_at, replacement=None):
     """:func:`twin_trajectories` for a batch of twin pairs at once (``vmap``), from one shared ``params0``.
 
     ``x`` has shape ``(B, n, d)``, ``y`` ``(B, n)`` or ``(B, n, C)``, ``i`` ``(B,)``;
     ``replacement`` is ``None`` or ``(x_new (B, d), y_new (B,) or (B, C))``.
     Every field of the returned :class:`TwinRecord` (but ``steps``) gets a
-    leading batch axis.
+    leading batch axis. Transformations as :func:`twin_trajectories` (``i`` may be traced here:
+    its range is checked on concrete values only).
     """
     x, y = _check_data(x, y, batch=True)
     ia = _checks.array(i, "i", shape=(x.shape[0],), dtype_kind="")
-    if np.any(ia < 0) or np.any(ia >= x.shape[1]):
+    if _checks.concrete(ia, "index") and (np.any(ia < 0) or np.any(ia >= x.shape[1])):
         raise ValueError(f"every i must be a sample index in [0, {x.shape[1]}), got {ia}")
     steps, segments = _check_record_at(record_at)
     lr = _checks.positive(lr, "lr")
