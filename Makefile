@@ -14,7 +14,7 @@ TEST_WORKERS ?= 2
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test,dev,teach]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
