@@ -10,6 +10,7 @@ others, and :func:`contract` sums ``Θ = Σ_w`` of their Gram matrices.
 
 from __future__ import annotations
 
+import math
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +77,9 @@ def factors(prog, choice, leaves, consts, x):
         for d in choice.dense:
             xin = record[d.node][1 - d.weight_pos]
             g = cot[tap_index[d.node, 0]]
+            if d.patches:  # cut into patches for all samples at once, below
+                dense.append((xin, g))
+                continue
             dense.append((jnp.transpose(xin, d.x_perm).reshape(d.shared, d.k),
                           jnp.transpose(g, (0,) + tuple(p + 1 for p in d.g_perm)).reshape(c, d.shared, d.m)))
         if not param_refs:
@@ -110,6 +114,8 @@ def factors(prog, choice, leaves, consts, x):
         return dense, grads, raw
 
     dense, grads, raw = jax.vmap(one)(x)
+    dense = [conv_factors(prog.nodes[d.node].params, xin, g, prog.avals[prog.nodes[d.node].ins[1]].shape)
+             if d.patches else (xin, g) for d, (xin, g) in zip(choice.dense, dense)]
     if grads is None:
         return dense, None
     raw = iter(raw)
@@ -138,19 +144,24 @@ def _patches(prog, node, dtype):
             and all(d == 1 for d in p["lhs_dilation"]) and jnp.dtype(dtype) == jnp.float64)
 
 
-def _filter_gradients(params, lhs, g, shape):
-    """Per-sample filter gradients ``Σ_p P_p(x_i) ⊗ G_i[p]`` ``(n, C, *shape)`` of a convolution, all samples at once.
+def conv_factors(params, lhs, g, shape):
+    """The patch factors ``(P (n, S, F), G (n, C, S, C_out))`` of a convolution's filter, all samples at once.
 
-    ``lhs`` ``(n, ...)`` holds each sample's input to the convolution and
-    ``g`` ``(n, C, ...)`` the cotangents at its output. The patches ``P_p``
-    are cut by strided slices of the padded input, then one batched product
-    contracts the positions ``p``: the transpose of the convolution with
-    respect to its filter, sample by sample.
+    ``params`` are the convolution's, ``shape`` its filter's; ``lhs``
+    ``(n, ...)`` holds each sample's input to the convolution and ``g``
+    ``(n, C, ...)`` the cotangents at its output. ``P_a[s]`` is the patch of
+    sample ``a`` read by output position ``s`` (the convolution's own batch
+    axis, size 1 unless ``f`` folds more into it, joins the positions), with
+    ``F = C_in · window`` features in the filter's (in, window) order, cut by
+    strided slices of the padded input; ``G_a,c[s]`` the cotangent of output
+    ``c`` there. The convolution is ``z[s] = P[s] W`` with ``W`` the filter
+    as an ``(F, C_out)`` matrix, so the filter's term of ``Θ`` is
+    ``Σ_{s,t} (P_a[s] · P_b[t]) (G_a,c[s] · G_b,d[t])`` and its per-sample
+    gradient ``Σ_s P_a[s] ⊗ G_a,c[s]`` (Chapter 4, appendix "Scaling up").
     """
     dn = params["dimension_numbers"]
     n, c = g.shape[:2]
     window = tuple(shape[d] for d in dn.rhs_spec[2:])
-    # the convolution's own batch axis (size 1 unless f folds more into it) joins the samples' axis
     b, ob = dn.lhs_spec[0], dn.out_spec[0]
     x = jnp.moveaxis(lhs, 0, b)
     x = x.reshape(x.shape[:b] + (-1,) + x.shape[b + 2:])
@@ -159,7 +170,6 @@ def _filter_gradients(params, lhs, g, shape):
     g = jnp.moveaxis(g, (0, 1), (ob, ob + 1))
     g = jnp.transpose(g.reshape(g.shape[:ob] + (-1,) + g.shape[ob + 3:]), dn.out_spec)  # (n C B, C_out, *out)
     c_out, out_spatial = g.shape[1], g.shape[2:]
-    g = g.reshape((n, c, -1) + g.shape[1:])  # (n, C, B, C_out, *out)
     slices = []
     for offset in np.ndindex(*window):
         start = [0, 0] + [o * r for o, r in zip(offset, params["rhs_dilation"])]
@@ -168,11 +178,24 @@ def _filter_gradients(params, lhs, g, shape):
         slices.append(jax.lax.slice(x, start, limit, [1, 1] + list(params["window_strides"])))
     patches = jnp.stack(slices, axis=-1)  # (n B, C_in, *out_spatial, window)
     c_in = patches.shape[1]
-    patches = jnp.moveaxis(patches, 1, -2).reshape(n, -1, c_in * len(slices))  # (n, S = B · out, F = C_in · window)
-    gm = jnp.moveaxis(g.reshape(n, c, g.shape[2], c_out, -1), (1, 3), (3, 4))  # (n, B, out, C, C_out)
-    gm = gm.reshape(n, -1, c * c_out)  # (n, S, C · C_out)
-    grad = jnp.einsum("nsf,nsk->nkf", patches, gm.astype(patches.dtype))  # (n, C · C_out, F)
-    grad = grad.reshape((n, c, c_out, c_in) + window)  # (n, C, out, in, *window): rhs logical order
+    patches = jnp.moveaxis(patches, 1, -2).reshape(n, -1, c_in * len(slices))  # (n, S = B · out, F)
+    g = g.reshape(n, c, -1, c_out, math.prod(out_spatial))  # (n, C, B, C_out, out)
+    g = jnp.moveaxis(g, 3, 4).reshape(n, c, -1, c_out)  # (n, C, S, C_out)
+    return patches, g.astype(patches.dtype)
+
+
+def _filter_gradients(params, lhs, g, shape):
+    """Per-sample filter gradients ``Σ_s P_a[s] ⊗ G_a,c[s]`` ``(n, C, *shape)`` from :func:`conv_factors`.
+
+    One batched product contracts the positions ``s``: the transpose of the
+    convolution with respect to its filter, sample by sample.
+    """
+    dn = params["dimension_numbers"]
+    patches, gm = conv_factors(params, lhs, g, shape)
+    n, c, _, c_out = gm.shape
+    window = tuple(shape[d] for d in dn.rhs_spec[2:])
+    grad = jnp.einsum("nsf,ncsk->nckf", patches, gm)  # (n, C, C_out, F)
+    grad = grad.reshape((n, c, c_out, shape[dn.rhs_spec[1]]) + window)  # (n, C, out, in, *window): rhs logical order
     perm = tuple(int(a) + 2 for a in np.argsort(dn.rhs_spec))
     return jnp.transpose(grad, (0, 1) + perm).astype(g.dtype)
 

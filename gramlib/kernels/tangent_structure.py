@@ -19,19 +19,29 @@ cotangents ``G = ∂f/∂z`` at every use. Then, leaf by leaf:
   ``s, t`` that the product shares (none for an MLP: ``(X_in X_inᵀ) ⊙ (G Gᵀ)``;
   positions of a sequence for a dense layer applied per position). Its
   Jacobian is never formed.
-* **Jacobian blocks from the taps.** Any other leaf (a convolution filter, a
-  bias, a scale, a weight shared by several uses) gets its per-sample
-  Jacobian block ``J_w`` by transposing only the equations that use it: the
-  transpose of a convolution with respect to its filter, applied to ``G``,
-  is the per-sample filter gradient ``Σ_p P_p(X_in) ⊗ G[p]`` built from
-  patches; that of a broadcast bias sums ``G`` over the broadcast axes
+* **patch factors.** A convolution is a dense product of its filter with
+  the patches of its input: ``z[p] = P_p(X_in) W`` at every output position
+  ``p``. A filter leaf used once (through the same aliases) by a
+  ``conv_general_dilated`` without feature or batch groups or input dilation
+  contributes, with ``P_a`` the ``(positions × C_in·k·k)`` patches of sample
+  ``a`` and ``G_a,c`` its ``(positions × C_out)`` cotangents,
+  ``Θ_W(a c, b d) = Σ_{p,q} (P_a[p] · P_b[q]) (G_a,c[p] · G_b,d[q])``, the sum
+  over ``p, q`` of ``(P_a P_bᵀ) ⊙ (G_a,c G_b,dᵀ)``: the dense factors above
+  with the positions as shared axes, and no ``(C_in·k·k × C_out)`` per-sample
+  filter gradient is formed.
+* **Jacobian blocks from the taps.** Any other leaf (a convolution filter
+  whose patch factors cost more, a bias, a scale, a weight shared by
+  several uses) gets its per-sample Jacobian block ``J_w`` by transposing
+  only the equations that use it: the transpose of a convolution with
+  respect to its filter, applied to ``G``, is the per-sample filter
+  gradient ``Σ_p P_p(X_in) ⊗ G[p]``; that of a broadcast bias sums ``G`` over the broadcast axes
   (``Θ_b = G Gᵀ`` summed over the shared axes); a shared weight sums its
   uses before the product, which keeps the cross terms
   ``Σ_{u,v} ⟨J_u(a), J_v(b)⟩``. Then ``Θ_w = J_w J_wᵀ``.
 
-A cost model (:func:`choose`) compares, for every dense leaf, the flops of the
-factor products with those of forming and contracting its Jacobian block, and
-takes the cheaper. The result is exact (the chain rule summed over the direct
+A cost model (:func:`choose`) compares, for every dense or convolution leaf, the
+flops of the factor products with those of forming and contracting its
+Jacobian block, and takes the cheaper. The result is exact (the chain rule summed over the direct
 uses of every leaf); nothing else is approximated. Functions whose outputs do
 not depend on the input at all are refused here and left to the plain
 Jacobian contraction by :func:`gramlib.ntk.empirical_ntk`.
@@ -76,11 +86,16 @@ class Node(NamedTuple):
 
 
 class DenseUse(NamedTuple):
-    """A leaf used once as the weight of a ``dot_general``; how to lay out its factors.
+    """A leaf used once as the weight of a ``dot_general`` or the filter of a convolution; how to lay out its factors.
 
     ``x_perm`` orders the other operand as (shared axes, contracted axes);
     ``g_perm`` orders the output as (shared axes, weight's free axes);
-    ``shared, k, m``: sizes of the shared, contracted and free axes.
+    ``shared, k, m``: sizes of the shared, contracted and free axes. For a
+    convolution (``patches``) the shared axes are the output positions (with
+    the convolution's own batch axis), ``k = C_in · window`` the patch
+    features and ``m = C_out``; its factors are cut from the input by
+    :func:`gramlib.kernels.tangent_factors.conv_factors` (``x_perm``,
+    ``g_perm`` unused).
     """
 
     leaf: int
@@ -91,6 +106,7 @@ class DenseUse(NamedTuple):
     shared: int
     k: int
     m: int
+    patches: bool = False
 
 
 class Program:
@@ -204,6 +220,9 @@ class Program:
                     ref = node.outs[0]
                     continue
                 break
+            if ok and i in self.uses and pos == 1 and self._plain_conv(node):
+                yield self._conv_use(leaf_index, i, node)
+                continue
             if not ok or node.prim.name != "dot_general" or i not in self.uses or len(node.ins) != 2:
                 continue
             other = node.ins[1 - pos]
@@ -224,6 +243,24 @@ class Program:
             yield DenseUse(leaf_index, i, pos, x_free + tuple(x_con), g_perm,
                            math.prod(x_shape[d] for d in x_free), math.prod(x_shape[d] for d in x_con),
                            math.prod(w_shape[d] for d in w_free))
+
+
+    def _plain_conv(self, node):
+        """A convolution of the input by a parameter operand, without groups or input dilation."""
+        if node.prim.name != "conv_general_dilated" or len(node.ins) != 2:
+            return False
+        p = node.params
+        return (self.kind(node.ins[0]) == "x" and self.kind(node.ins[1]) == "p"
+                and p["feature_group_count"] == 1 and p["batch_group_count"] == 1
+                and all(d == 1 for d in p["lhs_dilation"]))
+
+    def _conv_use(self, leaf_index, i, node):
+        """The patch factors' sizes of the filter of convolution ``i``: positions, ``C_in · window``, ``C_out``."""
+        dn = node.params["dimension_numbers"]
+        w_shape, out_shape = self.avals[node.ins[1]].shape, self.avals[node.outs[0]].shape
+        positions = out_shape[dn.out_spec[0]] * math.prod(out_shape[d] for d in dn.out_spec[2:])
+        k = w_shape[dn.rhs_spec[1]] * math.prod(w_shape[d] for d in dn.rhs_spec[2:])
+        return DenseUse(leaf_index, i, 1, (), (), int(positions), int(k), int(w_shape[dn.rhs_spec[0]]), True)
 
 
 # ------------------------------------------------------------------------- evaluating one equation
@@ -260,8 +297,19 @@ def choose(prog, n1, n2, method="auto"):
     Gram, their product over shared axes ``S``); the Jacobian block of the
     same leaf costs ``(n1 + n2) C S K M`` to form and ``n1 n2 C² K M`` to
     contract. Factors must be cheaper by the margin :data:`_TIE`: a Jacobian
-    block joins the other blocks in one product. ``method="structured"``
-    takes dense factors wherever they apply.
+    block joins the other blocks in one product. The rule is the same for a
+    convolution's filter (appendix "Scaling up"), with ``S`` its output
+    positions, ``K = C_in · k · k`` its patch features and ``M = C_out``:
+    the patch Gram and cotangent Gram contracted over positions pairs
+    (``S² (K + C² M)`` per pair of samples) against the filter gradients
+    (``C² K M`` per pair). It takes the patch factors where the positions
+    are few and the channels many (``S² ≲ K M / (K/M + C²)``, a late layer
+    of a deep network); for small images with few channels
+    (``S = 64``, ``K = 144``, ``M = 16``) the filter gradients. In memory the
+    factors hold the ``n1 n2 S²`` patch Gram at once, the blocks
+    ``(n1 + n2) C K M`` numbers; ``batch_size`` in
+    :func:`gramlib.ntk.empirical_ntk` bounds ``n1``. ``method="structured"``
+    takes dense and patch factors wherever they apply.
     """
     c = prog.outputs
     dense = []
