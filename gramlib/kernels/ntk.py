@@ -224,11 +224,13 @@ def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, meth
     a leaf used as the weight of a dense product ``z = X_in W`` contributes
     ``(X_in X_inᵀ) ⊙ (G Gᵀ)`` (summed over the axes the product shares, with
     ``G = ∂f/∂z`` from ``C`` backward passes), without forming its Jacobian;
-    every other leaf (convolution filters, biases, shared weights, …) gets its
-    per-sample Jacobian block by transposing only the equations that use it
-    (patches times ``G`` for a convolution, ``G`` summed over broadcast axes for
-    a bias), then ``J_w J_wᵀ``. A flop count picks, per dense leaf, the
-    cheaper of the two (Chapter 4, appendix "Scaling up").
+    so does a convolution's filter, with its input patches as ``X_in`` and its
+    output positions as the shared axes; every other leaf (biases, shared
+    weights, …) gets its per-sample Jacobian block by transposing only the
+    equations that use it (``G`` summed over broadcast axes for a bias; the
+    per-sample filter gradient for a convolution), then ``J_w J_wᵀ``. A flop
+    count picks, per dense or convolution leaf, the cheaper of the two
+    (Chapter 4, appendix "Scaling up").
     ``method="structured"`` takes dense factors wherever they apply;
     ``method="jacobian"`` contracts per-sample Jacobians of the whole network
     from ``jax.jacrev``. ``batch_size`` tiles both inputs so that only one

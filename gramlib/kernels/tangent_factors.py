@@ -4,8 +4,9 @@
 leaf, between dense factors and a Jacobian block (:func:`~gramlib.kernels.tangent_structure.choose`).
 This module evaluates that decision on a batch: one forward pass with zero taps at the
 uses of the parameters and ``C`` backward passes give the cotangents ``G``; then
-:func:`factors` returns ``(X_in, G)`` per dense leaf and the Jacobian blocks ``J`` of the
-others, and :func:`contract` sums ``Θ = Σ_w`` of their Gram matrices.
+:func:`factors` returns ``(X_in, G)`` per dense leaf (for a convolution's filter, its
+patches and cotangents, :func:`conv_factors`) and the Jacobian blocks ``J`` of the others,
+and :func:`contract` sums ``Θ = Σ_w`` of their Gram matrices.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def factors(prog, choice, leaves, consts, x):
     """Per-sample factors of a batch ``x`` ``(n, ...)`` at the weights ``leaves``.
 
     Returns ``(dense, J)``: ``dense`` holds ``(X_in (n, S, K), G (n, C, S, M))``
-    per dense leaf of ``choice``, ``J`` ``(n, C, P)`` the Jacobian blocks of
-    all other leaves side by side (``None`` if there are none).
+    per dense leaf of ``choice`` (for a convolution's filter ``X_in`` are the
+    patches at its ``S`` output positions), ``J`` ``(n, C, P)`` the Jacobian
+    blocks of all other leaves side by side (``None`` if there are none).
     """
     penv = _param_env(prog, leaves, consts)
     c = prog.outputs
@@ -224,7 +226,8 @@ def _gram(a, b, same):
 def contract(fa, fb, same=False):
     """``Θ(a, b)`` ``(na C, nb C)`` from the factors of two batches (rows ordered (sample, output)).
 
-    Dense factors ``(X_in, G)`` contribute ``Σ_{s,t} (X_in,a[s] · X_in,b[t]) (G_a,c[s] · G_b,d[t])``;
+    Dense factors ``(X_in, G)`` contribute ``Σ_{s,t} (X_in,a[s] · X_in,b[t]) (G_a,c[s] · G_b,d[t])``
+    (for a convolution's filter: the patch Gram times the cotangent Gram, summed over pairs of positions);
     the Jacobian blocks ``J`` contribute ``J_a J_bᵀ``. ``same`` (``fb`` are the factors of the
     same batch at the same weights) computes only the upper block triangle of each Gram matrix.
     """
