@@ -12,8 +12,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_on_devices(script: str, devices: int = 4) -> dict:
-    """Run ``script`` (Python source that prints ``"RESULT" + json``) with ``devices`` CPU devices; its result."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    """Run ``script`` (Python source that prints ``"RESULT" + json``) with ``devices`` CPU devices; its result.
+
+    The subprocess is a new interpreter: ``script`` switches float64 on itself where it needs it (the
+    tests' ``conftest.py`` does not reach it). Other ``XLA_FLAGS`` of the caller (e.g. one CPU thread)
+    are passed on.
+    """
+    keep = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    flags = " ".join(keep + [f"--xla_force_host_platform_device_count={devices}"])  # the caller's other flags too
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
