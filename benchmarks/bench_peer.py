@@ -100,7 +100,7 @@ def main(argv=None):
         print("peer:", status, flush=True)
         rows = []
         for name in args.workloads:
-            for dtype in args.dtypes:
+            for dtype in [d for d in args.dtypes if d in peer_workloads.DTYPES.get(name, (d,))]:
                 n = SIZES.get((name, dtype), peer_workloads.N)
                 cases = gramlib_cases(name, dtype, n)
                 best, first = {label: None for label in cases}, {}
