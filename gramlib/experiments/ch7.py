@@ -48,17 +48,23 @@ class Cell(NamedTuple):
 #: per split on 2 CPU cores, ``benchmarks/bench_train_steps.py``), random labels on the first
 #: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``, and
 #: the noise floor and the prediction with the inputs re-centered (:func:`recentered_run`) on every MLP split of
-#: ``recentered_cells``; ``limits``: the grid of :func:`reproduce_ch7_limits`.
+#: ``recentered_cells``; the cells of ``centered_cells`` (:func:`centered_split`) train the network
+#: centered at its initialization, ``f(x; w) − f(x; w_0)``, on inputs centered by the held-out mean: the
+#: 10-class network of ``"mnist-10"`` does worse than predicting zero, this one does not.
+#: ``limits``: the grid of :func:`reproduce_ch7_limits`.
 #: ``"paper"``: 10-class one-hot subsets of the full MNIST,
 #: Fashion-MNIST and CIFAR-10 with more samples (a GPU, e.g. Colab, and a download of the data
 #: are needed). ``"smoke"``: a seconds-long run of the same pipeline for tests.
 SCALES = {
     "default": dict(cells={"digits": Cell("digits", "parity", 300), "teacher": Cell("teacher", "sign", 300),
                            "mnist-parity": Cell("mnist10k", "parity", 300), "mnist-4v9": Cell("mnist10k", (4, 9), 300),
-                           "mnist-10": Cell("mnist10k", "onehot", 100)},
+                           "mnist-10": Cell("mnist10k", "onehot", 100),
+                           "mnist-10-centered": Cell("mnist10k", "onehot", 100)},
                     cnn_cells=("digits", "teacher"),
-                    retrain_cells=tuple((c, "mlp") for c in ("digits", "teacher", "mnist-parity", "mnist-4v9", "mnist-10"))
+                    retrain_cells=tuple((c, "mlp") for c in ("digits", "teacher", "mnist-parity", "mnist-4v9", "mnist-10",
+                                                             "mnist-10-centered"))
                     + (("digits", "cnn"), ("teacher", "cnn")),
+                    centered_cells=("mnist-10-centered",),
                     n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
                     snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, cnn_retrain_splits=1,
                     random_label_splits=1,
@@ -86,12 +92,14 @@ SCALES = {
 
 #: How the chapter names each cell of the table.
 CELL_LABELS = {"digits": "digits parity", "teacher": "teacher", "mnist-parity": "MNIST parity",
-               "mnist-4v9": "MNIST 4 vs 9", "mnist-10": "MNIST 10 classes", "mnist": "MNIST",
+               "mnist-4v9": "MNIST 4 vs 9", "mnist-10": "MNIST 10 classes",
+               "mnist-10-centered": "MNIST 10 classes, centered", "mnist": "MNIST",
                "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
 #: The settings that determine a row of the table and its snapshots (their fingerprint, with the
-#: row's :class:`Cell` and whether its twins are retrained, is the row's ``settings`` column).
+#: row's :class:`Cell`, whether its twins are retrained and, in a cell of ``centered_cells`` only,
+#: ``centered=True``, is the row's ``settings`` column).
 RUN_SETTINGS = ("n_test", "width", "channels", "lr", "steps", "snapshots", "brute_force")
 
 
@@ -185,6 +193,19 @@ def noise_floor(name, setting, *, splits, arch="mlp", model=None, first_seed=100
     return NoiseFloor(loo, held, np.abs(loo - held) / held)
 
 
+def centered_split(model, dataset, *, key):
+    """A split of a cell of ``centered_cells``: the network centered at its initialization, leave-one-out clean.
+
+    Two changes to the table's pipeline, both on the split alone. The inputs are centered by the
+    held-out mean (:func:`gramlib.data.center_by_held_out`: no training sample in the center, the
+    remedy of Chapter 7's preprocessing section), and the network trained is ``f(x; w) − f(x; w_0)``
+    with ``w_0 = model.init(key)`` (:func:`gramlib.experiments.tasks.centered_outputs`: ``model`` on
+    targets shifted by its initial outputs, the same residuals and Gram matrices), which predicts
+    zero before training instead of the noise of its initial outputs.
+    """
+    return tasks.centered_outputs(model, data.center_by_held_out(dataset), key)
+
+
 def recentered_run(model, dataset, setting, *, key, loop="scan", progress=False):
     """One split of Chapter 7 again, with the inputs centered by a mean that holds no training sample.
 
@@ -230,8 +251,8 @@ def table_keys(setting, archs, retrain=True):
     seeds in ``setting["seeds"]``. ``retrain`` is true for the true-label runs of the first
     ``retrain_splits`` seeds (``cnn_retrain_splits`` for the CNN) of the cells and architectures in
     ``retrain_cells`` (all false with
-    ``retrain=False``); ``settings`` is the row's fingerprint (:data:`RUN_SETTINGS`, the cell and
-    ``retrain``), under which the table stores it.
+    ``retrain=False``); ``settings`` is the row's fingerprint (:data:`RUN_SETTINGS`, the cell,
+    ``retrain`` and, for the cells of ``centered_cells``, ``centered=True``), under which the table stores it.
     """
     keys = []
     for name in setting["cells"]:
@@ -245,8 +266,10 @@ def table_keys(setting, archs, retrain=True):
                 keys += [{"dataset": name, "arch": arch, "labels": labels, "seed": seed,
                           "retrain": bool(twins and labels == "true" and seed < retrained)}
                          for seed in seeds if seed in setting["seeds"]]
+    centered = set(setting.get("centered_cells", ()))
     return [{**k, "settings": _fingerprint(setting, RUN_SETTINGS, cell=setting["cells"][k["dataset"]],
-                                           retrain=k["retrain"])} for k in keys]
+                                           retrain=k["retrain"], **({"centered": True} if k["dataset"] in centered
+                                                                    else {}))} for k in keys]
 
 
 @in_float64
@@ -266,7 +289,8 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     fewer kernel snapshots (:func:`snapshot_rows`); ``ch7_centering.csv``: the noise floor and the
     prediction with re-centered inputs (:func:`recentered_run`) on the true-label MLP splits of
     ``recentered_cells``;
-    ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``.
+    ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``. The splits of ``centered_cells`` are
+    :func:`centered_split`'s.
     ``archs``, ``datasets`` (cell names) and ``seeds`` restrict the runs (``None``: all of the
     scale's); ``retrain=False`` retrains no twins. Each row records its ``settings`` fingerprint
     (the scale's :data:`RUN_SETTINGS`, the row's :class:`Cell` and ``retrain``) and
@@ -293,6 +317,8 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
             ds = data.random_labels(ds, key=k_labels)
         if (name, arch) not in model_of:
             model_of[name, arch] = tasks.architecture(arch, shape, tasks.outputs(ds), setting, np.float64)
+        if name in setting.get("centered_cells", ()):
+            ds = centered_split(model_of[name, arch], ds, key=k_run)
         return ds, model_of[name, arch], k_run
 
     def compute(key):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from ..runs import data, models
 
 #: The input shape each data set's CNN needs, and the label the chapters print.
@@ -64,3 +66,22 @@ def output_folder(out_dir):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def centered_outputs(model, ds, key):
+    """The split ``ds`` for the network ``f(x; w) − f(x; w_0)``, centered at its initialization (Chapter 7).
+
+    Gradient descent on ``f(x; w) − f(x; w_0)`` with targets ``y`` is gradient descent on
+    ``f(x; w)`` with targets ``y + f(x; w_0)``: the same residuals
+    ``r = f(x; w) − f(x; w_0) − y`` (zero outputs at initialization, ``r_0 = −Y``), the same
+    Jacobian and Gram matrix, the same losses on both sets. So the centered network is trained and
+    predicted as ``model`` on a split whose targets, training and held-out, are shifted by
+    ``model``'s outputs at ``w_0 = model.init(key)``; ``labels_*`` are kept. Pass the ``key`` the
+    run initializes with.
+    """
+    if not isinstance(ds, data.Dataset):
+        raise TypeError(f"ds must be a gramlib.data.Dataset, got {type(ds).__name__}")
+    params = model.init(key)
+    f0_train, f0_test = (np.asarray(model.apply(params, x)).reshape(np.shape(y))
+                         for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)))
+    return ds._replace(y_train=ds.y_train + f0_train, y_test=ds.y_test + f0_test)
