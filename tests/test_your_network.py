@@ -197,3 +197,31 @@ def test_one_call_prediction_takes_an_initialized_network():
     _, rho, held_out = loo_prediction(apply, params, ds, lr)
     assert_close(got.loo, rho, 1)  # the same computation
     assert got.held_out == pytest.approx(held_out, rel=tolerance(F64))
+
+
+def test_the_adapter_exercise_check(capsys):
+    from gramlib.views.exercises import your_network
+
+    def right(model):
+        params, static = eqx.partition(model, eqx.is_array)
+        return (lambda p, x: jax.vmap(eqx.combine(p, static))(x)), params
+
+    def scaled(model):  # the right outputs times 1.01: wrong outputs and kernel
+        apply, params = right(model)
+        return (lambda p, x: 1.01 * apply(p, x)), params
+
+    def frozen_head(model):  # the right outputs, but no derivative through the last layer: a smaller kernel
+        apply, params = right(model)
+
+        def frozen(p, x):
+            return apply(eqx.tree_at(lambda m: m.layers[-1], p, jax.lax.stop_gradient(p.layers[-1])), x)
+
+        return frozen, params
+
+    assert your_network.check_equinox_adapter(right)
+    assert "✅" in capsys.readouterr().out
+    for wrong in (scaled, frozen_head, lambda model: eqx.partition(model, eqx.is_array)):
+        assert not your_network.check_equinox_adapter(wrong)
+        assert "❌" in capsys.readouterr().out
+    assert not your_network.check_equinox_adapter(frozen_head)
+    assert "❌ empirical NTK of your adapter" in capsys.readouterr().out  # outputs right, kernel wrong
