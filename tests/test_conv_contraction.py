@@ -80,6 +80,10 @@ def test_the_rule_takes_patch_factors_for_few_positions_and_filter_gradients_for
     prog = ts.program(f, params, x)
     uses = [d for d in prog.dense if d.patches]
     assert [(d.shared, d.k, d.m) for d in uses] == [(64, 9, 16), (64, 144, 16), (64, 144, 16)]
+    # the benchmark's late layers (4 and 1 positions, 32 -> 64 -> 64 channels) at its n = 1000: patch factors
+    f, params, x = peer_workloads.workload("cnn-late", "float32")
+    plan = ts.explain(f, params, x)
+    assert plan["['convs'][0]"] == plan["['convs'][1]"] == "dense factors"
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
