@@ -1,4 +1,4 @@
-"""A convolution filter's term of the NTK by patch factors: the patch Gram and the cotangent Gram contracted over positions.
+"""A convolution filter's NTK term by patch factors: the patch and cotangent Grams contracted over positions.
 
 For a filter ``W`` of a convolution ``z[s] = P[s] W`` (``P[s]`` the patch read by
 output position ``s``), ``Θ_W(a c, b d) = Σ_{s,t} (P_a[s] · P_b[t]) (G_a,c[s] · G_b,d[t])``
