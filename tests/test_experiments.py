@@ -16,6 +16,7 @@ from gramlib import (alignment, ch6, ch7, ch7_findings, data, effective_gram, ke
                      predict, results, tasks)
 from gramlib.views import figures, plotting
 import matplotlib.pyplot as plt
+from tests.tolerance import assert_close, cond, tolerance
 
 KEY = jax.random.PRNGKey(0)
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -184,19 +185,20 @@ def test_summarize_is_the_protocol_over_splits():
                    relinearized_seconds=20.0, **twins)
     rows.append(_protocol_row(0, labels="random", predicted=3.0, held_out=4.0))
     (cell,) = ch7.summarize(rows)
+    ROWS = tolerance(np.float64, len(rows))  # means, spreads and ratios over the rows: O(1) numbers
     error = np.array([0.0, 0.1, 0.2, 0.3])  # (predicted − held-out)/held-out per split
     half = scipy.stats.t.ppf(0.975, 3) * error.std(ddof=1) / 2  # Student t, 3 degrees of freedom
-    assert cell["splits"] == 4 and abs(cell["error"] - 0.15) < 1e-12 and abs(cell["error_half"] - half) < 1e-12
-    assert abs(cell["floor"] + 0.075) < 1e-12 and abs(cell["abs_floor"] - 0.075) < 1e-12
-    assert abs(cell["one_time_error"] + 0.1) < 1e-12 and abs(cell["gcv_error"] - 0.2) < 1e-12
-    assert cell["retrained"] == 2 and abs(cell["twin_error"]) < 1e-12 and abs(cell["twin_abs_error"] - 0.02) < 1e-12
-    assert abs(cell["one_time_twin_error"] - (0.4 / 0.5 - 1)) < 1e-12 and cell["min_correlation"] == 0.995
-    assert abs(cell["readout_twin_error"] - (0.55 / 0.5 - 1)) < 1e-12
+    assert cell["splits"] == 4 and abs(cell["error"] - 0.15) <= ROWS and abs(cell["error_half"] - half) <= ROWS
+    assert abs(cell["floor"] + 0.075) <= ROWS and abs(cell["abs_floor"] - 0.075) <= ROWS
+    assert abs(cell["one_time_error"] + 0.1) <= ROWS and abs(cell["gcv_error"] - 0.2) <= ROWS
+    assert cell["retrained"] == 2 and abs(cell["twin_error"]) <= ROWS and abs(cell["twin_abs_error"] - 0.02) <= ROWS
+    assert abs(cell["one_time_twin_error"] - (0.4 / 0.5 - 1)) <= ROWS and cell["min_correlation"] == 0.995
+    assert abs(cell["readout_twin_error"] - (0.55 / 0.5 - 1)) <= ROWS
     relin = np.array([0.02, 0.01])  # re-linearized against the twins, per retrained split
-    assert abs(cell["relinearized_twin_error"] - 0.015) < 1e-12
-    assert abs(cell["relinearized_twin_error_half"] - scipy.stats.t.ppf(0.975, 1) * relin.std(ddof=1) / np.sqrt(2)) < 1e-12
+    assert abs(cell["relinearized_twin_error"] - 0.015) <= ROWS
+    assert abs(cell["relinearized_twin_error_half"] - scipy.stats.t.ppf(0.975, 1) * relin.std(ddof=1) / np.sqrt(2)) <= ROWS
     assert cell["min_relinearized_correlation"] == 0.9999 and cell["relinearized_speedup"] == 5.0
-    assert cell["random_held_out"] == 4.0 and abs(cell["learned"] - 4.0) < 1e-12
+    assert cell["random_held_out"] == 4.0 and abs(cell["learned"] - 4.0) <= ROWS
     (alone,) = ch7.summarize([rows[2]])  # one split: no interval, no twins
     assert np.isnan(alone["error_half"]) and alone["retrained"] == 0 and np.isnan(alone["twin_error"])
 
@@ -209,9 +211,10 @@ def test_findings_read_the_intervals_of_each_cell():
                 "retrained": 0, "twin_error": math.nan, "one_time_twin_error": math.nan, "min_correlation": math.nan,
                 "gcv_error": -0.1, "learned": 1.5}]
     f = ch7_findings.findings(summary)
+    ROWS = tolerance(np.float64, len(summary))  # differences of the cells' O(1) numbers
     assert f.covers == {("a", "mlp"): True, ("b", "mlp"): False}
-    assert f.miss[("a", "mlp")] == 0 and abs(f.miss[("b", "mlp")] - 0.2) < 1e-12
-    assert f.floor_covers == {("a", "mlp"): False, ("b", "mlp"): True} and abs(f.floor_miss[("a", "mlp")] - 0.1) < 1e-12
+    assert f.miss[("a", "mlp")] == 0 and abs(f.miss[("b", "mlp")] - 0.2) <= ROWS
+    assert f.floor_covers == {("a", "mlp"): False, ("b", "mlp"): True} and abs(f.floor_miss[("a", "mlp")] - 0.1) <= ROWS
     assert f.like_floor == [("a", "mlp"), ("b", "mlp")]
     assert f.twin_within == {("a", "mlp"): True} and f.lowest_correlation == 0.998
     assert f.one_time_further == [("a", "mlp")] and f.gcv_worse == [("a", "mlp")]
@@ -245,20 +248,22 @@ def test_snapshot_rows_and_noise_floor_are_the_losses_of_their_pieces():
                                   brute_force=0, progress=False)
     rows = ch7.snapshot_rows(p, (1, 4))
     assert [r["snapshots"] for r in rows] == [1, 4]
-    assert abs(rows[1]["predicted"] - p.predicted) < 1e-12 and abs(rows[1]["one_time"] - p.one_time) < 1e-12
+    rule = tolerance(np.float64, 20 * 30)  # losses of a recursion of 20 steps over 30 samples
+    assert rows[1]["predicted"] == pytest.approx(p.predicted, rel=rule) and rows[1]["one_time"] == pytest.approx(p.one_time, rel=rule)
     every = predict.trajectory_loo(p.run, 4, cross=p.cross)  # the row of every snapshot reuses the prediction
-    assert abs(rows[1]["predicted"] - 0.5 * np.mean(every**2)) < 1e-12
+    assert rows[1]["predicted"] == pytest.approx(0.5 * np.mean(every**2), rel=rule)
     one = predict.trajectory_loo(p.run, 1)
-    assert abs(rows[0]["one_time"] - 0.5 * np.mean(one**2)) < 1e-12
+    assert rows[0]["one_time"] == pytest.approx(0.5 * np.mean(one**2), rel=rule)
     two = predict.trajectory_loo(p.run, 1, cross=p.cross)
-    assert abs(rows[0]["predicted"] - 0.5 * np.mean(two**2)) < 1e-12
-    assert abs(rows[0]["relative_error"] - abs(rows[0]["predicted"] - p.held_out) / p.held_out) < 1e-12
+    assert rows[0]["predicted"] == pytest.approx(0.5 * np.mean(two**2), rel=rule)
+    assert abs(rows[0]["relative_error"] - abs(rows[0]["predicted"] - p.held_out) / p.held_out) <= (
+        rule * (rows[0]["predicted"] + p.held_out) / p.held_out)  # a difference: its terms' scale
     setting = {"n_train": 30, "n_test": 40, "task": "parity", "lr": 1.0, "steps": 20}
     f = ch7.noise_floor("digits", setting, splits=2, model=model)
     k_data, k_run = jax.random.split(jax.random.PRNGKey(1001))
     want = predict.frozen_kernel_losses(model, data.digits(30, 40, key=k_data), key=k_run, time=20.0)
-    assert np.allclose((f.loo[1], f.held_out[1]), want, rtol=1e-12)
-    assert np.allclose(f.relative, np.abs(f.loo - f.held_out) / f.held_out)
+    np.testing.assert_allclose((f.loo[1], f.held_out[1]), want, rtol=tolerance(np.float64, 30 * 30))  # the same computation
+    assert_close(f.relative, np.abs(f.loo - f.held_out) / f.held_out, 3, scale=np.max((f.loo + f.held_out) / f.held_out))
     with pytest.raises(ValueError, match="splits"):
         ch7.noise_floor("digits", setting, splits=0)
 
@@ -269,15 +274,17 @@ def test_center_by_held_out_removes_the_leak_of_the_training_mean():
                                        np.random.default_rng(1).normal(size=(20, 50)) + 3.0)
     for i in range(12):
         others = np.delete(x_train, i, axis=0)
-        assert np.sum(others @ x_train[i]) == pytest.approx(-x_train[i] @ x_train[i], rel=1e-10)
+        assert np.sum(others @ x_train[i]) == pytest.approx(-x_train[i] @ x_train[i], rel=tolerance(np.float64, 12 * 50 * 12))
     ds = data.digits(20, 30, key=KEY)
     got = data.center_by_held_out(ds)
-    assert np.allclose(got.x_test.mean(axis=0), 0, atol=1e-12)  # the held-out mean is the new center
-    assert np.allclose(got.x_train - got.x_test[0], ds.x_train - ds.x_test[0], atol=1e-12)  # a shift, nothing else
+    scale = np.abs(ds.x_train).max() + np.abs(ds.x_test).max()
+    assert_close(got.x_test.mean(axis=0), 0.0, len(ds.x_test), scale=scale)  # the held-out mean is the new center
+    assert_close(got.x_train - got.x_test[0], ds.x_train - ds.x_test[0], len(ds.x_test), scale=scale)  # a shift, nothing else
     assert np.array_equal(got.y_train, ds.y_train) and np.array_equal(got.labels_test, ds.labels_test)
     shift = np.linspace(-1, 1, 64)  # any shift of both sets: the same re-centered inputs
     moved = data.center_by_held_out(ds._replace(x_train=ds.x_train + shift, x_test=ds.x_test + shift))
-    assert np.allclose(moved.x_train, got.x_train, atol=1e-12) and np.allclose(moved.x_test, got.x_test, atol=1e-12)
+    assert_close(moved.x_train, got.x_train, len(ds.x_test), scale=scale + 1)
+    assert_close(moved.x_test, got.x_test, len(ds.x_test), scale=scale + 1)
     with pytest.raises(TypeError, match="Dataset"):
         data.center_by_held_out((ds.x_train, ds.x_test))
     with pytest.raises(ValueError, match="shape"):
@@ -293,13 +300,14 @@ def test_recentered_run_is_the_split_run_again_on_the_re_centered_inputs():
     got = ch7.recentered_run(model, ds, setting, key=jax.random.PRNGKey(1))
     centered = data.center_by_held_out(ds)
     want = predict.frozen_kernel_losses(model, centered, key=jax.random.PRNGKey(1), time=20.0)
-    assert np.allclose((got["exact_loo_recentered"], got["linearized_held_out_recentered"]), want, rtol=1e-12)
+    np.testing.assert_allclose((got["exact_loo_recentered"], got["linearized_held_out_recentered"]), want,
+                               rtol=tolerance(np.float64, 20 * 30))  # the same computation
     p = predict.predict_test_loss(model, centered, key=jax.random.PRNGKey(1), lr=1.0, steps=20, snapshots=4,
                                   brute_force=0, progress=False)
-    assert got["predicted_recentered"] == pytest.approx(p.predicted, rel=1e-12)
-    assert got["held_out_recentered"] == pytest.approx(p.held_out, rel=1e-12)
+    assert got["predicted_recentered"] == pytest.approx(p.predicted, rel=tolerance(np.float64, 20 * 20))
+    assert got["held_out_recentered"] == pytest.approx(p.held_out, rel=tolerance(np.float64, 20 * 30))
     plain = predict.frozen_kernel_losses(model, ds, key=jax.random.PRNGKey(1), time=20.0)
-    assert not np.allclose(plain, want, rtol=1e-3)  # the center matters to the network
+    assert not np.allclose(plain, want, rtol=1e-3, atol=0)  # the center matters to the network (by > 0.1%)
 
 
 def test_summarize_centering_pairs_the_two_floors_and_predictions_by_split():
@@ -311,9 +319,11 @@ def test_summarize_centering_pairs_the_two_floors_and_predictions_by_split():
                   "linearized_held_out_recentered": 2.0, "predicted_recentered": 4.0 + 0.04 * s,
                   "held_out_recentered": 4.0} for s in (0, 1, 2, 5)]  # split 5: not in the table
     (cell,) = ch7.summarize_centering(rows, centering)
-    assert cell["splits"] == 3 and cell["floor"] == pytest.approx(0.1) and cell["recentered"] == pytest.approx(-0.005)
-    assert cell["error"] == pytest.approx(0.65) and cell["recentered_error"] == pytest.approx(0.01)
-    t = 4.302652729911275  # Student-t, 2 degrees of freedom, 97.5%
+    rows_rule = tolerance(np.float64, 3)  # means over 3 splits of O(1) numbers
+    assert cell["splits"] == 3 and cell["floor"] == pytest.approx(0.1, abs=rows_rule)
+    assert cell["recentered"] == pytest.approx(-0.005, abs=rows_rule)
+    assert cell["error"] == pytest.approx(0.65, abs=rows_rule) and cell["recentered_error"] == pytest.approx(0.01, abs=rows_rule)
+    t = 4.302652729911275  # Student-t, 2 degrees of freedom, 97.5%; scipy's quantile is accurate to ≈ 1e-13
     assert cell["floor_half"] == pytest.approx(t * 0.1 / np.sqrt(3), rel=1e-9)
     assert cell["error_half"] == pytest.approx(t * 0.15 / np.sqrt(3), rel=1e-9)
     assert cell["recentered_error_half"] == pytest.approx(t * 0.01 / np.sqrt(3), rel=1e-9)
@@ -333,7 +343,8 @@ def test_each_row_carries_the_exact_leave_one_out_of_its_own_split(tmp_path):
     ds = data.digits(cell.n_train, setting["n_test"], key=k_data, task=cell.task)
     model = tasks.architecture("mlp", (8, 8, 1), 1, setting, jnp.float64)
     want = predict.frozen_kernel_losses(model, ds, key=k_run, time=setting["lr"] * setting["steps"])
-    assert np.allclose((row["exact_loo"], row["linearized_held_out"]), want, rtol=1e-10)
+    # through a CSV file: the table's digits (repr of a float64 round-trips exactly), then the same computation
+    np.testing.assert_allclose((row["exact_loo"], row["linearized_held_out"]), want, rtol=tolerance(np.float64, cell.n_train ** 2))
     assert row["retrain"] is False and np.isnan(row["brute_force"]) and PROVENANCE <= set(row)
     assert {s["seed"] for s in results.read_table(tmp_path / "ch7_snapshots.csv")} == {1}  # split 1 < snapshot_splits
 
@@ -403,9 +414,11 @@ def test_table_and_limits_of_the_command_line(tmp_path):
                                      and r["relinearized_correlation"] > 0.9 and r["relinearized_seconds"] > 0
                                      for r in twinned)
     assert all(np.isnan(r["relinearized_on_subset"]) for r in table if not r["retrain"])
-    for r in table:
-        assert abs(r["relative_error"] - abs(r["predicted"] - r["held_out"]) / r["held_out"]) < 1e-12
-        assert abs(r["one_time_relative_error"] - abs(r["one_time"] - r["held_out"]) / r["held_out"]) < 1e-12
+    for r in table:  # a difference over a quotient, recomputed from the table's exact (repr) digits
+        scale = (r["predicted"] + r["one_time"] + r["held_out"]) / r["held_out"]
+        assert abs(r["relative_error"] - abs(r["predicted"] - r["held_out"]) / r["held_out"]) <= tolerance(np.float64, 3) * scale
+        assert abs(r["one_time_relative_error"] - abs(r["one_time"] - r["held_out"]) / r["held_out"]) <= (
+            tolerance(np.float64, 3) * scale)
     snaps = results.read_table(tmp_path / "ch7_snapshots.csv")
     assert sorted({s["snapshots"] for s in snaps}) == [1, 2, 4] and {s["seed"] for s in snaps} == {0, 1}
     centering = results.read_table(tmp_path / "ch7_centering.csv")  # the smoke scale re-centers the 10-class cell
@@ -416,7 +429,9 @@ def test_table_and_limits_of_the_command_line(tmp_path):
     ds, shape = tasks.dataset(cell.dataset, cell.n_train, 100, key=k_data, task=cell.task)
     model = tasks.architecture("mlp", shape, 10, ch7.SCALES["smoke"], jnp.float64)
     want = ch7.recentered_run(model, ds, ch7.SCALES["smoke"], key=k_run)
-    assert all(centering[1][k] == pytest.approx(v, rel=1e-10) for k, v in want.items())
+    # the same computation again (a CSV keeps every digit): rounding of its losses over steps × samples
+    assert all(centering[1][k] == pytest.approx(v, rel=tolerance(np.float64, cell.n_train * ch7.SCALES["smoke"]["steps"]))
+               for k, v in want.items())
     assert (tmp_path / "ch7_predicted_vs_heldout.png").stat().st_size > 0
     limits = ch7.reproduce_ch7_limits(tmp_path, "smoke", progress=False)
     assert [(r["width"], r["depth"], r["lr"]) for r in limits] == [(16, 3, 0.5), (16, 3, 2.0), (8, 3, 1.0), (16, 2, 1.0)]
@@ -426,7 +441,8 @@ def test_table_and_limits_of_the_command_line(tmp_path):
     read = ch7_findings.committed_limits(tmp_path, "smoke")  # the grid, complete, with its provenance
     assert [(r["width"], r["lr"]) for r in read] == [(16, 0.5), (16, 2.0), (8, 1.0), (16, 1.0)]
     for r, row in zip(limits, read):
-        assert r["diverged"] or row["two_err"] == pytest.approx(r["predicted_on_subset"] / r["brute_force"] - 1)
+        assert r["diverged"] or row["two_err"] == pytest.approx(r["predicted_on_subset"] / r["brute_force"] - 1,
+                                                                abs=tolerance(np.float64, 2) * r["predicted_on_subset"] / r["brute_force"])
     fig, axes = plotting.figure(3)
     figures.plot_limits(axes, read, width=16, depth=3, lr=1.0)
     assert [len(ax.lines) for ax in axes] == [5, 5, 5]  # four estimates and the zero line per sweep
@@ -437,8 +453,9 @@ def test_table_and_limits_of_the_command_line(tmp_path):
         assert r["diverged"] == q["diverged"] and r["settings"] != q["settings"]
         if not r["diverged"]:
             assert q["predicted_on_subset"] == r["predicted_on_subset"] and np.isnan(q["brute_force"])
-            assert q["readout_on_subset"] == pytest.approx(r["readout_on_subset"], rel=1e-10)
-            assert q["relinearized_on_subset"] == pytest.approx(r["relinearized_on_subset"], rel=1e-10)
+            same = tolerance(np.float64, ch7.SCALES["smoke"]["steps"] * r["width"] ** 2)  # the same runs again: steps × parameters
+            assert q["readout_on_subset"] == pytest.approx(r["readout_on_subset"], rel=same)
+            assert q["relinearized_on_subset"] == pytest.approx(r["relinearized_on_subset"], rel=same)
             assert np.isnan(q["loo_ratio_to_brute_force"])
     with pytest.raises(ValueError, match="not a run of the 'smoke' grid"):
         ch7_findings.committed_limits(tmp_path, "smoke")  # the rows without twins are not the chapter's
@@ -467,7 +484,7 @@ def test_the_committed_table_holds_runs_of_the_protocol_and_says_where_they_were
     rows = ch7_findings.committed_limits(RESULTS / "ch7-limits")  # raises on a missing or foreign run
     assert len(rows) == len(ch7.limit_keys(ch7.scale_config("default")))
     assert not any(r["commit"].endswith("-dirty") for r in results.read_table(RESULTS / "ch7-limits" / "ch7_limits.csv"))
-    assert all(r["diverged"] or abs(r["bf_held"] - r["bf"] / r["held_out"]) < 1e-15 for r in rows)
+    assert all(r["diverged"] or r["bf_held"] == pytest.approx(r["bf"] / r["held_out"], rel=tolerance(np.float64)) for r in rows)
 
 
 def test_a_table_with_a_run_twice_or_without_provenance_is_refused(tmp_path):
@@ -511,16 +528,17 @@ def test_snapshot_convergence_recovers_a_one_over_m_law():
              for m in (1, 2, 5, 10)]
     conv = ch7_findings.snapshot_convergence(snaps)
     assert conv.counts == [1, 2, 5, 10] and conv.monotone and conv.one_time_fall == 0
-    assert abs(conv.law - (1 / 2 - 1 / 5) / (1 / 5 - 1 / 10)) < 1e-15
-    assert np.allclose(conv.measured, conv.law, rtol=1e-12)
+    rule = tolerance(np.float64, 8)  # ratios of differences of a few O(1) numbers
+    assert conv.law == pytest.approx((1 / 2 - 1 / 5) / (1 / 5 - 1 / 10), rel=rule)
+    np.testing.assert_allclose(conv.measured, conv.law, rtol=rule)
     assert sorted(conv.left) == [("d", arch, seed) for arch in ("cnn", "mlp") for seed in (0, 1)]
-    assert np.allclose(list(conv.left.values()), c / 10 / (1 - c / 10), rtol=1e-12)
-    assert np.allclose(conv.rise["mlp", "predicted"], (1 - c / 10) / (1 - c) - 1)
-    assert np.allclose(conv.last_rise, (1 - c / 10) / (1 - c / 5) - 1)
+    np.testing.assert_allclose(list(conv.left.values()), c / 10 / (1 - c / 10), rtol=rule)
+    np.testing.assert_allclose(conv.rise["mlp", "predicted"], (1 - c / 10) / (1 - c) - 1, rtol=rule)
+    np.testing.assert_allclose(conv.last_rise, (1 - c / 10) / (1 - c / 5) - 1, rtol=rule)
     dipping = ch7_findings.snapshot_convergence([dict(s, predicted=1 + 1 / s["snapshots"]) for s in snaps])
-    assert not dipping.monotone and abs(dipping.two_time_fall - (1 - 1.5 / 2)) < 1e-12 and conv.two_time_fall == 0
+    assert not dipping.monotone and abs(dipping.two_time_fall - (1 - 1.5 / 2)) <= rule and conv.two_time_fall == 0
     falling = ch7_findings.snapshot_convergence([dict(s, one_time=1 + 1 / s["snapshots"]) for s in snaps])
-    assert falling.monotone and abs(falling.one_time_fall - (1 - 1.5 / 2)) < 1e-12  # from M = 1 to 2: 2 → 1.5
+    assert falling.monotone and abs(falling.one_time_fall - (1 - 1.5 / 2)) <= rule  # from M = 1 to 2: 2 → 1.5
     with pytest.raises(ValueError, match="three counts"):
         ch7_findings.snapshot_convergence([s for s in snaps if s["snapshots"] < 5])
 
@@ -545,8 +563,11 @@ def test_chapter_settings_and_label_runs(small_ch6):
     err = ch6.sampling_error(s, run, t)
     rho = np.asarray(effective_gram.loo_residuals(s.theta, run.r0, t))
     r_test = np.asarray(kernel_flow.kernel_test_residuals(s.theta, s.theta_test, run.r0, s.f0_test - run.y_test, t))
-    assert abs(err["loo"] - 0.5 * np.mean(rho**2)) < 1e-14 and abs(err["held"] - 0.5 * np.mean(r_test**2)) < 1e-14
-    assert abs(err["held"] - run.test_loss[-1]) < 1e-10 and abs(err["loo"] - run.curve.predicted_test_loss[-1]) < 1e-10
+    rule = tolerance(np.float64, len(rho) * len(r_test))  # losses over the samples, through Θ's decomposition
+    assert err["loo"] == pytest.approx(0.5 * np.mean(rho**2), rel=rule)
+    assert err["held"] == pytest.approx(0.5 * np.mean(r_test**2), rel=rule)
+    assert err["held"] == pytest.approx(run.test_loss[-1], rel=rule)
+    assert abs(err["loo"] - run.curve.predicted_test_loss[-1]) < 1e-10  # two Talbot inversions: their own error
     assert err["within"] in ("yes", "no")
 
 
@@ -583,7 +604,7 @@ def test_simulated_twins_confirm_the_effective_gram_matrix():
     t = 2.0 * 4 / np.linalg.eigvalsh(theta).max()
     want = float(r0 @ np.asarray(effective_gram.effective_gram(theta, t)) @ r0)
     got = ch6.simulated_twin_gap(theta, r0, t, euler_steps=200_000)
-    assert abs(got - want) < 1e-4 * abs(want)
+    assert abs(got - want) < 1e-4 * abs(want)  # explicit Euler, 200,000 steps: error O(step), not rounding
     with pytest.raises(ValueError, match="r0"):
         ch6.simulated_twin_gap(theta, r0[:3], t)
     with pytest.raises(ValueError, match="t"):
@@ -594,8 +615,8 @@ def test_indefinite_example_has_a_negative_eigenvalue():
     example = ch6.indefinite_example(range(50))
     assert example is not None
     vals = np.linalg.eigvalsh(example.k_matrix)
-    assert vals[0] < -1e-6 * np.abs(vals).max()
-    np.testing.assert_allclose(example.k_matrix, effective_gram.effective_gram(example.theta, example.t), rtol=1e-12)
+    assert vals[0] < -1e-6 * np.abs(vals).max()  # a margin of 1e8 times the rounding of a 4×4 eigh
+    assert_close(example.k_matrix, effective_gram.effective_gram(example.theta, example.t), 16)  # the same computation
     assert ch6.indefinite_example([]) is None
 
 
@@ -611,14 +632,17 @@ def test_alignment_of_a_trained_network_with_its_runs_effective_gram_matrix():
     k = trajectory_gram.trajectory_effective_gram(run.thetas, 60, 1.0).k_matrix
     r0 = run.residuals[0]
     vals, vecs = np.linalg.eigh(k)
-    assert out.share_r0 == pytest.approx(np.sum((vecs[:, :3].T @ r0) ** 2) / (r0 @ r0), rel=1e-9)  # k = 3 of 30
-    assert out.gap == pytest.approx(r0 @ k @ r0, rel=1e-9) and out.random_share == 0.1
-    assert out.train_loss == pytest.approx(run.train_loss[-1], rel=1e-12)
+    # the same run and K_traj again: 60 steps over 30 samples; the bottom eigenvectors turned by 1 / the eigengap
+    same = tolerance(np.float64, 60 * 30)
+    shares = tolerance(np.float64, 60 * 30, cond=np.abs(vals).max() / (vals[3] - vals[2]))
+    assert out.share_r0 == pytest.approx(np.sum((vecs[:, :3].T @ r0) ** 2) / (r0 @ r0), abs=shares)  # k = 3 of 30
+    assert out.gap == pytest.approx(r0 @ k @ r0, rel=same) and out.random_share == 0.1
+    assert out.train_loss == pytest.approx(run.train_loss[-1], rel=same)
     assert 0 < out.test_loss and abs(out.predicted / out.trajectory - 1) < 0.05
     assert list(out.during.steps) == [10, 20, 30, 40, 50, 60]  # during training: K_traj(t), 8 log-spaced of 6: all
-    assert out.during.share_r0[-1] == pytest.approx(out.share_r0, rel=1e-9)
+    assert out.during.share_r0[-1] == pytest.approx(out.share_r0, abs=shares)
     assert out.during.share_rt[-1] == pytest.approx(np.sum((vecs[:, :3].T @ run.residuals[-1]) ** 2)
-                                                    / np.sum(run.residuals[-1] ** 2), rel=1e-9)
+                                                    / np.sum(run.residuals[-1] ** 2), abs=shares)
     with pytest.raises(ValueError, match="y_train"):
         real_alignment.run_alignment(model, params, ds, ds.y_train[:5], ds.y_test, lr=1.0, steps=6, snapshots=2)
 
@@ -636,8 +660,9 @@ def test_chapter_6_runs_table_is_run_alignment_per_seed_and_resumes(tmp_path, mo
     model = tasks.architecture("mlp", (8, 8, 1), 1, small, jnp.float64)
     want = real_alignment.run_alignment(model, model.init(k_init), ds, ds.y_train, ds.y_test, lr=1.0, steps=20,
                                         snapshots=small["snapshots"])
-    assert rows[1]["share_r0"] == pytest.approx(want.share_r0, rel=1e-9)
-    assert rows[1]["test_loss"] == pytest.approx(want.test_loss, rel=1e-9) and PROVENANCE <= set(rows[1])
+    same = tolerance(np.float64, 20 * 30)  # the same run again (a CSV keeps every digit): 20 steps over 30 samples
+    assert rows[1]["share_r0"] == pytest.approx(want.share_r0, rel=same)
+    assert rows[1]["test_loss"] == pytest.approx(want.test_loss, rel=same) and PROVENANCE <= set(rows[1])
     monkeypatch.setattr(real_alignment, "run_alignment", lambda *a, **kw: pytest.fail("recomputed a stored run"))
     assert len(real_alignment.reproduce_ch6_runs(tmp_path, "smoke", progress=False)) == 2
     with pytest.raises(ValueError, match="scale"):
@@ -655,9 +680,10 @@ def test_runs_summary_pairs_true_and_random_labels_by_seed():
             row("random", 1, 0.7, 0.6), row("true", 2, 0.9, 0.1)]  # seed 2 has no random-label run
     (s,) = real_alignment.runs_summary(rows)
     assert s["seeds"] == 2 and s["ordered"] == 1  # seed 1: the random labels have the larger share
-    assert abs(s["share_true"] - 0.7) < 1e-12 and abs(s["share_random"] - 0.5) < 1e-12
-    assert abs(s["test_true"] - 0.15) < 1e-12 and abs(s["test_random"] - 0.65) < 1e-12
-    assert abs(s["linear_gap"] - 0.1) < 1e-12  # (0.09 + 0.02) / 0.1 − 1
+    rule = tolerance(np.float64, len(rows))  # means and ratios over the rows: O(1) numbers
+    assert abs(s["share_true"] - 0.7) <= rule and abs(s["share_random"] - 0.5) <= rule
+    assert abs(s["test_true"] - 0.15) <= rule and abs(s["test_random"] - 0.65) <= rule
+    assert abs(s["linear_gap"] - 0.1) <= rule  # (0.09 + 0.02) / 0.1 − 1
     three = [{"share_true": 0.8, "test_true": 0.1}, {"share_true": 0.6, "test_true": 0.3},
              {"share_true": 0.7, "test_true": 0.05}]  # the third is more aligned than the second but not the first
     assert real_alignment.concordant_pairs(three) == (2, 3)
