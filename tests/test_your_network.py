@@ -202,26 +202,28 @@ def test_one_call_prediction_takes_an_initialized_network():
 def test_the_adapter_exercise_check(capsys):
     from gramlib.views.exercises import your_network
 
-    def right(model):
+    def adapter(model):
         params, static = eqx.partition(model, eqx.is_array)
         return (lambda p, x: jax.vmap(eqx.combine(p, static))(x)), params
 
-    def scaled(model):  # the right outputs times 1.01: wrong outputs and kernel
-        apply, params = right(model)
-        return (lambda p, x: 1.01 * apply(p, x)), params
+    def right(model, x):
+        apply, params = adapter(model)
+        return empirical_ntk(apply, params, x)
 
-    def frozen_head(model):  # the right outputs, but no derivative through the last layer: a smaller kernel
-        apply, params = right(model)
+    def frozen_head(model, x):  # no derivative through the last layer: a smaller kernel
+        apply, params = adapter(model)
+        frozen = lambda p, x: apply(eqx.tree_at(lambda m: m.layers[-1], p, jax.lax.stop_gradient(p.layers[-1])), x)  # noqa: E731
+        return empirical_ntk(frozen, params, x)
 
-        def frozen(p, x):
-            return apply(eqx.tree_at(lambda m: m.layers[-1], p, jax.lax.stop_gradient(p.layers[-1])), x)
+    def first_output(model, x):  # the kernel of the first output only: (n, n) instead of (2n, 2n)
+        apply, params = adapter(model)
+        return empirical_ntk(lambda p, x: apply(p, x)[:, 0], params, x)
 
-        return frozen, params
-
-    assert your_network.check_equinox_adapter(right)
+    model, x = your_network.equinox_problem()
+    assert_close(your_network.equinox_ntk_reference(model, x), explicit_ntk(*adapter(model), x, x),
+                 terms(adapter(model)[1]))
+    assert your_network.check_equinox_ntk(right)
     assert "✅" in capsys.readouterr().out
-    for wrong in (scaled, frozen_head, lambda model: eqx.partition(model, eqx.is_array)):
-        assert not your_network.check_equinox_adapter(wrong)
+    for wrong in (frozen_head, first_output, lambda model, x: x @ x.T):
+        assert not your_network.check_equinox_ntk(wrong)
         assert "❌" in capsys.readouterr().out
-    assert not your_network.check_equinox_adapter(frozen_head)
-    assert "❌ empirical NTK of your adapter" in capsys.readouterr().out  # outputs right, kernel wrong
