@@ -212,7 +212,9 @@ def test_the_adapter_exercise_check(capsys):
 
     def frozen_head(model, x):  # no derivative through the last layer: a smaller kernel
         apply, params = adapter(model)
-        frozen = lambda p, x: apply(eqx.tree_at(lambda m: m.layers[-1], p, jax.lax.stop_gradient(p.layers[-1])), x)  # noqa: E731
+        def frozen(p, x):
+            return apply(eqx.tree_at(lambda m: m.layers[-1], p, jax.lax.stop_gradient(p.layers[-1])), x)
+
         return empirical_ntk(frozen, params, x)
 
     def first_output(model, x):  # the kernel of the first output only: (n, n) instead of (2n, 2n)

@@ -24,7 +24,10 @@ def equinox_problem(seed=0):
 
 
 def equinox_ntk_reference(model, x):
-    """``J Jᵀ`` over all the arrays of ``model`` from ``jax.jacrev`` of ``jax.vmap(model)(x)``, rows (sample, output)."""
+    """``J Jᵀ`` over all the arrays of ``model``, from ``jax.jacrev`` of ``jax.vmap(model)(x)``.
+
+    Rows ordered (sample, output), as :func:`gramlib.ntk.empirical_ntk` orders them.
+    """
     import equinox as eqx
 
     arrays, static = eqx.partition(model, eqx.is_array)
