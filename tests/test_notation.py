@@ -22,7 +22,7 @@ FORBIDDEN = [
     (r"S_k|S_t\b", "S is a data set; the residual map is \\Phi"),
     (r"R\(z\)|\\hat\\rho_i\(z\)", "z is a sample; the Laplace variable is \\omega"),
     (r"D = \\Diag|D\^\{-2\}", "Diag(diag Θ⁻¹) is written out"),
-    (r"\$P\$ parameters|\\times P\b|n \\times P\$|P_k\b", "p counts parameters; the projector onto the bottom-k is \\Pi_k"),
+    (r"\$P\$ parameters|\\times P\b|n \\times P\$|P_k\b", "p counts parameters; the projector onto the bottom-b eigenvectors is \\Pi_b"),
     (r"\$K = |K\(K\+1\)|\$K\$ equally|\$1/K\$", "K_n is the effective Gram matrix; M counts snapshots"),
     (r"(?<!positive )mixture of ridge", "gradient flow is an inverse Laplace transform over complex ridge parameters"),
     (r"M-Lipschitz|\\frac M2", "M counts snapshots; the Lipschitz constant is \\gamma"),
@@ -37,6 +37,12 @@ FORBIDDEN = [
     (r"\\Delta\^\{\\rm loo\}_n = -\\cbar\\,|\\cbar\(t\) = \\frac\{r_0\^\\top C_n",
      "the per-data-set leave-one-out factors carry a superscript: \\cbar^{\\rm loo}, \\epsbar^{\\rm loo}"),
     (r"\\epsbar = \\frac\{1\}\{n\^2\}\\sum", "the factor at the twins of one data set is \\epsbar^{\\rm loo}"),
+    (r"\\epsbar\(t\) = \\frac1\{n\^2\}", "the factor at the twins of one data set is \\epsbar^{\\rm loo}"),
+    (r"h_k\b|\\Pi_k\b|bottom-\$k\$|\bk/N\b", "k counts gradient steps; the number of bottom eigenvectors is b (h_b, \\Pi_b, b/N)"),
+    (r"k \\sim \\text\{Binomial\}", "k counts gradient steps; a number of copies is n_j"),
+    (r"\\lambda_k\b|eigenvalue index \$k\$", "k counts gradient steps; an eigenvalue index is j"),
+    (r"e_i\([tk]\)|e_\{i\}\([tk]\)", "e_i is a basis vector and does not move; the twin's offset is e^{(i)}(t)"),
+    (r"(?<![\\A-Za-z{])E\[|(?<![\\A-Za-z])E_[Sz]\b", "E is the matrix of all twins' offsets; the expectation is the macro \\E"),
 ]
 
 BOOK = ["01_the_generalization_gap.ipynb", "02_two_trajectories.ipynb", "03_the_gap_equation.ipynb",
@@ -86,9 +92,27 @@ def test_relation_to_the_paper_boxes():
         assert "```{admonition} Relation to the paper" in text and "{cite}`yang2025effective`" in text
 
 
+def test_chapter_6_eigenvalues_of_k_are_mu():
+    """λ is an eigenvalue of Θ throughout; Chapter 6's eigenvalues of K_n are μ_j (λ_max(Θ) is Θ's)."""
+    text = _text("06_alignment.ipynb")
+    assert not re.findall(r"\\lambda_(?!\{\\max\})", text), "Chapter 6: K_n's eigenvalues are \\mu_j"
+    assert "\\mu_j" in text and "h_b" in text and "\\Pi_b" in text
+
+
+def test_two_covariances_are_named():
+    """Chapter 3's covariance is over the population; Chapter 4's surrogate over the training set at the run."""
+    ch3, ch4 = _text("03_the_gap_equation.ipynb"), _text("04_linearized_networks.ipynb")
+    for text in (ch3, ch4):
+        assert "population gradient covariance" in text and "in-sample gradient covariance" in text
+        assert "\\widehat\\Cov_S" in text
+    assert ":label: ch04-prop-loo-perturbation" in ch4 and "{eq}`ch04-loo-perturbation`" in ch4
+    assert "per-sample gradient covariance" not in ch3 + ch4
+
+
 def test_notation_page_lists_the_new_symbols():
     text = _text("notation.md")
     for symbol in ("\\Phi_t", "G(\\omega)", "\\Delta^{\\rm loo}_n", "P_n(t)", "C_n(t)", "\\Ntk(t, s)",
-                   "k_T = T/\\eta", "\\Pi_k", "\\beta_i(k)", "\\varsigma", "N = nC", "L_{n-1}(t)",
+                   "k_T = T/\\eta", "\\Pi_b", "h_b(r)", "\\mu_j", "\\widehat\\Cov_S", "D^{\\rm loo}_i",
+                   "\\beta_i(k)", "\\varsigma", "N = nC", "L_{n-1}(t)",
                    "\\cbar^{\\rm loo}", "\\epsbar^{\\rm loo}", "held-out gap", "\\lambda_{\\max}(\\Ntk)"):
         assert symbol in text, symbol

@@ -27,11 +27,11 @@ def plot_spectra(ax, grams, *, label=None, times=None, color=None):
 
 
 def plot_shares(ax, runs, *, band=None):
-    """Share of ``‖r0‖²`` (solid) and ``‖r(t)‖²`` (dashed) in the bottom-``k`` eigenvectors of ``K_n(t)``.
+    """Share of ``‖r0‖²`` (solid) and ``‖r(t)‖²`` (dashed) in the bottom-``b`` eigenvectors of ``K_n(t)``.
 
     ``runs`` maps a label to a :class:`LabelRun`, an :class:`AlignmentCurve` or, for a trained
     network and its run's ``K_traj(t)``, a :class:`gramlib.alignment.TrajectoryAlignment`;
-    the random-vector share ``k/N`` is drawn in black with, if given, ``band =
+    the random-vector share ``b/N`` is drawn in black with, if given, ``band =
     (mean, half_width)`` from sampled random vectors.
     """
 
@@ -40,7 +40,7 @@ def plot_shares(ax, runs, *, band=None):
         curve = getattr(run, "curve", run)
         ax.plot(curve.times, curve.share_r0, color=c, marker="o", ms=3, label=f"{name}: r0")
         ax.plot(curve.times, curve.share_rt, color=c, ls="--", label=f"{name}: r(t)")
-    ax.axhline(curve.random_share, color="black", lw=1, label=f"random vector: k/N = {curve.random_share:.2f}")
+    ax.axhline(curve.random_share, color="black", lw=1, label=f"random vector: b/N = {curve.random_share:.2f}")
     if band is not None:
         ax.axhspan(band[0] - band[1], band[0] + band[1], color="black", alpha=0.12, lw=0)
     ax.set_xscale("log")

@@ -70,5 +70,5 @@ def check_gap_bounds(my_gap_bounds) -> bool:
                      norm**2 * (share * lam[k - 1] + (1 - share) * lam[-1])])
     return compare(got, want, "bounds (lower, upper) on r0ᵀKr0", rtol=1e-8, atol=1e-12,
                    labels=["problem 1", "problem 2", "problem 3"],
-                   hint="Inside the bottom-k eigenspace the Rayleigh quotient lies in [λ_1, λ_k]; "
-                        "outside it, in [λ_{k+1}, λ_N] (Python index k is λ_{k+1}).")
+                   hint="Inside the bottom-b eigenspace (b = k) the Rayleigh quotient lies in [μ_1, μ_b]; "
+                        "outside it, in [μ_{b+1}, μ_N] (Python index k is μ_{b+1}).")
