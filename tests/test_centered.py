@@ -7,7 +7,7 @@ import pytest
 
 from gramlib.experiments import ch7, tasks
 from gramlib.runs import data, models
-from tests.tolerance import assert_close
+from tests.tolerance import assert_close, tolerance
 
 
 def _split(n=12, n_test=9, d=5, c=3, seed=0):
@@ -80,3 +80,21 @@ def test_centered_cells_have_their_own_fingerprint_and_leave_the_others_alone():
     assert setting["cells"]["mnist-10-centered"] == setting["cells"]["mnist-10"]
     assert keys["mnist-10-centered", "true"] != keys["mnist-10", "true"]
     assert plain_keys["mnist-10-centered", "true"] == plain_keys["mnist-10", "true"]
+
+
+def test_constant_losses_of_a_split():
+    setting = ch7.scale_config("smoke")
+    out = ch7.constant_losses(setting, "mnist-10", 0)
+    cell = setting["cells"]["mnist-10"]
+    ds, _ = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=ch7.split_keys(0)[0], task=cell.task)
+    y = np.asarray(ds.y_test)
+    rel = tolerance(np.float64, y.size)  # sums over every entry of the held-out targets
+    assert out["zero"] == pytest.approx(0.5, rel=rel)  # one-hot targets: ½‖y‖² = ½
+    assert out["best"] == pytest.approx(0.5 * (1 - np.sum(y.mean(axis=0) ** 2)), rel=rel)
+    # the mean held-out target is the best constant: any other constant does worse
+    rng = np.random.default_rng(0)
+    for c in [np.zeros(10), y.mean(axis=0) + 0.01 * rng.standard_normal(10), np.asarray(ds.y_train).mean(axis=0)]:
+        assert 0.5 * np.mean(np.sum((y - c) ** 2, axis=1)) >= out["best"]
+    assert out["best"] <= out["train_frequencies"] <= out["zero"]
+    binary = ch7.constant_losses(setting, "digits", 0)  # ±1 targets: ½(1 − ȳ²)
+    assert binary["zero"] == pytest.approx(0.5, rel=rel) and binary["best"] <= binary["zero"]

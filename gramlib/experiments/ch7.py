@@ -206,6 +206,27 @@ def centered_split(model, dataset, *, key):
     return tasks.centered_outputs(model, data.center_by_held_out(dataset), key)
 
 
+def split_keys(seed):
+    """The keys of split ``seed`` of Chapter 7's table: ``(data, initialization, random labels)`` from ``PRNGKey(seed)``."""
+    return jax.random.split(jax.random.PRNGKey(seed), 3)
+
+
+def constant_losses(setting, name, seed):
+    """The held-out losses ``½ mean_x ‖c − y‖²`` of constant predictions ``c`` on true-label split ``seed`` of cell ``name``.
+
+    ``zero``: ``c = 0``; ``train_frequencies``: ``c`` the mean training target (for one-hot targets the
+    training class frequencies); ``best``: ``c = ȳ``, the mean held-out target, the least held-out loss of any
+    constant, ``½ (mean ‖y‖² − ‖ȳ‖²)`` (for one-hot targets ``½ (1 − ‖ȳ‖²)``). The split's data are those
+    of :func:`reproduce_ch7` (:func:`split_keys`); a network that does not beat ``best`` does worse than a constant.
+    """
+    cell = setting["cells"][name]
+    ds, _ = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=split_keys(seed)[0], task=cell.task)
+    y = np.asarray(ds.y_test, dtype=float).reshape(len(ds.y_test), -1)
+    loss = lambda c: 0.5 * float(np.mean(np.sum((y - c) ** 2, axis=1)))  # noqa: E731
+    prior = np.asarray(ds.y_train, dtype=float).reshape(len(ds.y_train), -1).mean(axis=0)
+    return {"zero": loss(0.0), "train_frequencies": loss(prior), "best": loss(y.mean(axis=0))}
+
+
 def recentered_run(model, dataset, setting, *, key, loop="scan", progress=False):
     """One split of Chapter 7 again, with the inputs centered by a mean that holds no training sample.
 
@@ -311,7 +332,7 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     def split(name, arch, labels, seed):
         """Split ``seed`` of cell ``name``: its data set, the model and the initialization key."""
         cell = setting["cells"][name]
-        k_data, k_run, k_labels = jax.random.split(jax.random.PRNGKey(seed), 3)
+        k_data, k_run, k_labels = split_keys(seed)
         ds, shape = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=k_data, task=cell.task)
         if labels == "random":
             ds = data.random_labels(ds, key=k_labels)
