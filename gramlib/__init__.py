@@ -143,5 +143,5 @@ class _ShortNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         sys.modules[module.__name__] = real  # the import system returns what sys.modules holds
 
 
-if not any(isinstance(finder, _ShortNames) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _ShortNames())
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__qualname__ != "_ShortNames" or type(f).__module__ != __name__]
+sys.meta_path.insert(0, _ShortNames())  # once, also after importlib.reload(gramlib)
