@@ -50,7 +50,8 @@ class Cell(NamedTuple):
 #: the noise floor and the prediction with the inputs re-centered (:func:`recentered_run`) on every MLP split of
 #: ``recentered_cells``; the cells of ``centered_cells`` (:func:`centered_split`) train the network
 #: centered at its initialization, ``f(x; w) − f(x; w_0)``, on inputs centered by the held-out mean: the
-#: 10-class network of ``"mnist-10"`` does worse than predicting zero, this one does not.
+#: 10-class network of ``"mnist-10"`` does worse than predicting zero, this one does not (no snapshot rows: the
+#: snapshots are studied on the other cells, and on 2 CPU cores they cost minutes per 10-class split).
 #: ``limits``: the grid of :func:`reproduce_ch7_limits`.
 #: ``"paper"``: 10-class one-hot subsets of the full MNIST,
 #: Fashion-MNIST and CIFAR-10 with more samples (a GPU, e.g. Colab, and a download of the data
@@ -307,7 +308,7 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     the same split (``exact_loo``, ``linearized_held_out``: :func:`gramlib.predict.frozen_kernel_losses`),
     the noise floor of leave-one-out itself. ``ch7_summary.csv``: per cell, :func:`summarize`;
     ``ch7_snapshots.csv``: the true-label predictions of the first ``snapshot_splits`` splits with
-    fewer kernel snapshots (:func:`snapshot_rows`); ``ch7_centering.csv``: the noise floor and the
+    fewer kernel snapshots (:func:`snapshot_rows`), except in ``centered_cells``; ``ch7_centering.csv``: the noise floor and the
     prediction with re-centered inputs (:func:`recentered_run`) on the true-label MLP splits of
     ``recentered_cells``;
     ``ch7_predicted_vs_heldout.png`` and ``ch7_snapshots.png``. The splits of ``centered_cells`` are
@@ -352,7 +353,8 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
                               retrain=key["retrain"], readout=key["retrain"], loop=loop, progress=progress)
         exact_loo, linear_held = frozen_kernel_losses(model, ds, key=k_run, time=time_)
         seconds = time.time() - start
-        if labels == "true" and seed < setting["snapshot_splits"]:  # first: a run is done once its row is written
+        if (labels == "true" and seed < setting["snapshot_splits"]  # first: a run is done once its row is written
+                and name not in setting.get("centered_cells", ())):
             for row in snapshot_rows(p, setting["snapshot_counts"]):
                 snaps.put({"dataset": name, "arch": arch, "seed": seed, **row, "settings": key["settings"], **extra})
         if progress:
