@@ -72,7 +72,7 @@ def _kernel(theta, outputs):
         raise ValueError(f"outputs={outputs} must divide the size of theta ({big_n} rows)")
     if big_n // outputs < 2:
         raise ValueError(f"theta must hold at least 2 samples for leave-one-out, got n={big_n // outputs}")
-    return jnp.asarray(th, jnp.result_type(float, th.dtype)), outputs
+    return jnp.asarray(theta, jnp.result_type(float, th.dtype)), outputs  # a JAX theta itself: checked once
 
 
 @jax.jit

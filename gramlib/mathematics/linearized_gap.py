@@ -29,11 +29,12 @@ def _kernel_and_rows(theta, v, outputs, name):
     outputs = _checks.integer(outputs, "outputs", minimum=1)
     if th.shape[0] % outputs:
         raise ValueError(f"outputs={outputs} must divide the size of theta ({th.shape[0]} rows)")
-    v = _checks.array(v, name)
-    if v.ndim == 0 or v.shape[-1] != th.shape[0]:
-        raise ValueError(f"{name} must have shape (..., {th.shape[0]}) (one entry per row of theta), got {v.shape}")
-    dtype = jnp.result_type(float, th.dtype, v.dtype)
-    return jnp.asarray(th, dtype), jnp.asarray(v, dtype), th.shape[0] // outputs
+    va = _checks.array(v, name)
+    if va.ndim == 0 or va.shape[-1] != th.shape[0]:
+        raise ValueError(f"{name} must have shape (..., {th.shape[0]}) (one entry per row of theta), got {va.shape}")
+    dtype = jnp.result_type(float, th.dtype, va.dtype)
+    # from the arguments themselves: a JAX array of this dtype stays the same object, whose values are checked once
+    return jnp.asarray(theta, dtype), jnp.asarray(v, dtype), th.shape[0] // outputs
 
 
 @_checks.public
