@@ -165,3 +165,33 @@ def test_patch_factors_contract_to_the_filter_gradients_gram():
     fb = tf.factors(prog, blocks_plan, leaves, prog.consts, x)
     assert sum(d.patches for d in factors_plan.dense) == 2 and fb[0] == []
     assert_close(tf.contract(fa, fa), tf.contract(fb, fb), terms(params))
+
+
+def test_patch_factors_under_jit_vmap_and_grad():
+    """jit equals eager, vmap equals a loop, grad equals central differences, on the patch-factor path.
+
+    Central differences are an approximate method: truncation ``h² |s'''| / 6`` and rounding
+    ``ε |s| / h`` with ``h = 1e-5`` are both below ``1e-9`` of the derivative's scale for this smooth
+    network, so a relative ``1e-6`` leaves room and still catches a wrong derivative.
+    """
+    f, params, shape = late_cnn(jnp.float64)
+    x = normal(4, (4,) + shape)
+    assert ts.explain(f, params, x)["['c1']"] == "dense factors"
+    eager = ntk.empirical_ntk(f, params, x)
+    assert_close(jax.jit(lambda p, x: ntk.empirical_ntk(f, p, x))(params, x), eager, terms(params))
+    xs = jnp.stack([x, 0.5 * x + 0.1])
+    assert_close(jax.vmap(lambda x: ntk.empirical_ntk(f, params, x))(xs),
+                 jnp.stack([ntk.empirical_ntk(f, params, xi) for xi in xs]), terms(params))
+    weights = normal(11, eager.shape)
+    direction = jax.tree_util.tree_map(lambda w: jax.random.normal(KEYS[10], w.shape, w.dtype), params)
+
+    def scalar(p):
+        return jnp.sum(ntk.empirical_ntk(f, p, x) * weights)
+
+    grads = jax.grad(scalar)(params)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grads),
+                                                   jax.tree_util.tree_leaves(direction)))
+    h = 1e-5
+    shifted = [jax.tree_util.tree_map(lambda w, d: w + s * h * d, params, direction) for s in (1, -1)]
+    numeric = (scalar(shifted[0]) - scalar(shifted[1])) / (2 * h)
+    np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)

@@ -358,8 +358,8 @@ def test_table_keys_follow_the_scale():
     assert count["mnist-parity", "mlp", "true"] == 10 and count["digits", "cnn", "true"] == 3
     assert ("mnist-10", "cnn", "true") not in count and count["teacher", "mlp", "random"] == 1
     assert sorted((k["dataset"], k["arch"], k["seed"]) for k in keys if k["retrain"]) == sorted(
-        [(name, "mlp", seed) for name in ("digits", "teacher", "mnist-parity", "mnist-4v9", "mnist-10")
-         for seed in (0, 1)] + [(name, "cnn", 0) for name in ("digits", "teacher")])  # MLP: two splits, CNN: one
+        [(name, "mlp", seed) for name in ("digits", "teacher", "mnist-parity", "mnist-4v9", "mnist-10",
+                                          "mnist-10-centered") for seed in (0, 1)] + [(name, "cnn", 0) for name in ("digits", "teacher")])  # MLP: two splits, CNN: one
     assert not any(k["retrain"] for k in ch7.table_keys(setting, ("mlp",), retrain=False))
 
 
