@@ -86,6 +86,7 @@ API = {
     # runs (Chapter 7)
     "gradient_descent": "train", "TrainResult": "train", "predict_test_loss": "predict",
     "Prediction": "predict", "trajectory_loo": "predict", "estimate_loo_loss": "predict",
+    "LooEstimate": "predict", "snapshot_check": "predict", "SnapshotCheck": "predict",
     "brute_force_loo": "baselines",
 }
 """The curated public API, ``name -> module`` (short name): ``gramlib.<name>`` is ``gramlib.<module>.<name>``."""

@@ -98,3 +98,18 @@ def test_constant_losses_of_a_split():
     assert out["best"] <= out["train_frequencies"] <= out["zero"]
     binary = ch7.constant_losses(setting, "digits", 0)  # ±1 targets: ½(1 − ȳ²)
     assert binary["zero"] == pytest.approx(0.5, rel=rel) and binary["best"] <= binary["zero"]
+
+
+def test_the_run_is_initialized_where_its_centered_split_was_centered():
+    """predict_test_loss draws w_0 with predict.initialization_key(key), the key the table centers a split with."""
+    from gramlib.runs import predict
+
+    ds, key, seen = _split(), jax.random.PRNGKey(5), []
+    base = models.mlp(5, 8, 2, 3, dtype=jnp.float64)
+    model = base._replace(init=lambda k: seen.append(k) or base.init(k))
+    centered = ch7.centered_split(base, ds, key=predict.initialization_key(key))
+    predict.predict_test_loss(model, centered, key=key, steps=2, snapshots=1, brute_force=0, progress=False)
+    np.testing.assert_array_equal(seen[0], predict.initialization_key(key))
+    # so the run starts from zero outputs: its initial residual is −Y
+    f0 = np.asarray(base.apply(base.init(seen[0]), centered.x_train))
+    assert_close(f0 - centered.y_train, -ds.y_train, size=8 * 5, scale=1.0)

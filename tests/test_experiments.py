@@ -261,7 +261,7 @@ def test_snapshot_rows_and_noise_floor_are_the_losses_of_their_pieces():
     setting = {"n_train": 30, "n_test": 40, "task": "parity", "lr": 1.0, "steps": 20}
     f = ch7.noise_floor("digits", setting, splits=2, model=model)
     k_data, k_run = jax.random.split(jax.random.PRNGKey(1001))
-    want = predict.frozen_kernel_losses(model, data.digits(30, 40, key=k_data), key=k_run, time=20.0)
+    want = predict.frozen_kernel_losses(model, data.digits(30, 40, key=k_data), key=k_run, t=20.0)
     np.testing.assert_allclose((f.loo[1], f.held_out[1]), want, rtol=tolerance(np.float64, 30 * 30))  # the same computation
     assert_close(f.relative, np.abs(f.loo - f.held_out) / f.held_out, 3, scale=np.max((f.loo + f.held_out) / f.held_out))
     with pytest.raises(ValueError, match="splits"):
@@ -299,14 +299,14 @@ def test_recentered_run_is_the_split_run_again_on_the_re_centered_inputs():
     setting = {"lr": 1.0, "steps": 20, "snapshots": 4}
     got = ch7.recentered_run(model, ds, setting, key=jax.random.PRNGKey(1))
     centered = data.center_by_held_out(ds)
-    want = predict.frozen_kernel_losses(model, centered, key=jax.random.PRNGKey(1), time=20.0)
+    want = predict.frozen_kernel_losses(model, centered, key=jax.random.PRNGKey(1), t=20.0)
     np.testing.assert_allclose((got["exact_loo_recentered"], got["linearized_held_out_recentered"]), want,
                                rtol=tolerance(np.float64, 20 * 30))  # the same computation
     p = predict.predict_test_loss(model, centered, key=jax.random.PRNGKey(1), lr=1.0, steps=20, snapshots=4,
                                   brute_force=0, progress=False)
     assert got["predicted_recentered"] == pytest.approx(p.predicted, rel=tolerance(np.float64, 20 * 20))
     assert got["held_out_recentered"] == pytest.approx(p.held_out, rel=tolerance(np.float64, 20 * 30))
-    plain = predict.frozen_kernel_losses(model, ds, key=jax.random.PRNGKey(1), time=20.0)
+    plain = predict.frozen_kernel_losses(model, ds, key=jax.random.PRNGKey(1), t=20.0)
     assert not np.allclose(plain, want, rtol=1e-3, atol=0)  # the center matters to the network (by > 0.1%)
 
 
@@ -342,7 +342,7 @@ def test_each_row_carries_the_exact_leave_one_out_of_its_own_split(tmp_path):
     k_data, k_run, _ = jax.random.split(jax.random.PRNGKey(1), 3)  # split 1: its data and initialization
     ds = data.digits(cell.n_train, setting["n_test"], key=k_data, task=cell.task)
     model = tasks.architecture("mlp", (8, 8, 1), 1, setting, jnp.float64)
-    want = predict.frozen_kernel_losses(model, ds, key=k_run, time=setting["lr"] * setting["steps"])
+    want = predict.frozen_kernel_losses(model, ds, key=k_run, t=setting["lr"] * setting["steps"])
     # through a CSV file: the table's digits (repr of a float64 round-trips exactly), then the same computation
     np.testing.assert_allclose((row["exact_loo"], row["linearized_held_out"]), want, rtol=tolerance(np.float64, cell.n_train ** 2))
     assert row["retrain"] is False and np.isnan(row["brute_force"]) and PROVENANCE <= set(row)

@@ -123,7 +123,7 @@ def test_frozen_kernel_losses_match_parameter_space_gradient_flow():
     every = np.ones(n, bool)
     held = 0.5 * np.mean((phit @ flow(every) - yt) ** 2)
     loo = 0.5 * np.mean([(phi[i] @ flow(np.arange(n) != i) - y[i]) ** 2 for i in range(n)])
-    got = predict.frozen_kernel_losses(lin, data.Dataset(x, y, xt, yt, y, yt), key=key, time=t)
+    got = predict.frozen_kernel_losses(lin, data.Dataset(x, y, xt, yt, y, yt), key=key, t=t)
     np.testing.assert_allclose(got, (loo, held), rtol=1e-9)  # the LOO loss by the Talbot inversion: its own error
-    with pytest.raises(ValueError, match="time"):
-        predict.frozen_kernel_losses(lin, data.Dataset(x, y, xt, yt, y, yt), key=key, time=-1.0)
+    with pytest.raises(ValueError, match="t must"):
+        predict.frozen_kernel_losses(lin, data.Dataset(x, y, xt, yt, y, yt), key=key, t=-1.0)

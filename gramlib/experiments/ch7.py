@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..mathematics.gap import interval
 from ..runs import data, models
-from ..runs.predict import frozen_kernel_losses, predict_test_loss, trajectory_loo
+from ..runs.predict import frozen_kernel_losses, initialization_key, predict_test_loss, trajectory_loo
 from ..runs.train import recommended_loop
 from ..views import plotting
 from ..views.figures import plot_predicted_vs_heldout, plot_snapshot_error
@@ -189,7 +189,7 @@ def noise_floor(name, setting, *, splits, arch="mlp", model=None, first_seed=100
         ds, shape = tasks.dataset(name, setting["n_train"], setting["n_test"], key=k_data, task=setting["task"])
         if model is None:
             model = tasks.architecture(arch, shape, tasks.outputs(ds), setting, np.float64)
-        pairs.append(frozen_kernel_losses(model, ds, key=k_run, time=setting["lr"] * setting["steps"]))
+        pairs.append(frozen_kernel_losses(model, ds, key=k_run, t=setting["lr"] * setting["steps"]))
     loo, held = np.array(pairs).T
     return NoiseFloor(loo, held, np.abs(loo - held) / held)
 
@@ -241,7 +241,7 @@ def recentered_run(model, dataset, setting, *, key, loop="scan", progress=False)
     :func:`gramlib.predict.predict_test_loss` with ``setting``'s step, steps and snapshots, no twins).
     """
     shifted = data.center_by_held_out(dataset)
-    loo, held = frozen_kernel_losses(model, shifted, key=key, time=setting["lr"] * setting["steps"])
+    loo, held = frozen_kernel_losses(model, shifted, key=key, t=setting["lr"] * setting["steps"])
     p = predict_test_loss(model, shifted, key=key, lr=setting["lr"], steps=setting["steps"],
                           snapshots=setting["snapshots"], brute_force=0, loop=loop, progress=progress)
     return {"exact_loo_recentered": loo, "linearized_held_out_recentered": held,
@@ -331,7 +331,11 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     time_ = setting["lr"] * setting["steps"]
 
     def split(name, arch, labels, seed):
-        """Split ``seed`` of cell ``name``: its data set, the model and the initialization key."""
+        """Split ``seed`` of cell ``name``: its data set, the model, the run's key and the noise floor's key.
+
+        A centered cell is centered at the run's own ``w_0`` (:func:`initialization_key`), and its noise
+        floor linearizes that network at that ``w_0``; the other cells' floor linearizes the network at
+        ``model.init(k_run)``, an initialization drawn like the run's."""
         cell = setting["cells"][name]
         k_data, k_run, k_labels = split_keys(seed)
         ds, shape = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=k_data, task=cell.task)
@@ -340,18 +344,19 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
         if (name, arch) not in model_of:
             model_of[name, arch] = tasks.architecture(arch, shape, tasks.outputs(ds), setting, np.float64)
         if name in setting.get("centered_cells", ()):
-            ds = centered_split(model_of[name, arch], ds, key=k_run)
-        return ds, model_of[name, arch], k_run
+            k_init = initialization_key(k_run)
+            return centered_split(model_of[name, arch], ds, key=k_init), model_of[name, arch], k_run, k_init
+        return ds, model_of[name, arch], k_run, k_run
 
     def compute(key):
         name, arch, labels, seed = key["dataset"], key["arch"], key["labels"], key["seed"]
-        ds, model, k_run = split(name, arch, labels, seed)
+        ds, model, k_run, k_floor = split(name, arch, labels, seed)
         loop = recommended_loop(model.apply, model.init(k_run), ds.x_train)  # per_step: a CNN on the CPU
         start = time.time()
         p = predict_test_loss(model, ds, key=k_run, lr=setting["lr"], steps=setting["steps"],
                               snapshots=setting["snapshots"], brute_force=setting["brute_force"],
                               retrain=key["retrain"], readout=key["retrain"], loop=loop, progress=progress)
-        exact_loo, linear_held = frozen_kernel_losses(model, ds, key=k_run, time=time_)
+        exact_loo, linear_held = frozen_kernel_losses(model, ds, key=k_floor, t=time_)
         seconds = time.time() - start
         if (labels == "true" and seed < setting["snapshot_splits"]  # first: a run is done once its row is written
                 and name not in setting.get("centered_cells", ())):
@@ -367,7 +372,7 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     run_job(table, tqdm(keys, desc="Chapter 7 runs", disable=not progress), compute, extra=extra)
 
     def recenter(key):
-        ds, model, k_run = split(key["dataset"], "mlp", "true", key["seed"])
+        ds, model, k_run, _ = split(key["dataset"], "mlp", "true", key["seed"])
         return recentered_run(model, ds, setting, key=k_run, loop=recommended_loop(model.apply, model.init(k_run),
                                                                                     ds.x_train), progress=progress)
 

@@ -52,7 +52,7 @@ jax.tree_util.register_pytree_node(
     lambda static, leaves: Factorization(*leaves, *static))
 
 
-def _kernel(theta, outputs):
+def _checked_kernel(theta, outputs):
     """``(Factorization, outputs)``, or the validated matrix (JAX, float dtype) and its ``outputs``.
 
     ``outputs=None`` means 1 for a matrix and the factorization's own for a factorization; an
@@ -119,7 +119,7 @@ def factorize(theta, *, outputs=None):
     Works under ``jax.jit``/``jax.vmap``/``jax.grad`` (``outputs`` static; the derivative
     of the eigenvectors needs distinct eigenvalues).
     """
-    th, outputs = _kernel(theta, outputs)
+    th, outputs = _checked_kernel(theta, outputs)
     return th if isinstance(th, Factorization) else _decompose(th, outputs)
 
 
@@ -144,7 +144,7 @@ def kernel_problem(theta, r0, t, outputs, lr, *, r0_name="r0", columns=False, st
     ``static_times``: ``t`` must be concrete (see :func:`gramlib._checks.times`); otherwise a
     traced ``t`` is allowed and ``times`` is a JAX array.
     """
-    th, outputs = _kernel(theta, outputs)
+    th, outputs = _checked_kernel(theta, outputs)
     if lr is not None:
         lr = _checks.positive(lr, "lr")
     times, scalar = _checks.times(t, "t", integer_steps=lr is not None, static=static_times)
@@ -230,7 +230,7 @@ def kernel_test_residuals(theta, theta_test, r0, r0_test, t, *, outputs=None, lr
     float dtype of ``theta``. Works under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (``t``
     and ``lr`` may be traced; ``outputs`` is static).
     """
-    th, _ = _kernel(theta, outputs)
+    th, _ = _checked_kernel(theta, outputs)
     big_n = (th.theta if isinstance(th, Factorization) else th).shape[0]
     theta_test = _checks.array(theta_test, "theta_test", ndim=2, shape=(None, big_n))
     rt = _checks.array(r0_test, "r0_test", shape=(theta_test.shape[0],))
@@ -274,7 +274,7 @@ def own_blocks(theta, v, *, outputs=None):
     common float dtype.
     """
     if isinstance(theta, Factorization):
-        th, c = _kernel(theta, outputs)[0].theta, theta.outputs
+        th, c = _checked_kernel(theta, outputs)[0].theta, theta.outputs
     else:
         th = _checks.array(theta, "theta", ndim=2)
         c = 1 if outputs is None else _checks.integer(outputs, "outputs", minimum=1)

@@ -49,17 +49,17 @@ def talbot_contour(t, nodes=TALBOT_NODES):
     """Nodes ``z`` and weights ``w`` with ``f(t) ≈ Re Σ_k w_k F(z_k)`` for ``t > 0``.
 
     The optimized Talbot contour of Trefethen, Weideman & Schmelzer (2006), ``z(θ) = (N/t)(−0.6122 + 0.5017 θ
-    cot(0.6407 θ) + 0.2645 i θ)``, midpoint rule in ``θ ∈ (−π, π)``, keeping the
-    ``θ > 0`` half (``F(z̄) = conj F(z)`` for real ``f``). ``t`` has shape ``(T,)``;
+    cot(0.6407 θ) + 0.2645 i θ)``, midpoint rule in the contour's angle ``θ ∈ (−π, π)`` (``angle``
+    below; not a kernel, which is ``theta`` everywhere else in the library), keeping the ``θ > 0`` half (``F(z̄) = conj F(z)`` for real ``f``). ``t`` has shape ``(T,)``;
     returns two ``(T, nodes // 2)`` complex arrays.
     """
     half = nodes // 2
-    theta = (jnp.arange(half) + 0.5) * (2 * jnp.pi / nodes)
+    angle = (jnp.arange(half) + 0.5) * (2 * jnp.pi / nodes)
     alpha = 0.6407
-    cot = 1.0 / jnp.tan(alpha * theta)
+    cot = 1.0 / jnp.tan(alpha * angle)
     scale = nodes / t[:, None]
-    z = scale * (-0.6122 + 0.5017 * theta * cot + 0.2645j * theta)
-    dz = scale * (0.5017 * (cot - alpha * theta / jnp.sin(alpha * theta) ** 2) + 0.2645j)
+    z = scale * (-0.6122 + 0.5017 * angle * cot + 0.2645j * angle)
+    dz = scale * (0.5017 * (cot - alpha * angle / jnp.sin(alpha * angle) ** 2) + 0.2645j)
     w = (2.0 / nodes) * (-1j) * jnp.exp(z * t[:, None]) * dz
     return z, w
 

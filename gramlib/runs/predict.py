@@ -293,6 +293,15 @@ def held_out_loss(apply, params, x, y):
     return kernel_flow.residual_loss(r.ravel(), len(r))
 
 
+def initialization_key(key):
+    """The key :func:`predict_test_loss` draws the initialization ``w_0 = model.init(·)`` with, from its ``key``.
+
+    ``jax.random.split(key)[0]``; the second half draws the brute-force subset. A split prepared for the
+    run's own ``w_0`` (Chapter 7's centered cell, :func:`gramlib.ch7.centered_split`) is prepared with it.
+    """
+    return jax.random.split(key)[0]
+
+
 def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, brute_force=30,
                       retrain=True, readout=False, batch_size=None, dtype=None, loop="scan",
                       progress=True) -> Prediction:
@@ -320,7 +329,7 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     steps = _checks.integer(steps, "steps", minimum=1)
     snapshots = _checks.integer(snapshots, "snapshots", minimum=1)
     brute_force = _checks.integer(brute_force, "brute_force", minimum=0)
-    k_init, k_subset = jax.random.split(key)
+    k_init, k_subset = initialization_key(key), jax.random.split(key)[1]
     params = model.init(k_init)
     if dtype is not None:
         params = jax.tree_util.tree_map(lambda w: w.astype(dtype), params)
@@ -369,12 +378,12 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     )
 
 
-def frozen_kernel_losses(model, dataset, *, key, time):
+def frozen_kernel_losses(model, dataset, *, key, t):
     """Exact leave-one-out loss and held-out loss of the linearized network on one split (Chapter 7).
 
     The network linearized at its initialization ``w_0`` (drawn with ``key``)
     is kernel regression with the frozen NTK ``Θ_0``. Trained by gradient
-    flow for ``time`` (``η T`` for ``T`` steps of size ``η``), its
+    flow for the time ``t`` (``η T`` for ``T`` steps of size ``η``), its
     leave-one-out loss is exact (:func:`gramlib.baselines.linearized_loss`)
     and so is its test residual
     ``r_test = r0_test − Θ_0(X_test, X) Θ_0⁻¹ (I − e^{−Θ_0 t/n}) r0``
@@ -383,7 +392,7 @@ def frozen_kernel_losses(model, dataset, *, key, time):
     approximation in the predictor. Returns ``(loo, held_out)``.
     """
 
-    time = _checks.positive(time, "time")
+    t = _checks.positive(t, "t")
     params = model.init(key)
     x, xt = jnp.asarray(dataset.x_train), jnp.asarray(dataset.x_test)
     r0 = (np.asarray(model.apply(params, x)) - dataset.y_train).reshape(-1)
@@ -391,8 +400,8 @@ def frozen_kernel_losses(model, dataset, *, key, time):
     outputs = len(r0) // len(x)
     theta = kernel_flow.factorize(ntk.empirical_ntk(model.apply, params, x), outputs=outputs)
     theta_test = ntk.empirical_ntk(model.apply, params, xt, x)
-    loo, _ = baselines.linearized_loss(theta, r0, time)
-    r_test = np.asarray(kernel_flow.kernel_test_residuals(theta, theta_test, r0, r0_test, time))
+    loo, _ = baselines.linearized_loss(theta, r0, t)
+    r_test = np.asarray(kernel_flow.kernel_test_residuals(theta, theta_test, r0, r0_test, t))
     return float(loo), kernel_flow.residual_loss(r_test, len(xt))
 
 
