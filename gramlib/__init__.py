@@ -22,11 +22,12 @@ layer              modules (what they compute)                                  
 ``runs``           ``files`` (shipped and downloaded files), ``mnist1d`` (its             6, 7
                    generator), ``data``, ``models``, ``train`` (gradient descent),
                    ``predict`` (the trajectory prediction of a run), ``baselines``
-``experiments``    ``tasks`` (data sets and networks by name), ``ch4`` … ``ch7`` and       4–7
-                   ``ch7_findings`` (each chapter's computations, settings and
-                   ``reproduce`` commands), ``real_alignment`` (Chapter 6 on trained
-                   networks), ``results`` (result files, provenance,
-                   resumable jobs), ``measure`` (timing and memory of the benchmarks)
+``experiments``    ``tasks`` (data sets and networks by name), ``ch4`` … ``ch7``,         4–7
+                   ``ch7_summary``, ``ch7_findings``, ``ch7_estimators`` (each
+                   chapter's computations, settings and ``reproduce`` commands),
+                   ``real_alignment`` (Chapter 6 on trained networks), ``results``
+                   (result files, provenance, resumable jobs), ``measure`` (timing
+                   and memory of the benchmarks)
 ``views``          ``plotting``, ``figures``, ``widgets``, ``tables``, ``student``,        all
                    ``exercises``, ``cell_slice`` (the cells a notebook cell needs),
                    ``assignments`` (Otter-Grader assignments of the exercises)
@@ -58,8 +59,8 @@ LAYERS = {
                     "closed_forms", "linearized_gap", "trajectory", "trajectory_gram", "alignment"),
     "kernels": ("ntk", "tangent_structure", "tangent_factors"),
     "runs": ("files", "mnist1d", "data", "models", "train", "predict", "baselines"),
-    "experiments": ("tasks", "ch4", "ch5", "ch6", "real_alignment", "ch7", "ch7_findings", "ch7_estimators", "results",
-                    "measure"),
+    "experiments": ("tasks", "ch4", "ch5", "ch6", "real_alignment", "ch7", "ch7_summary", "ch7_findings",
+                    "ch7_estimators", "results", "measure"),
     "views": ("plotting", "figures", "widgets", "tables", "student", "exercises", "cell_slice",
               "assignments"),
 }

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from gramlib import (alignment, ch6, ch7, ch7_findings, data, effective_gram, kernel_flow, models,
+from gramlib import (alignment, ch6, ch7, ch7_findings, ch7_summary, data, effective_gram, kernel_flow, models,
                      predict, results, tasks)
 from gramlib.views import figures, plotting
 import matplotlib.pyplot as plt
@@ -184,7 +184,7 @@ def test_summarize_is_the_protocol_over_splits():
     rows[1].update(brute_force=0.5 / 0.98, correlation=0.999, relinearized_on_subset=0.5 / 0.98 * 1.01,
                    relinearized_seconds=20.0, **twins)
     rows.append(_protocol_row(0, labels="random", predicted=3.0, held_out=4.0))
-    (cell,) = ch7.summarize(rows)
+    (cell,) = ch7_summary.summarize(rows)
     ROWS = tolerance(np.float64, len(rows))  # means, spreads and ratios over the rows: O(1) numbers
     error = np.array([0.0, 0.1, 0.2, 0.3])  # (predicted − held-out)/held-out per split
     half = scipy.stats.t.ppf(0.975, 3) * error.std(ddof=1) / 2  # Student t, 3 degrees of freedom
@@ -199,7 +199,7 @@ def test_summarize_is_the_protocol_over_splits():
     assert abs(cell["relinearized_twin_error_half"] - scipy.stats.t.ppf(0.975, 1) * relin.std(ddof=1) / np.sqrt(2)) <= ROWS
     assert cell["min_relinearized_correlation"] == 0.9999 and cell["relinearized_speedup"] == 5.0
     assert cell["random_held_out"] == 4.0 and abs(cell["learned"] - 4.0) <= ROWS
-    (alone,) = ch7.summarize([rows[2]])  # one split: no interval, no twins
+    (alone,) = ch7_summary.summarize([rows[2]])  # one split: no interval, no twins
     assert np.isnan(alone["error_half"]) and alone["retrained"] == 0 and np.isnan(alone["twin_error"])
 
 
@@ -318,7 +318,7 @@ def test_summarize_centering_pairs_the_two_floors_and_predictions_by_split():
     centering = [{"dataset": "a", "seed": s, "settings": "x", "exact_loo_recentered": 2.0 - 0.01 * s,
                   "linearized_held_out_recentered": 2.0, "predicted_recentered": 4.0 + 0.04 * s,
                   "held_out_recentered": 4.0} for s in (0, 1, 2, 5)]  # split 5: not in the table
-    (cell,) = ch7.summarize_centering(rows, centering)
+    (cell,) = ch7_summary.summarize_centering(rows, centering)
     rows_rule = tolerance(np.float64, 3)  # means over 3 splits of O(1) numbers
     assert cell["splits"] == 3 and cell["floor"] == pytest.approx(0.1, abs=rows_rule)
     assert cell["recentered"] == pytest.approx(-0.005, abs=rows_rule)
@@ -463,7 +463,7 @@ def test_table_and_limits_of_the_command_line(tmp_path):
         ch7.reproduce_ch7_limits(tmp_path, "paper")
     table = ch7_findings.protocol_table(tmp_path, "smoke")
     assert table.missing == {("digits", "cnn"): 3}  # the CNN was not run: two splits and random labels
-    assert len(table.rows) == 12 and table.summary == ch7.summarize(table.rows)
+    assert len(table.rows) == 12 and table.summary == ch7_summary.summarize(table.rows)
     assert {k: len(v) for k, v in table.machines.items()} == {(name, "mlp"): 1 for name in ("digits", "teacher", "mnist-10")}
 
 

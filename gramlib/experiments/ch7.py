@@ -4,7 +4,7 @@ The settings (:data:`SCALES`: the cells of the table and how many independent sp
 gets), the ``reproduce`` commands (``python -m gramlib reproduce ch7 | ch7-limits``) that
 write the CSV tables and figures under ``results/ch7/`` and ``results/ch7-limits/``, resumably
 (:mod:`gramlib.results`: a rerun keeps the rows already computed with the same settings and
-computes only the others), and the protocol's summary per cell (:func:`summarize`). The
+computes only the others); the protocol's summary per cell is :mod:`gramlib.experiments.ch7_summary`. The
 per-run pieces that the chapter also calls on its live runs are :func:`snapshot_rows` and
 :func:`noise_floor`.
 """
@@ -16,18 +16,16 @@ import time
 from typing import NamedTuple
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..mathematics.gap import interval
 from ..runs import data, models
 from ..runs.predict import frozen_kernel_losses, initialization_key, predict_test_loss, trajectory_loo
 from ..runs.train import recommended_loop
-from ..views import plotting
-from ..views.figures import plot_predicted_vs_heldout, plot_snapshot_error
 from . import tasks
+from .ch7_summary import figures, summarize
 from .results import fingerprint, in_float64, provenance, ResultTable, run_job, write_csv
+
 
 class Cell(NamedTuple):
     """A cell of Chapter 7's table: a data set (:func:`gramlib.experiments.tasks.dataset`), its task and ``n``."""
@@ -306,7 +304,7 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     else only the prediction on their subset), and the exact
     leave-one-out and held-out losses of the network linearized at the same initialization on
     the same split (``exact_loo``, ``linearized_held_out``: :func:`gramlib.predict.frozen_kernel_losses`),
-    the noise floor of leave-one-out itself. ``ch7_summary.csv``: per cell, :func:`summarize`;
+    the noise floor of leave-one-out itself. ``ch7_summary.csv``: per cell, :func:`gramlib.experiments.ch7_summary.summarize`;
     ``ch7_snapshots.csv``: the true-label predictions of the first ``snapshot_splits`` splits with
     fewer kernel snapshots (:func:`snapshot_rows`), except in ``centered_cells``; ``ch7_centering.csv``: the noise floor and the
     prediction with re-centered inputs (:func:`recentered_run`) on the true-label MLP splits of
@@ -331,11 +329,8 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     time_ = setting["lr"] * setting["steps"]
 
     def split(name, arch, labels, seed):
-        """Split ``seed`` of cell ``name``: its data set, the model, the run's key and the noise floor's key.
-
-        A centered cell is centered at the run's own ``w_0`` (:func:`initialization_key`), and its noise
-        floor linearizes that network at that ``w_0``; the other cells' floor linearizes the network at
-        ``model.init(k_run)``, an initialization drawn like the run's."""
+        """Split ``seed`` of cell ``name``: data set, model, the run's key and the noise floor's (``w_0``:
+        the run's own in a centered cell, :func:`initialization_key`; else ``model.init(k_run)``)."""
         cell = setting["cells"][name]
         k_data, k_run, k_labels = split_keys(seed)
         ds, shape = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=k_data, task=cell.task)
@@ -453,118 +448,3 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
     keys = limit_keys(setting, retrain=retrain)
     table = ResultTable(out / "ch7_limits.csv", ("dataset", "arch", "width", "depth", "lr", "settings"))
     return run_job(table, keys, compute, extra=provenance(command))
-
-
-def _signed(rows, estimate, reference):
-    """``(estimate − reference) / reference`` per row, as an array."""
-    return np.array([r[estimate] / r[reference] - 1 for r in rows])
-
-
-def _mean_and_half(values):
-    """The mean of ``values`` and the half-width of its 95% Student-t interval (``nan`` with fewer than 2 values)."""
-    if len(values) < 2:
-        return (float(np.mean(values)) if len(values) else math.nan), math.nan
-    est = interval(np.asarray(values, dtype=float), student=True)
-    return float(est.mean), float(est.half_width)
-
-
-def summarize(rows):
-    """Per cell (data set, architecture): Chapter 7's protocol over the cell's splits.
-
-    Over the true-label runs (``splits``): the mean held-out and predicted losses; the
-    prediction's signed relative error ``(L̂ − L_test)/L_test`` (``error``, with the
-    half-width ``error_half`` of its 95% Student-t interval over the splits, :func:`gramlib.gap.interval`) and its mean
-    absolute value (``abs_error``); the same for the exact leave-one-out of the linearized
-    network on the same splits against its own held-out loss (``floor``, ``floor_half``,
-    ``abs_floor``), for the one-time kernel (``one_time_error``), GCV (``gcv_error``) and the
-    linearized network's LOO (``linearized_error``), each against the run's held-out loss. On
-    the retrained runs (``retrained``): the prediction on the twins' subset against the twins,
-    ``(L̂_subset − L_twins)/L_twins``, signed (``twin_error``, ``twin_error_half``) and absolute
-    (``twin_abs_error``), the one-time kernel's (``one_time_twin_error``) and the lowest
-    per-sample correlation (``min_correlation``); the same for the twins read out through the
-    network (``readout_twin_error``) and re-linearized at every snapshot
-    (``relinearized_twin_error``, ``relinearized_twin_error_half``,
-    ``min_relinearized_correlation``; :func:`twin_columns`), and the smallest ratio of the
-    seconds of the retraining to those of the re-linearization (``relinearized_speedup``). Random labels: the mean held-out and predicted
-    losses and ``learned``, the random-label held-out loss over the true one.
-    """
-    cells = []
-    for name, arch in dict.fromkeys((r["dataset"], r["arch"]) for r in rows):
-        true = [r for r in rows if (r["dataset"], r["arch"], r["labels"]) == (name, arch, "true")]
-        rand = [r for r in rows if (r["dataset"], r["arch"], r["labels"]) == (name, arch, "random")]
-        twins = [r for r in true if not math.isnan(r["brute_force"])]
-        if not true:
-            continue
-        error, floor = _signed(true, "predicted", "held_out"), _signed(true, "exact_loo", "linearized_held_out")
-        twin = _signed(twins, "predicted_on_subset", "brute_force")
-        mean = lambda rs, k: float(np.mean([r[k] for r in rs])) if rs else math.nan  # noqa: E731
-        cell = {"dataset": name, "arch": arch, "splits": len(true),
-                "held_out": mean(true, "held_out"), "predicted": mean(true, "predicted")}
-        cell["error"], cell["error_half"] = _mean_and_half(error)
-        cell["abs_error"] = float(np.mean(np.abs(error)))
-        cell["floor"], cell["floor_half"] = _mean_and_half(floor)
-        cell["abs_floor"] = float(np.mean(np.abs(floor)))
-        for key, column in (("one_time_error", "one_time"), ("gcv_error", "gcv"), ("linearized_error", "linearized")):
-            cell[key] = float(np.mean(_signed(true, column, "held_out")))
-        cell["retrained"] = len(twins)
-        cell["twin_error"], cell["twin_error_half"] = _mean_and_half(twin)
-        cell["twin_abs_error"] = float(np.mean(np.abs(twin))) if len(twins) else math.nan
-        cell["one_time_twin_error"] = (float(np.mean(_signed(twins, "one_time_on_subset", "brute_force")))
-                                       if twins else math.nan)
-        cell["min_correlation"] = float(np.min([r["correlation"] for r in twins])) if twins else math.nan
-        cell["readout_twin_error"] = float(np.mean(_signed(twins, "readout_on_subset", "brute_force"))) \
-            if twins else math.nan
-        cell["relinearized_twin_error"], cell["relinearized_twin_error_half"] = _mean_and_half(
-            _signed(twins, "relinearized_on_subset", "brute_force"))
-        cell["min_relinearized_correlation"] = (float(np.min([r["relinearized_correlation"] for r in twins]))
-                                                if twins else math.nan)
-        cell["relinearized_speedup"] = (float(np.min([r["retrain_seconds"] / r["relinearized_seconds"]
-                                                      for r in twins])) if twins else math.nan)
-        cell["random_held_out"], cell["random_predicted"] = mean(rand, "held_out"), mean(rand, "predicted")
-        cell["learned"] = cell["random_held_out"] / cell["held_out"]
-        cells.append(cell)
-    return cells
-
-
-def summarize_centering(rows, centering):
-    """Per re-centered cell: the noise floor and the prediction with the table's centering and re-centered.
-
-    ``rows``: the table's rows; ``centering``: the rows of ``ch7_centering.csv``. On the splits
-    that have both, mean and 95% Student-t half-width of signed errors ``(estimate − held-out)/held-out``:
-    of the exact leave-one-out of the linearized network with the inputs centered by the training
-    mean (``floor``, ``floor_half``: the table's ``exact_loo``, ``linearized_held_out``) and by the
-    held-out mean (``recentered``, ``recentered_half``), and of the prediction of the trained
-    network, the same two ways (``error``, ``error_half``: the table's ``predicted``, ``held_out``;
-    ``recentered_error``, ``recentered_error_half``); all from :func:`recentered_run`.
-    """
-    table = {(r["dataset"], r["seed"], r["settings"]): r for r in rows
-             if r["arch"] == "mlp" and r["labels"] == "true"}
-    cells = []
-    for name in dict.fromkeys(c["dataset"] for c in centering):
-        pairs = [(table[c["dataset"], c["seed"], c["settings"]], c) for c in centering
-                 if c["dataset"] == name and (c["dataset"], c["seed"], c["settings"]) in table]
-        if not pairs:
-            continue
-        cell = {"dataset": name, "splits": len(pairs)}
-        ours, recentered = [t for t, _ in pairs], [c for _, c in pairs]
-        for prefix, sources, estimate, reference in (
-                ("floor", ours, "exact_loo", "linearized_held_out"),
-                ("recentered", recentered, "exact_loo_recentered", "linearized_held_out_recentered"),
-                ("error", ours, "predicted", "held_out"),
-                ("recentered_error", recentered, "predicted_recentered", "held_out_recentered")):
-            cell[prefix], cell[prefix + "_half"] = _mean_and_half(_signed(sources, estimate, reference))
-        cells.append(cell)
-    return cells
-
-
-def figures(rows, snaps, out):
-    """``ch7_predicted_vs_heldout.png`` (all runs, with the diagonal) and ``ch7_snapshots.png``."""
-    fig, ax = plotting.figure(1, height=4.2)
-    plot_predicted_vs_heldout(ax, rows)
-    fig.savefig(out / "ch7_predicted_vs_heldout.png")
-    plt.close(fig)
-    if snaps:
-        fig, ax = plotting.figure(1, height=3.4)
-        plot_snapshot_error(ax, snaps)
-        fig.savefig(out / "ch7_snapshots.png")
-        plt.close(fig)

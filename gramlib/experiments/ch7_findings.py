@@ -2,7 +2,7 @@
 
 The table is one folder written by one command, ``python -m gramlib reproduce ch7``
 (``results/ch7/``): :func:`protocol_table` reads it, checks that every run is there once and
-says where it was computed, and summarizes it per cell (:func:`gramlib.experiments.ch7.summarize`);
+says where it was computed, and summarizes it per cell (:func:`gramlib.experiments.ch7_summary.summarize`);
 :func:`findings` computes the comparisons the chapter states. The limits (ReLU networks over
 learning rate, width and depth, with retrained twins) are one folder written by
 ``python -m gramlib reproduce ch7-limits`` (``results/ch7-limits/``), read by :func:`committed_limits`.
@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ch7 import limit_keys, scale_config, summarize, table_keys
+from .ch7 import limit_keys, scale_config, table_keys
+from .ch7_summary import summarize
 from .results import read_table
 
 #: The columns of :func:`gramlib.results.provenance` that every committed row must carry.
@@ -36,7 +37,7 @@ def run_key(row):
 
 class ProtocolTable(NamedTuple):
     """Chapter 7's table as committed: ``rows`` (one per run), ``summary`` (per cell,
-    :func:`gramlib.experiments.ch7.summarize`), ``snapshots`` (the rows of ``ch7_snapshots.csv``),
+    :func:`gramlib.experiments.ch7_summary.summarize`), ``snapshots`` (the rows of ``ch7_snapshots.csv``),
     ``machines`` (per ``(dataset, arch)`` cell, the set of ``(device_kind, cpu_count, commit)``
     its rows were computed with) and ``missing`` (per cell, the number of runs of the scale's
     protocol, :func:`gramlib.experiments.ch7.table_keys`, that the table does not hold yet)."""

@@ -72,7 +72,7 @@ def _value(column, text):
         return text
     if column in BOOL_COLUMNS and text in ("True", "False"):
         return text == "True"
-    if text == "":
+    if text in ("", "nan"):  # an empty cell, or a missing number written as nan (e.g. a CNN's MLP width)
         return math.nan
     if column in INT_COLUMNS:
         return int(float(text))

@@ -50,8 +50,9 @@ def talbot_contour(t, nodes=TALBOT_NODES):
 
     The optimized Talbot contour of Trefethen, Weideman & Schmelzer (2006), ``z(θ) = (N/t)(−0.6122 + 0.5017 θ
     cot(0.6407 θ) + 0.2645 i θ)``, midpoint rule in the contour's angle ``θ ∈ (−π, π)`` (``angle``
-    below; not a kernel, which is ``theta`` everywhere else in the library), keeping the ``θ > 0`` half (``F(z̄) = conj F(z)`` for real ``f``). ``t`` has shape ``(T,)``;
-    returns two ``(T, nodes // 2)`` complex arrays.
+    below; not a kernel, which is ``theta`` everywhere else in the library), keeping the ``θ > 0``
+    half (``F(z̄) = conj F(z)`` for real ``f``). ``t`` has shape ``(T,)``; returns two
+    ``(T, nodes // 2)`` complex arrays.
     """
     half = nodes // 2
     angle = (jnp.arange(half) + 0.5) * (2 * jnp.pi / nodes)
