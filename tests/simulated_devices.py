@@ -19,7 +19,9 @@ def run_on_devices(script: str, devices: int = 4) -> dict:
     are passed on.
     """
     keep = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
-    flags = " ".join(keep + [f"--xla_force_host_platform_device_count={devices}"])  # the caller's other flags too
+    # The device count first: XLA stops reading at a bare token such as the common one-thread recipe's
+    # "intra_op_parallelism_threads=1", and a flag after it would be ignored (the run would see 1 device).
+    flags = " ".join([f"--xla_force_host_platform_device_count={devices}"] + keep)
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=600)

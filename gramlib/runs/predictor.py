@@ -1,0 +1,107 @@
+"""A run's leave-one-out predictor: the expensive state built once, the questions answered from it (Chapter 7).
+
+:func:`gramlib.predict.predict_test_loss` is the one-call convenience of the chapter: it trains, predicts,
+runs the baselines and retrains. A researcher with a run of their own wants the other shape, the one of
+neural-tangents' ``gradient_descent_mse → predict_fn``: build the costly objects of one run once — the
+two-time kernel ``Θ(t_k, t_l)`` (:func:`gramlib.ntk.two_time_kernel`) and the forces of the two-time
+recursion — and ask for any leave-one-out quantity afterwards::
+
+    run = gramlib.gradient_descent(apply, params, x, y, lr=1.0, steps=1000, snapshots=20)
+    loo = gramlib.loo_predictor(apply, run, x)
+    loo.two_time_loss(), loo.one_time_loss()                 # all n samples, eqs. ch07-recursion, ch07-one-time
+    loo.relinearized([3, 17, 42])                            # twins re-linearized at every snapshot
+    est = loo.estimate(size=30, key=jax.random.PRNGKey(0))   # all n samples, eq. ch07-estimate
+    loo.snapshot_check(est)                                  # enough snapshots?
+
+Every method delegates to the tested function of :mod:`gramlib.runs.predict` that computes it, with the
+predictor's kernel and forces; the predictor holds them (for a width-512 MLP on 300 samples about a hundred
+MiB), so drop it when done.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import ntk
+from . import predict
+from .train import TrainResult
+
+
+def _loss(rho, n):
+    """``(1/2n) Σ_i ‖ρ_i‖²``."""
+    return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
+
+
+class LooPredictor:
+    """The leave-one-out questions about one gradient-descent run (:func:`loo_predictor` builds it).
+
+    Attributes: ``apply``, ``run`` (a :class:`gramlib.train.TrainResult` with its kernel snapshots and
+    weights), ``x`` (its training inputs) and ``cross`` (its two-time kernel, ``(k, l) ↦ Θ(t_k, t_l)``).
+    The two-time residuals and forces are computed on first use and kept.
+    """
+
+    def __init__(self, apply, run, x, cross):
+        self.apply, self.run, self.x, self.cross = apply, run, x, cross
+        self._two_time = None
+
+    def _recursion(self):
+        if self._two_time is None:
+            self._two_time = predict.trajectory_loo(self.run, cross=self.cross, forces=True)
+        return self._two_time
+
+    def two_time(self):
+        """The two-time prediction's leave-one-out residuals ``ρ_i(T)`` of all ``n`` samples, ``(N,)`` stacked
+        (:func:`gramlib.predict.trajectory_loo` with the run's two-time kernel, eq. ``ch07-recursion``)."""
+        return self._recursion()[0]
+
+    def two_time_loss(self):
+        """The trajectory prediction ``L̂ = (1/2n) Σ_i ‖ρ_i(T)‖²`` (definition ``ch07-def-prediction``)."""
+        return _loss(self.two_time(), self.run.n)
+
+    def one_time(self):
+        """The one-time recursion's ``ρ_i(T)``, ``(N,)`` (eq. ``ch07-one-time``: the kernel of each snapshot only)."""
+        return predict.trajectory_loo(self.run)
+
+    def one_time_loss(self):
+        """``(1/2n) Σ_i ‖ρ_i(T)‖²`` of the one-time recursion."""
+        return _loss(self.one_time(), self.run.n)
+
+    def readout(self, subset):
+        """The twins of ``subset`` read out through the network, first order (:func:`gramlib.predict.twin_readout`)."""
+        return predict.twin_readout(self.apply, self.run, self.x, self._recursion()[1], subset)
+
+    def relinearized(self, subset, *, rule="heun"):
+        """The twins of ``subset`` re-linearized at every snapshot (eq. ``ch07-remainder``,
+        :func:`gramlib.predict.twin_readout` with ``relinearize=True``)."""
+        return predict.twin_readout(self.apply, self.run, self.x, self._recursion()[1], subset, relinearize=True,
+                                    rule=rule)
+
+    def estimate(self, *, size, key, design="stratified", rule="heun"):
+        """The leave-one-out loss of all ``n`` samples, eq. ``ch07-estimate`` (:func:`gramlib.predict.estimate_loo_loss`)."""
+        return predict.estimate_loo_loss(self.apply, self.run, self.x, size=size, key=key, design=design,
+                                         cross=self.cross, rule=rule)
+
+    def snapshot_check(self, estimate, *, target=0.01, rule="heun"):
+        """Whether the run's snapshots suffice for ``estimate`` (:func:`gramlib.predict.snapshot_check`)."""
+        return predict.snapshot_check(self.apply, self.run, self.x, estimate, cross=self.cross, target=target,
+                                      rule=rule)
+
+
+def loo_predictor(apply, run, x, *, batch_size=None, mesh=None) -> LooPredictor:
+    """Build the leave-one-out predictor of a run: its two-time kernel once, the rest on demand (Chapter 7).
+
+    ``apply(params, x)``: the network; ``run``: its :class:`gramlib.train.TrainResult` from
+    :func:`gramlib.train.gradient_descent` with ``snapshots > 0``; ``x``: the run's ``n`` training inputs.
+    ``batch_size`` and ``mesh`` as in :func:`gramlib.ntk.two_time_kernel`. Returns a :class:`LooPredictor`.
+    """
+    if not callable(apply):
+        raise TypeError(f"apply must be a function apply(params, x), got {type(apply).__name__}")
+    if not isinstance(run, TrainResult):
+        raise TypeError(f"run must be the TrainResult of gramlib.train.gradient_descent, got {type(run).__name__}")
+    if not len(run.thetas) or len(run.weights) != len(run.thetas) + 1:
+        raise ValueError("run must hold its kernel snapshots and their weights (gramlib.train.gradient_descent "
+                         "with snapshots > 0)")
+    if len(x) != run.n:
+        raise ValueError(f"x must hold the run's {run.n} training inputs, got {len(x)} rows")
+    cross = ntk.two_time_kernel(apply, run.weights, x, batch_size=batch_size, mesh=mesh)
+    return LooPredictor(apply, run, x, cross)
