@@ -21,8 +21,9 @@ layer              modules (what they compute)                                  
                    it), ``tangent_factors`` (its evaluation on a batch)
 ``runs``           ``files`` (shipped and downloaded files), ``mnist1d`` (its             6, 7
                    generator), ``data``, ``models``, ``train`` (gradient descent),
-                   ``predict`` (the trajectory prediction of a run), ``predictor``
-                   (a run's leave-one-out questions), ``baselines``
+                   ``predict`` (the trajectory prediction of a run), ``loo_estimate``
+                   (one estimate for all n samples), ``predictor`` (a run's
+                   leave-one-out questions), ``baselines``
 ``experiments``    ``tasks`` (data sets and networks by name), ``ch4`` … ``ch7``,         4–7
                    ``ch7_summary``, ``ch7_findings``, ``ch7_estimators`` (each
                    chapter's computations, settings and ``reproduce`` commands),
@@ -59,7 +60,7 @@ LAYERS = {
     "mathematics": ("gap", "bounds", "twins", "gap_ode", "kernel_flow", "leave_one_out", "effective_gram",
                     "closed_forms", "linearized_gap", "trajectory", "trajectory_gram", "alignment"),
     "kernels": ("ntk", "tangent_structure", "tangent_factors"),
-    "runs": ("files", "mnist1d", "data", "models", "train", "predict", "predictor", "baselines"),
+    "runs": ("files", "mnist1d", "data", "models", "train", "predict", "loo_estimate", "predictor", "baselines"),
     "experiments": ("tasks", "ch4", "ch5", "ch6", "real_alignment", "ch7", "ch7_summary", "ch7_findings",
                     "ch7_estimators", "results", "measure"),
     "views": ("plotting", "figures", "widgets", "tables", "student", "exercises", "cell_slice",
@@ -87,8 +88,8 @@ API = {
     "empirical_ntk": "ntk", "two_time_kernel": "ntk",
     # runs (Chapter 7)
     "gradient_descent": "train", "TrainResult": "train", "predict_test_loss": "predict",
-    "Prediction": "predict", "trajectory_loo": "predict", "estimate_loo_loss": "predict",
-    "LooEstimate": "predict", "snapshot_check": "predict", "SnapshotCheck": "predict",
+    "Prediction": "predict", "trajectory_loo": "predict", "estimate_loo_loss": "loo_estimate",
+    "LooEstimate": "loo_estimate", "snapshot_check": "loo_estimate", "SnapshotCheck": "loo_estimate",
     "loo_predictor": "predictor", "LooPredictor": "predictor",
     "brute_force_loo": "baselines",
 }

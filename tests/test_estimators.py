@@ -17,7 +17,7 @@ from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
 
-from gramlib import baselines, models, ntk, predict, train
+from gramlib import baselines, loo_estimate, models, ntk, predict, train
 from gramlib.experiments import ch7_estimators
 from gramlib.experiments.results import read_table
 from tests.tolerance import assert_close, tolerance
@@ -46,7 +46,7 @@ def coarse():
 @pytest.mark.parametrize("outputs", [1, 2])
 def test_every_twin_re_linearized_with_euler_at_every_step_is_the_retrained_mean(outputs):
     model, x, y, params, run = relu_run(every=1, outputs=outputs)
-    est = predict.estimate_loo_loss(model.apply, run, x, size=run.n, key=KEY, rule="euler")
+    est = loo_estimate.estimate_loo_loss(model.apply, run, x, size=run.n, key=KEY, rule="euler")
     twins = train.retrain_without(model.apply, params, x, y, np.arange(run.n), lr=run.lr, steps=run.steps,
                                   progress=False)
     exact = 0.5 * np.sum(np.asarray(twins) ** 2) / run.n
@@ -58,7 +58,7 @@ def test_every_twin_re_linearized_with_euler_at_every_step_is_the_retrained_mean
 
 def test_size_n_is_the_mean_loss_of_every_re_linearized_twin(coarse):
     model, x, _, _, run = coarse
-    est = predict.estimate_loo_loss(model.apply, run, x, size=run.n, key=KEY)
+    est = loo_estimate.estimate_loo_loss(model.apply, run, x, size=run.n, key=KEY)
     cross = ntk.two_time_kernel(model.apply, run.weights, x)
     rho, forces = predict.trajectory_loo(run, cross=cross, forces=True)
     relin = predict.twin_readout(model.apply, run, x, forces, np.arange(run.n), relinearize=True)
@@ -72,7 +72,7 @@ def test_size_n_is_the_mean_loss_of_every_re_linearized_twin(coarse):
 
 def test_a_subset_estimate_is_the_weighted_control_variate(coarse):
     model, x, _, _, run = coarse
-    est = predict.estimate_loo_loss(model.apply, run, x, size=5, key=jax.random.PRNGKey(4))
+    est = loo_estimate.estimate_loo_loss(model.apply, run, x, size=5, key=jax.random.PRNGKey(4))
     assert len(est.indices) == 5 and np.all(np.diff(est.indices) > 0)
     rho, forces = predict.trajectory_loo(run, cross=ntk.two_time_kernel(model.apply, run.weights, x), forces=True)
     relin = predict.twin_readout(model.apply, run, x, forces, est.indices, relinearize=True)
@@ -81,7 +81,7 @@ def test_a_subset_estimate_is_the_weighted_control_variate(coarse):
     assert_close(est.estimate, want, size=run.n)
     assert_close(est.relinearized_loo, relin, size=1)
     # the weights are the inverse inclusion probabilities of the design's strata
-    certain, groups, counts = predict.loo_strata(ell + np.mean(ell), 5)
+    certain, groups, counts = loo_estimate.loo_strata(ell + np.mean(ell), 5)
     for i, w, s in zip(est.indices, est.weights, est.strata):
         assert (s == -1 and i in certain and w == 1) or (i in groups[s] and w == len(groups[s]) / counts[s])
 
@@ -89,16 +89,16 @@ def test_a_subset_estimate_is_the_weighted_control_variate(coarse):
 def test_bad_input_to_the_estimate_raises(coarse):
     model, x, _, _, run = coarse
     with pytest.raises(ValueError, match="size must be at most"):
-        predict.estimate_loo_loss(model.apply, run, x, size=run.n + 1, key=KEY)
+        loo_estimate.estimate_loo_loss(model.apply, run, x, size=run.n + 1, key=KEY)
     with pytest.raises(ValueError, match="size must be"):
-        predict.estimate_loo_loss(model.apply, run, x, size=1, key=KEY)
+        loo_estimate.estimate_loo_loss(model.apply, run, x, size=1, key=KEY)
     with pytest.raises(ValueError, match="design must be one of"):
-        predict.estimate_loo_loss(model.apply, run, x, size=4, key=KEY, design="pps")
+        loo_estimate.estimate_loo_loss(model.apply, run, x, size=4, key=KEY, design="pps")
     with pytest.raises(ValueError, match="training inputs"):
-        predict.estimate_loo_loss(model.apply, run, x[:-1], size=4, key=KEY)
+        loo_estimate.estimate_loo_loss(model.apply, run, x[:-1], size=4, key=KEY)
     bare = run._replace(thetas=run.thetas[:0], weights=())
     with pytest.raises(ValueError, match="snapshots"):
-        predict.estimate_loo_loss(model.apply, bare, x, size=4, key=KEY)
+        loo_estimate.estimate_loo_loss(model.apply, bare, x, size=4, key=KEY)
 
 
 # ----------------------------------------------------------------------------- the sampling design
@@ -117,14 +117,14 @@ def test_the_design_is_unbiased_and_its_variance_honest_over_every_subset(design
     """Brute force over every subset the design can draw (uniform within strata): the mean estimate is
     the mean of ``ℓ + d``, and the mean of the estimated variance is the estimate's variance."""
     ell, d = synthetic()
-    certain, groups, counts = predict.loo_strata(ell + np.mean(ell), size, design)
+    certain, groups, counts = loo_estimate.loo_strata(ell + np.mean(ell), size, design)
     assert len(certain) + sum(counts) == size and len(certain) + sum(map(len, groups)) == len(ell)
     estimates, variances = [], []
     for picks in itertools.product(*[itertools.combinations(g, k) for g, k in zip(groups, counts)]):
         idx = np.concatenate([certain] + [np.asarray(p) for p in picks]).astype(int)
         w = np.concatenate([np.ones(len(certain))] + [np.full(k, len(g) / k) for g, k in zip(groups, counts)])
         s = np.concatenate([np.full(len(certain), -1)] + [np.full(k, h) for h, k in enumerate(counts)])
-        est, se = predict.control_variate(ell, d[idx], w, s)
+        est, se = loo_estimate.control_variate(ell, d[idx], w, s)
         estimates.append(est)
         variances.append(se ** 2)
     truth = np.mean(ell + d)
@@ -138,7 +138,7 @@ def test_the_stratified_design_beats_a_uniform_subset_on_heavy_tailed_correction
     ell, d = synthetic(n=60, seed=1)
 
     def variance(design):
-        certain, groups, counts = predict.loo_strata(ell + np.mean(ell), 12, design)
+        certain, groups, counts = loo_estimate.loo_strata(ell + np.mean(ell), 12, design)
         return sum(len(g) ** 2 * (1 - k / len(g)) * np.var(d[g], ddof=1) / k for g, k in zip(groups, counts))
 
     assert variance("stratified") < 0.5 * variance("uniform")
@@ -149,47 +149,47 @@ def test_drawn_subsets_are_unbiased_over_many_keys():
     ell, d = synthetic(n=12, seed=2)
     est = []
     for k in jax.random.split(jax.random.PRNGKey(5), 400):
-        idx, w, s = predict.loo_subset(ell + np.mean(ell), 5, key=k)
-        est.append(predict.control_variate(ell, d[idx], w, s)[0])
+        idx, w, s = loo_estimate.loo_subset(ell + np.mean(ell), 5, key=k)
+        est.append(loo_estimate.control_variate(ell, d[idx], w, s)[0])
     est = np.asarray(est)
     assert abs(est.mean() - np.mean(ell + d)) < 4 * est.std(ddof=1) / math.sqrt(len(est))
 
 
 def test_strata_take_the_largest_samples_with_certainty_and_keep_two_draws_per_stratum():
     a = np.array([100.0, 1, 1, 1, 1, 1, 1, 1, 1, 1])
-    certain, groups, counts = predict.loo_strata(a, 4)
+    certain, groups, counts = loo_estimate.loo_strata(a, 4)
     assert list(certain) == [0] and counts == [3] and sorted(groups[0]) == list(range(1, 10))
-    certain, groups, counts = predict.loo_strata(np.ones(10), 10)
+    certain, groups, counts = loo_estimate.loo_strata(np.ones(10), 10)
     assert list(certain) == list(range(10)) and groups == []
-    certain, groups, counts = predict.loo_strata(np.arange(1.0, 11), 6, "uniform")
+    certain, groups, counts = loo_estimate.loo_strata(np.arange(1.0, 11), 6, "uniform")
     assert len(certain) == 0 and counts == [6] and len(groups[0]) == 10
     for size in range(2, 10):
-        certain, groups, counts = predict.loo_strata(np.arange(1.0, 11) ** 3, size)
+        certain, groups, counts = loo_estimate.loo_strata(np.arange(1.0, 11) ** 3, size)
         assert all(k >= 2 and len(g) >= k for g, k in zip(groups, counts))
         assert len(certain) + sum(counts) == size
 
 
 def test_bad_input_to_the_design_raises():
     with pytest.raises(ValueError, match="positive"):
-        predict.loo_strata(np.array([1.0, 0.0, 2.0]), 2)
+        loo_estimate.loo_strata(np.array([1.0, 0.0, 2.0]), 2)
     with pytest.raises(ValueError, match="at most"):
-        predict.loo_strata(np.ones(3), 4)
+        loo_estimate.loo_strata(np.ones(3), 4)
     with pytest.raises(ValueError, match="design"):
-        predict.loo_strata(np.ones(3), 2, "systematic")
+        loo_estimate.loo_strata(np.ones(3), 2, "systematic")
     with pytest.raises(ValueError, match="strata must have one entry"):
-        predict.control_variate(np.ones(4), np.ones(2), np.ones(2), np.zeros(3))
+        loo_estimate.control_variate(np.ones(4), np.ones(2), np.ones(2), np.zeros(3))
     with pytest.raises(ValueError, match="at least 2 per stratum"):
-        predict.control_variate(np.ones(4), np.ones(2), np.full(2, 2.0), np.array([0, 1]))
+        loo_estimate.control_variate(np.ones(4), np.ones(2), np.full(2, 2.0), np.array([0, 1]))
     with pytest.raises(ValueError, match="weights must have shape"):
-        predict.control_variate(np.ones(4), np.ones(2), np.ones(3), np.zeros(2))
+        loo_estimate.control_variate(np.ones(4), np.ones(2), np.ones(3), np.zeros(2))
 
 
 # ----------------------------------------------------------------------------- the snapshot check
 
 def test_the_snapshot_check_is_richardson_on_the_run_with_half_the_snapshots(coarse):
     model, x, y, params, run = coarse
-    est = predict.estimate_loo_loss(model.apply, run, x, size=6, key=jax.random.PRNGKey(1))
-    check = predict.snapshot_check(model.apply, run, x, est)
+    est = loo_estimate.estimate_loo_loss(model.apply, run, x, size=6, key=jax.random.PRNGKey(1))
+    check = loo_estimate.snapshot_check(model.apply, run, x, est)
     # the same run recomputed with half the snapshots, and the same subset re-linearized on it
     half = train.gradient_descent(model.apply, params, x, y, lr=run.lr, steps=run.steps,
                                   snapshots=len(run.thetas) // 2, progress=False)
@@ -224,8 +224,8 @@ def test_the_snapshot_rule_says_how_many_snapshots_keep_the_twins_within_one_per
     checks, errors = {}, {}
     for m in (4, 8):
         run = train.gradient_descent(model.apply, params, x, y, lr=lr, steps=steps, snapshots=m, progress=False)
-        est = predict.estimate_loo_loss(model.apply, run, x, size=n, key=KEY, rule="euler")
-        checks[m] = predict.snapshot_check(model.apply, run, x, est, rule="euler")
+        est = loo_estimate.estimate_loo_loss(model.apply, run, x, size=n, key=KEY, rule="euler")
+        checks[m] = loo_estimate.snapshot_check(model.apply, run, x, est, rule="euler")
         errors[m] = abs(est.estimate / exact - 1)
         assert abs(checks[m].extrapolated / exact - 1) < errors[m]
     assert abs(checks[4].needed - checks[8].needed) <= 1
@@ -236,15 +236,15 @@ def test_the_snapshot_rule_says_how_many_snapshots_keep_the_twins_within_one_per
 
 def test_bad_input_to_the_snapshot_check_raises(coarse):
     model, x, _, _, run = coarse
-    est = predict.estimate_loo_loss(model.apply, run, x, size=4, key=KEY)
+    est = loo_estimate.estimate_loo_loss(model.apply, run, x, size=4, key=KEY)
     with pytest.raises(TypeError, match="LooEstimate"):
-        predict.snapshot_check(model.apply, run, x, est._asdict())
+        loo_estimate.snapshot_check(model.apply, run, x, est._asdict())
     odd = run._replace(thetas=run.thetas[:3], snapshot_steps=run.snapshot_steps[:3],
                        weights=run.weights[:3] + run.weights[-1:])
     with pytest.raises(ValueError, match="even number of snapshots"):
-        predict.snapshot_check(model.apply, odd, x, est)
+        loo_estimate.snapshot_check(model.apply, odd, x, est)
     with pytest.raises(ValueError, match="target"):
-        predict.snapshot_check(model.apply, run, x, est, target=0.0)
+        loo_estimate.snapshot_check(model.apply, run, x, est, target=0.0)
 
 
 # ----------------------------------------------------------------------------- influence, jackknife, ALO

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gramlib
-from gramlib import models, ntk, predict, train
+from gramlib import loo_estimate, models, ntk, predict, train
 from tests.tolerance import assert_close, tolerance
 
 KEY = jax.random.PRNGKey(0)
@@ -50,7 +50,7 @@ def test_every_answer_is_the_library_function_with_the_runs_kernel():
     assert_close(loo.relinearized(subset),
                  predict.twin_readout(model.apply, run, x, forces, subset, relinearize=True), size=size)
     est = loo.estimate(size=4, key=KEY)
-    want = predict.estimate_loo_loss(model.apply, run, x, size=4, key=KEY)
+    want = loo_estimate.estimate_loo_loss(model.apply, run, x, size=4, key=KEY)
     np.testing.assert_array_equal(est.indices, want.indices)
     assert abs(est.estimate - want.estimate) <= tolerance(jnp.float64, size) * abs(want.estimate)
     check = loo.snapshot_check(est)

@@ -5,9 +5,9 @@ twin can be retrained) one run is trained and its leave-one-out loss is estimate
 a researcher would use, each timed, against the exact leave-one-out loss of all ``n`` retrained twins
 (:func:`gramlib.train.retrain_without`):
 
-* the book's estimate (:func:`gramlib.predict.estimate_loo_loss`, stratified design, ``size`` twins
+* the book's estimate (:func:`gramlib.loo_estimate.estimate_loo_loss`, stratified design, ``size`` twins
   re-linearized) with its standard error, the same with a uniform subset, and the snapshot check
-  (:func:`gramlib.predict.snapshot_check`) with its Richardson-extrapolated estimate and standard error;
+  (:func:`gramlib.loo_estimate.snapshot_check`) with its Richardson-extrapolated estimate and standard error;
 * the two-time prediction alone and the re-linearized twins of all ``n`` samples (what the estimate is
   unbiased for), with the sampling error of both designs simulated over many subsets of those twins;
 * GCV and the frozen-kernel (initial NTK) leave-one-out (:mod:`gramlib.baselines`);
@@ -29,7 +29,8 @@ import jax
 import numpy as np
 
 from ..runs import baselines, models, train
-from ..runs.predict import control_variate, estimate_loo_loss, held_out_loss, loo_strata, snapshot_check
+from ..runs.loo_estimate import control_variate, estimate_loo_loss, loo_strata, snapshot_check
+from ..runs.predict import held_out_loss
 from ..kernels import ntk
 from . import tasks
 from .results import fingerprint, in_float64, provenance, read_table, ResultTable, run_job
@@ -99,9 +100,9 @@ def _timed(fn, *args, **kwargs):
 def simulate_designs(two_time_losses, corrections, size, *, draws=SIMULATED_SUBSETS, seed=0):
     """The sampling error of each design, from the corrections ``d_i`` of all ``n`` samples.
 
-    For ``"stratified"`` and ``"uniform"`` (:func:`gramlib.predict.loo_strata` with the size measure of
-    :func:`gramlib.predict.estimate_loo_loss`), ``draws`` subsets are drawn (uniform without replacement
-    in each stratum, NumPy generator ``seed``) and combined by :func:`gramlib.predict.control_variate`;
+    For ``"stratified"`` and ``"uniform"`` (:func:`gramlib.loo_estimate.loo_strata` with the size measure of
+    :func:`gramlib.loo_estimate.estimate_loo_loss`), ``draws`` subsets are drawn (uniform without replacement
+    in each stratum, NumPy generator ``seed``) and combined by :func:`gramlib.loo_estimate.control_variate`;
     against the mean of ``ℓ_i + d_i`` (what the estimate is unbiased for) it returns, per design, the
     relative rms error (``{design}_rms``), the share of draws within ±3% (``{design}_within3``) and the share
     whose ±2 standard errors cover it (``{design}_coverage``).

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import ntk
-from . import predict
+from . import loo_estimate, predict
 from .train import TrainResult
 
 
@@ -77,13 +77,13 @@ class LooPredictor:
                                     rule=rule)
 
     def estimate(self, *, size, key, design="stratified", rule="heun"):
-        """The leave-one-out loss of all ``n`` samples, eq. ``ch07-estimate`` (:func:`gramlib.predict.estimate_loo_loss`)."""
-        return predict.estimate_loo_loss(self.apply, self.run, self.x, size=size, key=key, design=design,
+        """The leave-one-out loss of all ``n`` samples, eq. ``ch07-estimate`` (:func:`gramlib.loo_estimate.estimate_loo_loss`)."""
+        return loo_estimate.estimate_loo_loss(self.apply, self.run, self.x, size=size, key=key, design=design,
                                          cross=self.cross, rule=rule)
 
     def snapshot_check(self, estimate, *, target=0.01, rule="heun"):
-        """Whether the run's snapshots suffice for ``estimate`` (:func:`gramlib.predict.snapshot_check`)."""
-        return predict.snapshot_check(self.apply, self.run, self.x, estimate, cross=self.cross, target=target,
+        """Whether the run's snapshots suffice for ``estimate`` (:func:`gramlib.loo_estimate.snapshot_check`)."""
+        return loo_estimate.snapshot_check(self.apply, self.run, self.x, estimate, cross=self.cross, target=target,
                                       rule=rule)
 
 

@@ -1,0 +1,260 @@
+"""One leave-one-out loss for all ``n`` samples of a run, and whether its snapshots suffice (Chapter 7).
+
+The two-time prediction (:func:`gramlib.predict.trajectory_loo`) covers every sample in one pass but
+misses under feature learning; the twins re-linearized at every snapshot
+(:func:`gramlib.predict.twin_readout`) come within about a per cent of retraining, at a cost per twin.
+:func:`estimate_loo_loss` combines them as a control variate on a stratified subset (eq. ``ch07-estimate``);
+:func:`snapshot_check` turns the ``1/M`` law of the snapshots into a check after training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from .. import _checks
+from ..kernels import ntk
+from .predict import trajectory_loo, twin_readout
+
+
+#: The sampling designs of :func:`estimate_loo_loss`.
+DESIGNS = ("stratified", "uniform")
+
+
+class LooEstimate(NamedTuple):
+    """The leave-one-out loss of a run estimated for all ``n`` samples (:func:`estimate_loo_loss`, Chapter 7).
+
+    ``estimate = two_time + (1/n) Σ_{i ∈ indices} weights_i · corrections_i``, ``stderr`` its
+    standard error from the subset; ``two_time`` the two-time prediction ``(1/2n) Σ_i ‖ρ_i‖²`` over all
+    samples, ``two_time_loo`` its ``ρ_i``; ``indices`` the re-linearized subset (sorted), ``weights``
+    their inverse inclusion probabilities ``1/π_i``, ``strata`` the stratum of each (``-1``: taken with
+    certainty), ``relinearized_loo`` their re-linearized ``ρ_i`` and ``corrections`` the per-sample
+    ``½‖ρ_i^relin‖² − ½‖ρ_i^two-time‖²``; ``seconds``: wall-clock seconds of the two-time prediction,
+    the re-linearized twins and the total.
+    """
+
+    estimate: float
+    stderr: float
+    two_time: float
+    two_time_loo: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    strata: np.ndarray
+    relinearized_loo: np.ndarray
+    corrections: np.ndarray
+    design: str
+    seconds: Mapping
+
+
+def loo_strata(measure, size, design="stratified"):
+    """The strata of :func:`estimate_loo_loss`'s subset: ``(certain, groups, counts)``.
+
+    ``design="uniform"``: one stratum of all ``n`` samples, ``size`` of them drawn. ``"stratified"``
+    (the default): samples whose share ``size · a_i / Σ a`` of the size measure ``a = measure`` reaches 1
+    are taken with certainty (``certain``, as long as two draws are left for the rest); the others, in
+    decreasing order of ``a``, are cut into ``⌊m/2⌋`` strata of consecutive samples with about equal
+    ``Σ a`` (``m``: the draws left), two draws in each (three in the last if ``m`` is odd). With ``a_i``
+    proportional to the size of a sample's correction this is Neyman's allocation (each stratum's spread
+    about proportional to its mean ``a``), and two draws per stratum keep the variance estimable.
+    ``size = n`` takes every sample with certainty. ``groups``: the strata, arrays of sample indices;
+    ``counts``: the draws in each.
+    """
+    a = _checks.array(measure, "measure", ndim=1)
+    n = len(a)
+    if n < 2 or np.any(a <= 0):
+        raise ValueError(f"measure must hold at least 2 positive sizes, got {n} with minimum {a.min() if n else None}")
+    size = _checks.integer(size, "size", minimum=2)
+    if size > n:
+        raise ValueError(f"size must be at most the {n} training samples, got {size}")
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+    if design == "uniform" or size == n:
+        if size == n:
+            return np.arange(n), [], []
+        return np.zeros(0, int), [np.arange(n)], [size]
+    order, m, certain = list(np.argsort(-a, kind="stable")), size, []
+    while order and (m >= len(order) or (m - 1 >= 2 and m * a[order[0]] >= a[order].sum())):
+        certain.append(order.pop(0))
+        m -= 1
+    if not order:
+        return np.sort(np.asarray(certain, int)), [], []
+    rest = np.asarray(order)
+    counts = [2] * (m // 2)
+    counts[-1] += m % 2
+    share = np.cumsum(a[rest]) / a[rest].sum()
+    groups, start = [], 0
+    for h in range(len(counts) - 1):
+        end, after = start + counts[h], sum(counts[h + 1:])
+        while end < len(rest) - after and share[end - 1] < (h + 1) / len(counts):
+            end += 1
+        groups.append(rest[start:end])
+        start = end
+    groups.append(rest[start:])
+    return np.sort(np.asarray(certain, int)), groups, counts
+
+
+def loo_subset(measure, size, *, key, design="stratified"):
+    """Draw :func:`estimate_loo_loss`'s subset: ``(indices, weights, strata)``, sorted by index.
+
+    Within each stratum of :func:`loo_strata` the draws are uniform without replacement (one
+    ``jax.random`` key per stratum, split from ``key``); ``weights`` are ``1/π_i = N_h / m_h`` (1 for a
+    sample taken with certainty, whose ``strata`` is ``-1``).
+    """
+    certain, groups, counts = loo_strata(measure, size, design)
+    idx, w, s = [certain], [np.ones(len(certain))], [np.full(len(certain), -1)]
+    for h, (g, k, sub) in enumerate(zip(groups, counts, jax.random.split(key, max(len(groups), 1)))):
+        pick = g[np.asarray(jax.random.choice(sub, len(g), (k,), replace=False))]
+        idx.append(pick)
+        w.append(np.full(k, len(g) / k))
+        s.append(np.full(k, h))
+    idx, w, s = (np.concatenate(v) for v in (idx, w, s))
+    order = np.argsort(idx)
+    return idx[order].astype(int), w[order], s[order].astype(int)
+
+
+def control_variate(two_time_losses, corrections, weights, strata):
+    """The estimate and its standard error: ``(mean ℓ_i + (1/n) Σ_S w_i d_i, stderr)``.
+
+    ``two_time_losses`` ``(n,)``: the two-time ``ℓ_i = ½‖ρ_i‖²`` of every sample; ``corrections``,
+    ``weights``, ``strata``: the subset's ``d_i``, ``1/π_i`` and strata (:func:`loo_subset`). Stratified
+    sampling without replacement (Horvitz–Thompson): the variance of ``Σ_S w_i d_i`` is estimated
+    without bias by ``Σ_h N_h² (1 − m_h/N_h) s_h² / m_h`` (``s_h²``: the sample variance of ``d`` in
+    stratum ``h``, ``N_h = m_h w``); samples taken with certainty add nothing.
+    """
+    ell = _checks.array(two_time_losses, "two_time_losses", ndim=1)
+    d = _checks.array(corrections, "corrections", ndim=1)
+    w = _checks.array(weights, "weights", ndim=1, shape=(len(d),))
+    s = np.asarray(strata)
+    if s.shape != d.shape:
+        raise ValueError(f"strata must have one entry per correction ({len(d)}), got shape {s.shape}")
+    n = len(ell)
+    variance = 0.0
+    for h in np.unique(s[s >= 0]):
+        dh, m = d[s == h], int(np.sum(s == h))
+        big = w[s == h][0] * m
+        if m < 2:
+            raise ValueError(f"stratum {h} holds {m} draw; the variance needs at least 2 per stratum")
+        variance += big ** 2 * (1 - m / big) * np.var(dh, ddof=1) / m
+    return float(np.mean(ell) + np.sum(w * d) / n), float(np.sqrt(max(variance, 0.0)) / n)
+
+
+def estimate_loo_loss(apply, run, x, *, size, key, design="stratified", cross=None, rule="heun") -> LooEstimate:
+    """One leave-one-out loss for all ``n`` samples of a run: two-time prediction plus a control variate.
+
+    The two-time prediction ``ρ_i`` (:func:`trajectory_loo` with the run's two-time kernel ``cross``,
+    computed from ``run.weights`` when ``None``) covers all ``n`` samples in one pass but misses under
+    feature learning; the twins re-linearized at every snapshot (:func:`twin_readout` with
+    ``relinearize=True``, ``rule``) come within about a per cent of retraining, at a cost per twin. So
+    ``size`` twins are re-linearized on a random subset ``S`` and their corrections
+    ``d_i = ½‖ρ_i^relin‖² − ½‖ρ_i‖²`` added as a control variate:
+
+        ``L̂ = (1/n) Σ_i ½‖ρ_i‖² + (1/n) Σ_{i ∈ S} d_i / π_i``,
+
+    unbiased for the mean re-linearized loss of all ``n`` twins, with its standard error
+    (:func:`control_variate`). ``design="stratified"`` (the default) stratifies by the two-time loss
+    with the size measure ``a_i = ½‖ρ_i‖² + mean_j ½‖ρ_j‖²`` (:func:`loo_strata`: the largest two-time
+    losses, whose corrections are largest, are taken with certainty or in small strata; the floor keeps
+    every sample's ``π_i`` at least about ``size/(2n)``); ``"uniform"`` draws ``size`` samples uniformly
+    without replacement. ``size = n`` re-linearizes every twin and returns their mean loss with
+    ``stderr = 0``. ``key`` draws the subset. Returns a :class:`LooEstimate`.
+    """
+    start = time.perf_counter()
+    n, c = run.n, run.outputs
+    x = _checks.array(x, "x")
+    if len(x) != n:
+        raise ValueError(f"x must hold the run's {n} training inputs, got {len(x)} rows")
+    size = _checks.integer(size, "size", minimum=2)
+    if size > n:
+        raise ValueError(f"size must be at most the run's {n} training samples, got {size}")
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+    if not len(run.thetas) or len(run.weights) != len(run.thetas) + 1:
+        raise ValueError("run must hold its kernel snapshots and their weights (gramlib.train.gradient_descent "
+                         "with snapshots > 0)")
+    if cross is None:
+        cross = ntk.two_time_kernel(apply, run.weights, x)
+    rho, forces = trajectory_loo(run, cross=cross, forces=True)
+    rho = rho.reshape(n, c)
+    ell = 0.5 * np.sum(rho ** 2, axis=1)
+    two_time_seconds = time.perf_counter() - start
+    indices, weights, strata = loo_subset(ell + np.mean(ell), size, key=key, design=design)
+    middle = time.perf_counter()
+    relin = np.asarray(twin_readout(apply, run, x, forces, indices, relinearize=True, rule=rule)).reshape(-1, c)
+    corrections = 0.5 * np.sum(relin ** 2, axis=1) - ell[indices]
+    estimate, stderr = control_variate(ell, corrections, weights, strata)
+    end = time.perf_counter()
+    return LooEstimate(estimate=estimate, stderr=stderr, two_time=float(np.mean(ell)),
+                       two_time_loo=rho[:, 0] if c == 1 else rho, indices=indices, weights=weights, strata=strata,
+                       relinearized_loo=relin[:, 0] if c == 1 else relin, corrections=corrections, design=design,
+                       seconds=MappingProxyType({"two_time": two_time_seconds, "relinearized": end - middle,
+                                                 "total": end - start}))
+
+
+class SnapshotCheck(NamedTuple):
+    """Whether a run's ``M`` snapshots keep the re-linearized twins within ``target`` of retraining (Chapter 7).
+
+    ``estimate`` and ``coarse``: :func:`estimate_loo_loss`'s estimate from the ``M = snapshots`` and from
+    every second snapshot (``coarse_snapshots = M/2``), on the same subset and weights; under the
+    ``1/M`` law ``L(M) = L_∞ − c/M`` that Chapter 7 measured, ``extrapolated = 2 L(M) − L(M/2)`` (Richardson)
+    is ``L_∞``, with its standard error ``extrapolated_stderr`` (the control variate of the combined
+    corrections ``2 d_i(M) − d_i(M/2)`` on the same subset, :func:`control_variate`); ``shortfall =
+    (L_∞ − L(M)) / L_∞`` is what ``M`` snapshots leave, ``needed`` the smallest ``M`` with
+    ``|shortfall| ≤ target``, and ``enough`` whether the run has them.
+    """
+
+    snapshots: int
+    coarse_snapshots: int
+    estimate: float
+    coarse: float
+    extrapolated: float
+    extrapolated_stderr: float
+    shortfall: float
+    needed: int
+    enough: bool
+
+
+def _thinned(run, stride):
+    """The run with every ``stride``-th snapshot (and its weights) only."""
+    return run._replace(thetas=run.thetas[::stride], snapshot_steps=run.snapshot_steps[::stride],
+                        weights=tuple(run.weights[:-1][::stride]) + (run.weights[-1],))
+
+
+def snapshot_check(apply, run, x, estimate, *, cross=None, target=0.01, rule="heun") -> SnapshotCheck:
+    """Check after training whether the run's snapshots suffice, and say how many would (Chapter 7).
+
+    ``estimate``: the run's :class:`LooEstimate`. Its subset's twins are re-linearized again from every
+    second snapshot (half the cost of the estimate's own twins), and the two estimates give the ``1/M``
+    law's constant (:class:`SnapshotCheck`): the shortfall of the re-linearized twins at ``M`` snapshots,
+    and the ``M`` that keeps it within ``target`` (default 1%). ``M`` must be even; ``cross`` as in
+    :func:`estimate_loo_loss`.
+    """
+    if not isinstance(estimate, LooEstimate):
+        raise TypeError(f"estimate must be the LooEstimate of estimate_loo_loss, got {type(estimate).__name__}")
+    target = _checks.positive(target, "target")
+    count = len(run.thetas)
+    if count < 2 or count % 2:
+        raise ValueError(f"the run must have an even number of snapshots (at least 2), got {count}")
+    if len(run.weights) != count + 1:
+        raise ValueError(f"run must hold its {count} snapshot weights and the final ones, got {len(run.weights)}")
+    n, c = run.n, run.outputs
+    if cross is None:
+        cross = ntk.two_time_kernel(apply, run.weights, x)
+    _, forces = trajectory_loo(run, count // 2, cross=cross, forces=True)
+    relin = np.asarray(twin_readout(apply, _thinned(run, 2), x, forces, estimate.indices, relinearize=True,
+                                    rule=rule)).reshape(-1, c)
+    ell = 0.5 * np.sum(np.asarray(estimate.two_time_loo).reshape(n, c) ** 2, axis=1)
+    corrections = 0.5 * np.sum(relin ** 2, axis=1) - ell[estimate.indices]
+    coarse, _ = control_variate(ell, corrections, estimate.weights, estimate.strata)
+    extrapolated, extrapolated_stderr = control_variate(ell, 2 * estimate.corrections - corrections,
+                                                        estimate.weights, estimate.strata)
+    shortfall = (extrapolated - estimate.estimate) / extrapolated
+    needed = max(1, math.ceil(count * abs(shortfall) / target))
+    return SnapshotCheck(snapshots=count, coarse_snapshots=count // 2, estimate=estimate.estimate, coarse=coarse,
+                         extrapolated=extrapolated, extrapolated_stderr=extrapolated_stderr, shortfall=shortfall,
+                         needed=needed, enough=needed <= count)
