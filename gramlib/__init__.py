@@ -32,7 +32,9 @@ layer              modules (what they compute)                                  
                    and memory of the benchmarks)
 ``views``          ``plotting``, ``figures``, ``widgets``, ``tables``, ``student``,        all
                    ``exercises``, ``cell_slice`` (the cells a notebook cell needs),
-                   ``assignments`` (Otter-Grader assignments of the exercises)
+                   ``exercise_cells`` (a chapter's exercises as data), ``grading``
+                   (the tests an assignment runs), ``assignments`` (Otter-Grader
+                   assignments of the exercises)
 =================  ======================================================================  ========
 
 ``_checks`` (argument checks) and ``devices`` (device meshes) sit below every layer.
@@ -64,7 +66,7 @@ LAYERS = {
     "experiments": ("tasks", "ch4", "ch5", "ch6", "real_alignment", "ch7", "ch7_summary", "ch7_findings",
                     "ch7_estimators", "results", "measure"),
     "views": ("plotting", "figures", "widgets", "tables", "student", "exercises", "cell_slice",
-              "assignments"),
+              "exercise_cells", "grading", "assignments"),
 }
 """Each layer (a subpackage) and its modules, from the bottom up."""
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gramlib.views import assignments
+from gramlib.views import assignments, exercise_cells, grading
 from gramlib.views.exercises import FAIL
 from tests import notebook_cells as nc
 from tests.book_files import ROOT, toc_notebooks
@@ -120,12 +120,12 @@ def reference_functions(path: Path) -> list[tuple]:
     nb = nc.read(path)
     namespace = {}
     codes = [nc.source(c) for c in nc.code_cells(nb)]
-    exec(assignments.definitions(codes[1]), namespace)  # the imports of the chapter's imports and settings cell
+    exec(exercise_cells.definitions(codes[1]), namespace)  # the imports of the chapter's imports and settings cell
     out = []
-    for number, ex in enumerate(assignments.chapter_exercises(nb), start=1):
+    for number, ex in enumerate(exercise_cells.chapter_exercises(nb), start=1):
         if not ex.autograded:
             continue
-        source = "\n\n\n".join(filter(None, map(assignments.definitions, ex.solution_code)))
+        source = "\n\n\n".join(filter(None, map(exercise_cells.definitions, ex.solution_code)))
         exec(source, namespace)
         for index, check in enumerate(ex.checks):
             module = importlib.import_module(f"gramlib.views.exercises.{check.module}")
@@ -229,18 +229,18 @@ def test_the_student_notebook_opens_like_the_chapter_and_shows_no_solution(path,
     assert codes[:2] == chapter_codes[:2], "the install cell, then the imports and settings cell"
     assert "grader = otter.Notebook(" in codes[2] and '"q' in codes[2], "the Otter cell, with the public tests"
     assert any(c.startswith('grader.check("q') for c in codes)
-    for ex in assignments.chapter_exercises(nb):
+    for ex in exercise_cells.chapter_exercises(nb):
         for code in ex.solution_code:
-            for text in assignments.definitions(code).split("\n\n\n"):
+            for text in exercise_cells.definitions(code).split("\n\n\n"):
                 if text.strip():
                     assert text not in "\n".join(codes), f"{path.name}: a solution of {ex.label} is in the student notebook"
         for skeleton in ex.skeletons:
             assert skeleton.strip() in codes, f"{path.name}: the skeleton of {ex.label} is missing"
     # a slice, not the chapter: besides the skeletons, only cells from before the exercises that they need
-    exs = assignments.chapter_exercises(nb)
+    exs = exercise_cells.chapter_exercises(nb)
     skeletons = [s for ex in exs for s in ex.skeletons]
     first = min(chapter_codes.index(s) for s in skeletons)
-    targets = skeletons + [assignments.definitions(c) for ex in exs if ex.autograded for c in ex.solution_code]
+    targets = skeletons + [exercise_cells.definitions(c) for ex in exs if ex.autograded for c in ex.solution_code]
     needed = {chapter_codes[k] for k in nc.dependency_slice(chapter_codes[:first] + targets,
                                                             range(first, first + len(targets))) if k < first}
     copied = [c for c in codes if c in chapter_codes and c not in skeletons]
@@ -271,13 +271,13 @@ def test_exercises_are_read_with_their_pieces():
              ("markdown", "```{solution-end}\n```", ["solution"]),
              ("code", "gramlib.views.exercises.ch09.check_square(my_square)"),
              ("markdown", "## Summary\n\nDone."), ("code", "later = 1"))
-    proof, square = assignments.chapter_exercises(nb)
+    proof, square = exercise_cells.chapter_exercises(nb)
     assert (proof.label, proof.stars, proof.points, proof.autograded) == ("ch09-ex-proof", 1, 1, False)
     assert proof.solution_text == ["Trivially."]
     assert (square.title, square.stars, square.skeletons) == ("Square it", 2, ["my_square = None"])
     assert [(c.module, c.function, c.answer) for c in square.checks] == [("ch09", "check_square", "my_square")]
     assert square.solution_text == ["Multiply."] and len(square.solution_code) == 1
-    assert assignments.definitions(square.solution_code[0]) == "def my_square(x):\n    return np.asarray(x) ** 2"
+    assert exercise_cells.definitions(square.solution_code[0]) == "def my_square(x):\n    return np.asarray(x) ** 2"
     assert assignments._plain(square.hint) == "Use *ch09-eq-x* and [a2020]."
     master = assignments.master_notebook(nb, "09_test")
     text = "\n".join(nc.source(c) for c in master["cells"])
@@ -294,7 +294,7 @@ def test_exercises_are_read_with_their_pieces():
 ])
 def test_bad_chapters_are_refused_with_the_reason(cells, message):
     with pytest.raises(ValueError, match=message):
-        assignments.chapter_exercises(_nb(*cells))
+        exercise_cells.chapter_exercises(_nb(*cells))
 
 
 def test_a_coding_exercise_needs_a_function_in_its_solution():
@@ -312,7 +312,7 @@ def test_fresh_inputs_keep_shapes_and_structure():
     theta, r0, lam = b @ b.T, rng.standard_normal(5), np.sort(rng.standard_normal(6))
     apply = lambda p, x: x  # noqa: E731
     args = (theta, r0, lam, [r0, 2 * r0], 3, 0.5, apply, {"w": r0})
-    new = assignments.fresh_inputs(args, np.random.default_rng(1))
+    new = grading.fresh_inputs(args, np.random.default_rng(1))
     assert new[0].shape == theta.shape and np.array_equal(new[0], new[0].T)
     assert np.linalg.eigvalsh(new[0]).min() > 0
     assert abs(np.trace(new[0]) - np.trace(theta)) <= tolerance(np.float64, 5 * 9) * np.trace(theta)
@@ -320,7 +320,7 @@ def test_fresh_inputs_keep_shapes_and_structure():
     assert np.all(np.diff(new[2]) >= 0) and not np.allclose(new[2], lam)
     assert [v.shape for v in new[3]] == [(5,), (5,)] and not np.allclose(new[3][0], r0)
     assert new[4:] == (3, 0.5, apply, args[7])
-    assert assignments.fresh_inputs((8, 40, 0.3), rng) == (9, 41, 0.9 * 0.3)
+    assert grading.fresh_inputs((8, 40, 0.3), rng) == (9, 41, 0.9 * 0.3)
 
 
 def test_passes_raises_with_the_report():
@@ -328,9 +328,9 @@ def test_passes_raises_with_the_report():
         print(f"{FAIL} wrong by 1")
         return answer == 1
 
-    assignments.passes(check, 1)
+    grading.passes(check, 1)
     with pytest.raises(AssertionError, match="wrong by 1"):
-        assignments.passes(check, 2)
+        grading.passes(check, 2)
 
 
 def test_the_command_line_writes_a_chapters_assignment(tmp_path, built):

@@ -14,7 +14,7 @@ the chapter notebook each time.
   definitions (imports, functions) of the chapter's solution cells. Each self-check
   gives two tests, sharing the question's points equally: a *public* test, which is
   the self-check itself (it passes when the check prints ✅; on failure its ❌ report
-  is the message), and a *hidden* test (:func:`agrees_on_fresh_inputs`), which
+  is the message), and a *hidden* test (:func:`gramlib.views.grading.agrees_on_fresh_inputs`), which
   calls the answer on inputs the self-check never shows (every float array of the
   check's calls drawn afresh with the same shape and structure, or, when a call has
   no arrays, every integer + 1 and every float × 0.9) and compares it with the
@@ -44,193 +44,21 @@ Otter Assign input). It needs the ``teach`` extra (``pip install -e ".[teach]"``
 from __future__ import annotations
 
 import argparse
-import ast
-import contextlib
 import copy
-import io
 import json
 import re
 import shutil
 import textwrap
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from ..devices import float64
 from .cell_slice import dependency_slice
-from .exercises import compare
+from .exercise_cells import Check, Exercise, chapter_exercises, definitions, install_repository
 from .student import is_solution, source
 
-#: Points of an exercise from its grade: ★ = 1, ★★ = 2, ★★★ = 3.
-POINTS_PER_STAR = 1
-#: The loosest tolerance of the book's self-checks; the hidden tests compare with it.
-RTOL, ATOL = 1e-5, 1e-8
-#: Seed of the fresh inputs of the hidden tests.
-HIDDEN_SEED = 29
 #: Stands in the master notebook's Otter cell for the public tests, filled in after Otter Assign.
 PUBLIC_TESTS_SLOT = "PUBLIC_TESTS = {}"
 
-_OPEN = re.compile(r"^[ \t]*(`{3,}|:{3,})[ \t]*\{([\w:-]+)\}[ \t]*(.*)$")
-_OPTION = re.compile(r"^[ \t]*:([\w-]+):[ \t]*(.*)$")
-# ``gramlib.views.exercises.ch01.check_gap(my_gap)`` or ``ch01.check_gap(my_gap)``
-_CHECK = re.compile(r"(?:gramlib\.views\.exercises\.)?\b(\w+)\.(check_\w+)\s*\(\s*([^)]*?)\s*\)")
 _ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
-
-
-# -- reading the chapter ----------------------------------------------------------------------
-
-@dataclass
-class Check:
-    """A self-check call of the chapter: ``gramlib.views.exercises.<module>.<function>(<answer>)``."""
-
-    module: str
-    function: str
-    answer: str
-
-
-@dataclass
-class Exercise:
-    """One ``{exercise}`` of a chapter and what belongs to it there."""
-
-    label: str
-    title: str
-    stars: int
-    prompt: str  # the exercise's text (MyST)
-    hint: str = ""
-    skeletons: list = field(default_factory=list)  # untagged code cells for the answer
-    checks: list = field(default_factory=list)  # Check
-    solution_text: list = field(default_factory=list)  # markdown of the solution
-    solution_code: list = field(default_factory=list)  # code cells of the solution
-
-    @property
-    def points(self) -> int:
-        return POINTS_PER_STAR * self.stars
-
-    @property
-    def autograded(self) -> bool:
-        return bool(self.checks)
-
-
-def _blocks(text: str):
-    """The top-level directive blocks of a markdown text: ``(name, argument, options, body)``."""
-    lines, i = text.split("\n"), 0
-    while i < len(lines):
-        opening = _OPEN.match(lines[i])
-        if not opening:
-            i += 1
-            continue
-        fence, name, argument = opening.groups()
-        closing = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
-        end = next((j for j in range(i + 1, len(lines)) if closing.match(lines[j])), None)
-        if end is None:
-            raise ValueError(f"a {{{name}}} block opened with {fence} is never closed")
-        options, j = {}, i + 1
-        while j < end and _OPTION.match(lines[j]):
-            key, value = _OPTION.match(lines[j]).groups()
-            options[key] = value.strip()
-            j += 1
-        yield name, argument.strip(), options, "\n".join(lines[j:end]).strip("\n")
-        i = end + 1
-
-
-def _without_directives(text: str) -> str:
-    """Markdown of a gated solution's cell without its ``{solution-start}``/``{solution-end}`` fences."""
-    lines, kept, i = text.split("\n"), [], 0
-    while i < len(lines):
-        opening = _OPEN.match(lines[i])
-        if opening and opening.group(2) in ("solution-start", "solution-end"):
-            fence = opening.group(1)
-            closing = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
-            i = next((j for j in range(i + 1, len(lines)) if closing.match(lines[j])), len(lines) - 1) + 1
-            continue
-        kept.append(lines[i])
-        i += 1
-    return "\n".join(kept).strip()
-
-
-def _stars(title: str) -> tuple[int, str]:
-    match = re.match(r"^(★+)\s*(.*)$", title)
-    if not match:
-        raise ValueError(f"exercise title {title!r} does not start with its grade (★, ★★ or ★★★)")
-    return len(match.group(1)), match.group(2)
-
-
-def chapter_exercises(nb: dict) -> list[Exercise]:
-    """The exercises of a chapter notebook (as JSON), with their hints, skeletons, checks and solutions.
-
-    Raises ``ValueError`` for an exercise without a label or grade, a solution or hint
-    of no known exercise, or a self-check whose answer is not a plain name.
-    """
-    found: dict[str, Exercise] = {}
-    current = gated = None
-    for cell in nb["cells"]:
-        text = source(cell)
-        if cell["cell_type"] == "markdown":
-            if is_solution(cell):
-                for name, argument, _, _ in _blocks(text):
-                    if name == "solution-start":
-                        gated = found.get(argument)
-                        if gated is None:
-                            raise ValueError(f"a solution of unknown exercise {argument!r}")
-                body = _without_directives(text)
-                if gated is None:
-                    raise ValueError(f"a cell tagged 'solution' outside a {{solution-start}} block: {text[:60]!r}")
-                if body:
-                    gated.solution_text.append(body)
-                if any(name == "solution-end" for name, *_ in _blocks(text)):
-                    gated = None
-                continue
-            blocks = list(_blocks(text))
-            if not blocks and text.strip():
-                current = None  # prose after the exercises (summary, notes) ends the last one
-            for name, argument, options, body in blocks:
-                if name == "exercise":
-                    if "label" not in options:
-                        raise ValueError(f"exercise {argument!r} has no :label:")
-                    stars, title = _stars(argument)
-                    current = found[options["label"]] = Exercise(options["label"], title, stars, body)
-                elif name == "solution":
-                    if argument not in found:
-                        raise ValueError(f"a solution of unknown exercise {argument!r}")
-                    found[argument].solution_text.append(body)
-                elif name == "admonition" and argument.lower().startswith("hint"):
-                    if current is None:
-                        raise ValueError("a hint outside an exercise")
-                    current.hint = body
-        elif cell["cell_type"] == "code":
-            if is_solution(cell):
-                if gated is None:
-                    raise ValueError("a code cell tagged 'solution' outside a {solution-start} block")
-                gated.solution_code.append(text)
-            elif current is not None:
-                calls = _CHECK.findall(text)
-                if not calls:
-                    current.skeletons.append(text)
-                for module, function, answer in calls:
-                    if not answer.isidentifier():
-                        raise ValueError(f"{module}.{function}({answer}): the answer must be a plain name")
-                    current.checks.append(Check(module, function, answer))
-    return list(found.values())
-
-
-def definitions(code: str) -> str:
-    """The imports, functions and classes of a cell (in its own words), without the other statements."""
-    lines = code.split("\n")
-    kept = []
-    for node in ast.parse(code).body:
-        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
-            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-            kept.append("\n".join(lines[start - 1:node.end_lineno]))
-    return "\n\n\n".join(kept)
-
-
-def install_repository(nb: dict) -> str:
-    """The repository that the chapter's install cell clones (its ``REPO = "..."``)."""
-    match = re.search(r'REPO\s*=\s*"([^"]+)"', source(next(c for c in nb["cells"] if c["cell_type"] == "code")))
-    if not match:
-        raise ValueError("the first code cell of the chapter is not its install cell (no REPO = \"...\")")
-    return match.group(1)
 
 
 # -- markdown for Jupyter and Colab -----------------------------------------------------------
@@ -290,7 +118,7 @@ def _prompt_cell(number: int, ex: Exercise) -> str:
 def _public_test(check: Check) -> str:
     return textwrap.dedent(f"""\
         def test_{check.function}({check.answer}):
-            from gramlib.views.assignments import passes
+            from gramlib.views.grading import passes
             from gramlib.views.exercises import {check.module}
             passes({check.module}.{check.function}, {check.answer})
         """)
@@ -300,7 +128,7 @@ def _hidden_test(check: Check, reference: str) -> str:
     return textwrap.dedent(f"""\
         # HIDDEN
         def test_{check.function}_fresh_inputs(env):
-            from gramlib.views.assignments import agrees_on_fresh_inputs
+            from gramlib.views.grading import agrees_on_fresh_inputs
             from gramlib.views.exercises import {check.module}
             agrees_on_fresh_inputs({check.module}.{check.function}, env, {check.answer!r}, REFERENCE)
         """).replace("REFERENCE", repr(reference))
@@ -340,7 +168,7 @@ def master_notebook(nb: dict, name: str, *, macros: str = "", otter_version: str
     imports and settings cell, the Otter cell, the setup cells the exercises need,
     then one question per exercise (see the module's docstring). Raises
     ``ValueError`` where the chapter's exercises cannot be read (see
-    :func:`chapter_exercises`) or the chapter has none.
+    :func:`gramlib.views.exercise_cells.chapter_exercises`) or the chapter has none.
     """
     exercises = chapter_exercises(nb)
     if not exercises:
@@ -419,98 +247,6 @@ def master_notebook(nb: dict, name: str, *, macros: str = "", otter_version: str
     master.setdefault("metadata", {})["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                                       "language": "python"}
     return master
-
-
-# -- grading helpers used by the generated tests ---------------------------------------------
-
-def passes(check, answer) -> None:
-    """Run a self-check on an answer; raise ``AssertionError`` with the check's report unless it passes."""
-    report = io.StringIO()
-    with contextlib.redirect_stdout(report):
-        ok = check(answer)
-    if ok is not True:
-        raise AssertionError(report.getvalue().strip() or f"{check.__name__} did not pass")
-
-
-def _is_float_array(value) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype") and np.issubdtype(np.dtype(value.dtype), np.floating) \
-        and len(value.shape) >= 1
-
-
-def fresh_inputs(args: tuple, rng: np.random.Generator) -> tuple:
-    """Arguments like ``args`` that the self-check never used.
-
-    Every float array is drawn afresh with its shape: a symmetric square matrix as a
-    positive definite ``B Bᵀ/(n+4)`` scaled to the same trace, a sorted vector (≥ 3
-    entries) sorted, any other array with the same mean and spread; a list or tuple
-    of float arrays entry by entry. Anything else (integers, callables, parameters)
-    stays. When ``args`` holds no array, every integer grows by 1 and every float
-    shrinks by 10%.
-    """
-    def fresh(value):
-        if isinstance(value, (list, tuple)) and value and all(_is_float_array(v) for v in value):
-            return type(value)(fresh(v) for v in value)
-        if not _is_float_array(value):
-            return value
-        a = np.asarray(value, dtype=float)
-        if a.ndim == 2 and a.shape[0] == a.shape[1] and np.allclose(a, a.T):
-            n = a.shape[0]
-            b = rng.standard_normal((n, n + 4))
-            new = b @ b.T / (n + 4)
-            return new * (abs(np.trace(a)) / np.trace(new) if np.trace(a) else 1.0)
-        new = rng.standard_normal(a.shape) * (a.std() or 1.0) + a.mean()
-        if a.ndim == 1 and a.size >= 3 and np.all(np.diff(a) >= 0):
-            new = np.sort(new)
-        return new
-
-    def has_array(value):
-        return _is_float_array(value) or (isinstance(value, (list, tuple)) and any(map(has_array, value)))
-
-    if any(map(has_array, args)):
-        return tuple(fresh(a) for a in args)
-    return tuple(a + 1 if isinstance(a, (int, np.integer)) and not isinstance(a, bool)
-                 else 0.9 * a if isinstance(a, (float, np.floating)) else a for a in args)
-
-
-def agrees_on_fresh_inputs(check, env: dict, name: str, reference: str, seed: int = HIDDEN_SEED) -> None:
-    """The hidden test: the answer ``env[name]`` agrees with the chapter's solution on fresh inputs.
-
-    ``reference`` is the source of the chapter's solution (its definitions), run in a
-    copy of the notebook's namespace. The self-check is run once with the reference
-    in place of the answer to record its calls; each call's arguments are then
-    redrawn (:func:`fresh_inputs`, explicit seed), and the answer's value is compared
-    with the reference's within ``RTOL``, ``ATOL``. Raises ``AssertionError`` with
-    what differs.
-    """
-    answer = env.get(name)
-    if answer is None or answer is Ellipsis or not callable(answer):
-        raise AssertionError(f"{name} is not a function yet")
-    namespace = dict(env)
-    exec(compile(reference, f"<solution of {name}>", "exec"), namespace)  # the chapter's own solution
-    solution, calls = namespace[name], []
-
-    def recorder(*args):
-        calls.append(args)
-        return solution(*args)
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        if check(recorder) is not True:
-            raise RuntimeError(f"the chapter's solution of {name} does not pass {check.__name__}")
-    rng = np.random.default_rng(seed)
-    with float64():
-        for args in calls:
-            args = fresh_inputs(args, rng)
-            want = np.asarray(solution(*args), dtype=float)
-            try:
-                got = answer(*args)
-            except Exception as err:  # the student's bug is the test's finding
-                raise AssertionError(f"{name} raised {type(err).__name__}: {err} on inputs the check does not use") \
-                    from None
-            report = io.StringIO()
-            with contextlib.redirect_stdout(report):
-                ok = compare(got, want, f"{name} on inputs the check does not use", rtol=RTOL, atol=ATOL)
-            if not ok:
-                raise AssertionError(report.getvalue().strip())
 
 
 # -- Otter Assign -----------------------------------------------------------------------------
