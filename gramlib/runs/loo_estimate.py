@@ -52,6 +52,16 @@ class LooEstimate(NamedTuple):
     seconds: Mapping
 
 
+def _checked_design(size, design, n):
+    """``size`` as an integer in ``[2, n]`` and ``design`` one of :data:`DESIGNS`, or a ``ValueError`` that says which."""
+    size = _checks.integer(size, "size", minimum=2)
+    if size > n:
+        raise ValueError(f"size must be at most the {n} training samples, got {size}")
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+    return size
+
+
 def loo_strata(measure, size, design="stratified"):
     """The strata of :func:`estimate_loo_loss`'s subset: ``(certain, groups, counts)``.
 
@@ -69,11 +79,7 @@ def loo_strata(measure, size, design="stratified"):
     n = len(a)
     if n < 2 or np.any(a <= 0):
         raise ValueError(f"measure must hold at least 2 positive sizes, got {n} with minimum {a.min() if n else None}")
-    size = _checks.integer(size, "size", minimum=2)
-    if size > n:
-        raise ValueError(f"size must be at most the {n} training samples, got {size}")
-    if design not in DESIGNS:
-        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+    size = _checked_design(size, design, n)
     if design == "uniform" or size == n:
         if size == n:
             return np.arange(n), [], []
@@ -169,11 +175,7 @@ def estimate_loo_loss(apply, run, x, *, size, key, design="stratified", cross=No
     x = _checks.array(x, "x")
     if len(x) != n:
         raise ValueError(f"x must hold the run's {n} training inputs, got {len(x)} rows")
-    size = _checks.integer(size, "size", minimum=2)
-    if size > n:
-        raise ValueError(f"size must be at most the run's {n} training samples, got {size}")
-    if design not in DESIGNS:
-        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
+    size = _checked_design(size, design, n)
     if not len(run.thetas) or len(run.weights) != len(run.thetas) + 1:
         raise ValueError("run must hold its kernel snapshots and their weights (gramlib.train.gradient_descent "
                          "with snapshots > 0)")
