@@ -17,7 +17,8 @@ exits 1 with the Python stack when one call takes longer than ``--seconds`` (the
 0 otherwise. Measured here (2 cores, quiet), runs with a hang within 40 calls: 4 of 6 by default; 1 of 4
 with ``JAX_CPU_ENABLE_ASYNC_DISPATCH=false``; 4 of 4 with that and ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1"``; 1 of 1 with ``--xla_cpu_use_thunk_runtime=false``; 1 of 3 with ``lax.map``
-over the data sets in place of ``vmap``. Not a fix for any of them.
+over the data sets in place of ``vmap``; 4 of 5 with a select (``jnp.where``) in place of the scatter
+``X.at[i].set``. Not a fix for any of them.
 """
 
 from __future__ import annotations
