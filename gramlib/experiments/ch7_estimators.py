@@ -32,6 +32,7 @@ from ..runs import baselines, models, train
 from ..runs.loo_estimate import control_variate, estimate_loo_loss, loo_strata, snapshot_check
 from ..runs.predict import held_out_loss
 from ..kernels import ntk
+from ..mathematics.kernel_flow import residual_loss
 from . import tasks
 from .results import fingerprint, in_float64, provenance, read_table, ResultTable, run_job
 
@@ -166,7 +167,7 @@ def estimator_row(setting, *, seed=0, progress=False):
     alo_seconds = time.perf_counter() - start
 
     def loss(rho):
-        return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
+        return residual_loss(np.asarray(rho).reshape(-1), n)
 
     ell = 0.5 * np.sum(np.asarray(est.two_time_loo).reshape(n, -1) ** 2, axis=1)
     row = {"exact": exact, "exact_seconds": exact_seconds,

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import _checks
 from ..kernels import ntk
-from .predict import trajectory_loo, twin_readout
+from .predict import checked_snapshot_run, trajectory_loo, twin_readout
 
 
 #: The sampling designs of :func:`estimate_loo_loss`.
@@ -172,13 +172,8 @@ def estimate_loo_loss(apply, run, x, *, size, key, design="stratified", cross=No
     """
     start = time.perf_counter()
     n, c = run.n, run.outputs
-    x = _checks.array(x, "x")
-    if len(x) != n:
-        raise ValueError(f"x must hold the run's {n} training inputs, got {len(x)} rows")
+    x = checked_snapshot_run(run, x)
     size = _checked_design(size, design, n)
-    if not len(run.thetas) or len(run.weights) != len(run.thetas) + 1:
-        raise ValueError("run must hold its kernel snapshots and their weights (gramlib.train.gradient_descent "
-                         "with snapshots > 0)")
     if cross is None:
         cross = ntk.two_time_kernel(apply, run.weights, x)
     rho, forces = trajectory_loo(run, cross=cross, forces=True)

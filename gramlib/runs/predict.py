@@ -209,6 +209,18 @@ def _correction_segment(theta, start, source, keep, lr, steps, n):
     return total
 
 
+def checked_snapshot_run(run, x):
+    """``x`` as an array, after checking that ``run`` holds its kernel snapshots and their weights and that
+    ``x`` holds its ``n`` training inputs (the run of :func:`twin_readout`'s callers); ``ValueError`` otherwise."""
+    if not len(run.thetas) or len(run.weights) != len(run.thetas) + 1:
+        raise ValueError("run must hold its kernel snapshots and their weights (gramlib.train.gradient_descent "
+                         "with snapshots > 0)")
+    x = _checks.array(x, "x")
+    if len(x) != run.n:
+        raise ValueError(f"x must hold the run's {run.n} training inputs, got {len(x)} rows")
+    return x
+
+
 def twin_readout(apply, run, x, forces, subset, *, relinearize=False, rule="heun"):
     """The subset's twins read out through the network, first order or re-linearized (Chapter 7, Limits).
 

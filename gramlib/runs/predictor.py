@@ -20,16 +20,10 @@ MiB), so drop it when done.
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..kernels import ntk
+from ..mathematics.kernel_flow import residual_loss
 from . import loo_estimate, predict
 from .train import TrainResult
-
-
-def _loss(rho, n):
-    """``(1/2n) Σ_i ‖ρ_i‖²``."""
-    return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
 
 
 class LooPredictor:
@@ -56,7 +50,7 @@ class LooPredictor:
 
     def two_time_loss(self):
         """The trajectory prediction ``L̂ = (1/2n) Σ_i ‖ρ_i(T)‖²`` (definition ``ch07-def-prediction``)."""
-        return _loss(self.two_time(), self.run.n)
+        return residual_loss(self.two_time(), self.run.n)
 
     def one_time(self):
         """The one-time recursion's ``ρ_i(T)``, ``(N,)`` (eq. ``ch07-one-time``: the kernel of each snapshot only)."""
@@ -64,7 +58,7 @@ class LooPredictor:
 
     def one_time_loss(self):
         """``(1/2n) Σ_i ‖ρ_i(T)‖²`` of the one-time recursion."""
-        return _loss(self.one_time(), self.run.n)
+        return residual_loss(self.one_time(), self.run.n)
 
     def readout(self, subset):
         """The twins of ``subset`` read out through the network, first order (:func:`gramlib.predict.twin_readout`)."""
@@ -98,10 +92,6 @@ def loo_predictor(apply, run, x, *, batch_size=None, mesh=None) -> LooPredictor:
         raise TypeError(f"apply must be a function apply(params, x), got {type(apply).__name__}")
     if not isinstance(run, TrainResult):
         raise TypeError(f"run must be the TrainResult of gramlib.train.gradient_descent, got {type(run).__name__}")
-    if not len(run.thetas) or len(run.weights) != len(run.thetas) + 1:
-        raise ValueError("run must hold its kernel snapshots and their weights (gramlib.train.gradient_descent "
-                         "with snapshots > 0)")
-    if len(x) != run.n:
-        raise ValueError(f"x must hold the run's {run.n} training inputs, got {len(x)} rows")
+    x = predict.checked_snapshot_run(run, x)
     cross = ntk.two_time_kernel(apply, run.weights, x, batch_size=batch_size, mesh=mesh)
     return LooPredictor(apply, run, x, cross)
