@@ -62,9 +62,9 @@ bench-peer: $(STAMP)
 
 ## Re-pin every package to what the current install resolved to.
 lock: $(STAMP)
-	{ echo "# Exact versions for 'make book' and 'make test' (the one place where versions are pinned)."; \
-	  echo "# Regenerate with: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(pip|setuptools)=='; } > constraints.txt
+	{ grep '^#' constraints.txt; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(pip|setuptools)=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf _build .pytest_cache

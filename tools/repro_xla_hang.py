@@ -1,12 +1,15 @@
-"""Reproduce the intermittent hang of Chapter 1's Monte Carlo cell outside any Jupyter kernel.
+"""Reproduce the hang of Chapter 1's Monte Carlo cell with jaxlib 0.10.x, outside any Jupyter kernel.
 
-Found on 2026-12-07 (issue 25): the "stall" of the executed book is not (only) the notebook
-kernel. The first cells of Chapter 1, run as a plain Python script, sometimes never return from
+Found on 2026-12-07 (issue 25): the "stall" of the executed book was not (only) the notebook kernel.
+The first cells of Chapter 1, run as a plain Python script, sometimes never returned from
 ``gap.replace_one_samples`` (1000 data sets × 21 trainings of a 10-dimensional linear model by
-gradient flow, jit + vmap): every thread of the process waits (Eigen's ``EventCount::CommitWait`` in
-the ``tf_foreach`` pool, absl ``CondVar`` in the main thread; gdb ``thread apply all bt``) and the CPU
-is idle — a deadlock inside jaxlib's CPU runtime (JAX 0.10.2). The executed build's 120 s cell limit
-turns it into a failure that names Chapter 1 and the cell.
+gradient flow, jit + vmap, two batched ``eigh`` per call). The cause, from gdb
+(``thread apply all bt``): jaxlib 0.10.0–0.10.2 split a batched LAPACK call (``eigh``, ``solve``,
+Cholesky) into tasks on XLA's intra-op thread pool and block the calling pool thread until they finish
+(``jax::ParallelBatchMap`` → ``BlockingCounter::Wait``); when as many batched LAPACK calls run at once
+as the pool has threads (two on a 2-core machine), no thread is left to run the tasks, and the process
+waits for good with the CPU idle. jaxlib 0.9.2 has no ``ParallelBatchMap``; ``constraints.txt`` pins it
+and ``pyproject.toml`` excludes 0.10.0–0.10.2.
 
 Usage::
 
@@ -14,11 +17,10 @@ Usage::
 
 calls ``replace_one_samples`` with Chapter 1's setting ``--calls`` times, each with a fresh key, and
 exits 1 with the Python stack when one call takes longer than ``--seconds`` (they take about 0.2 s),
-0 otherwise. Measured here (2 cores, quiet), runs with a hang within 40 calls: 4 of 6 by default; 1 of 4
-with ``JAX_CPU_ENABLE_ASYNC_DISPATCH=false``; 4 of 4 with that and ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1"``; 1 of 1 with ``--xla_cpu_use_thunk_runtime=false``; 1 of 3 with ``lax.map``
-over the data sets in place of ``vmap``; 4 of 5 with a select (``jnp.where``) in place of the scatter
-``X.at[i].set``. Not a fix for any of them.
+0 otherwise. Measured here (2 cores, quiet), runs with a hang within 40 calls: jaxlib 0.10.2, 3 of 6 by
+default and 4 of 4 with ``JAX_CPU_ENABLE_ASYNC_DISPATCH=false XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``;
+0.10.1, 3 of 12 (and 0 of 4 with those settings); 0.10.0, 1 of 6; 0.9.2, 0 of 16 (7 of them with those
+settings); 0.8.3, 0 of 6.
 """
 
 from __future__ import annotations
