@@ -54,7 +54,7 @@ def main(argv=None):
     theta, rng = snapshots(args.check_n, 1, seed=1)
     r0 = rng.standard_normal(args.check_n)
     r = np.asarray(kernel_flow.kernel_residuals(theta[0], r0, np.arange(args.steps + 1), lr=lr))
-    got = np.asarray(effective_gram.loo_trajectory(theta, r, lr))  # one segment of all the steps, in chunks
+    got = np.asarray(effective_gram.loo_trajectory(theta, r, lr).rho)  # one segment of all the steps, in chunks
     want = np.asarray(effective_gram.loo_residuals(theta[0], r0, args.steps, lr=lr))
     check = {"check": f"constant kernel N={args.check_n}: vs loo_residuals(lr) closed form",
              "max_abs_diff": float(np.max(np.abs(got - want))), "max_abs_value": float(np.max(np.abs(want)))}

@@ -39,7 +39,7 @@ def main(argv=None):
     measure.timed(lambda: ntk.empirical_ntk(model.apply, params, ds.x_train))  # compile
     _, t_kernel = measure.timed(lambda: ntk.empirical_ntk(model.apply, params, ds.x_train))  # one snapshot
     _, t_loo_first = measure.timed(lambda: effective_gram.loo_trajectory(run.thetas, run.residuals, run.lr))
-    rho, t_loo = measure.timed(lambda: effective_gram.loo_trajectory(run.thetas, run.residuals, run.lr))
+    (rho, _, _), t_loo = measure.timed(lambda: effective_gram.loo_trajectory(run.thetas, run.residuals, run.lr))
     rho = np.asarray(rho)
     (subset, bf), t_brute = measure.timed(lambda: baselines.brute_force_loo(
         model.apply, params, ds.x_train, ds.y_train, lr=args.lr, steps=args.steps, size=args.subset,

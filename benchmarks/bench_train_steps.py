@@ -30,8 +30,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     setting = ch7.SCALES["default"]
-    cell = setting["cells"]["digits"]
-    ds, shape = tasks.dataset("digits", cell.n_train, setting["n_test"], key=jax.random.PRNGKey(0), task=cell.task)
+    cell = setting.cells["digits"]
+    ds, shape = tasks.dataset("digits", cell.n_train, setting.n_test, key=jax.random.PRNGKey(0), task=cell.task)
     twin_steps = max(args.steps // 10, 1)
     rows = []
     for arch in ("mlp", "cnn"):
@@ -44,12 +44,12 @@ def main(argv=None):
                 def run():
                     if job == "gradient descent":
                         result = train.gradient_descent(model.apply, params, ds.x_train, ds.y_train,
-                                                        lr=setting["lr"], steps=args.steps, chunk=args.steps,
+                                                        lr=setting.lr, steps=args.steps, chunk=args.steps,
                                                         loop=loop, progress=False)
                         out[loop] = result.residuals
                         return result.params
                     out[loop] = train.retrain_without(model.apply, params, ds.x_train, ds.y_train,
-                                                      np.arange(args.twins), lr=setting["lr"], steps=twin_steps,
+                                                      np.arange(args.twins), lr=setting.lr, steps=twin_steps,
                                                       chunk=twin_steps, loop=loop, progress=False)
                     return out[loop]
 

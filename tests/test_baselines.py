@@ -100,7 +100,7 @@ def test_contraction_free_loss_with_the_recursion_path_of_a_frozen_kernel():
     theta, _ = gram(N)
     r0, lr, steps = RNG.standard_normal(N), 1.5, 12
     res = np.asarray(kernel_flow.kernel_residuals(theta, r0, np.arange(steps + 1), lr=lr))
-    rho_t, path = effective_gram.loo_trajectory(np.stack([theta] * 3), res, lr, path=True)
+    rho_t, path, _ = effective_gram.loo_trajectory(np.stack([theta] * 3), res, lr)
     exact = np.asarray(effective_gram.loo_residuals(theta, r0, np.arange(steps), lr=lr))
     # a recursion of 12 steps (N terms each) against the closed form through Θ's eigendecomposition
     assert_close(path, exact, steps * N, cond=cond(theta))

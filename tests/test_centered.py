@@ -1,5 +1,7 @@
 """The network centered at its initialization, f(x; w) − f(x; w_0) (Chapter 7's centered 10-class cell)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,26 +69,25 @@ def test_centered_split_centers_inputs_by_the_held_out_mean():
 
 
 def test_centered_cells_have_their_own_fingerprint_and_leave_the_others_alone():
-    setting = ch7.scale_config("default")
-    setting["seeds"] = (0,)
-    keys = {(k["dataset"], k["labels"]): k["settings"] for k in ch7.table_keys(setting, ("mlp",))}
-    plain = dict(setting, centered_cells=())
-    plain_keys = {(k["dataset"], k["labels"]): k["settings"] for k in ch7.table_keys(plain, ("mlp",))}
-    centered = set(setting["centered_cells"])
-    assert centered and centered <= set(setting["cells"])
-    for (name, labels), fp in keys.items():
-        assert (fp != plain_keys[name, labels]) == (name in centered)
+    setting = dataclasses.replace(ch7.scale_config("default"), seeds=(0,))
+    runs = {(run["dataset"], run["labels"]): run["settings"] for run in ch7.table_runs(setting, ("mlp",))}
+    plain = dataclasses.replace(setting, centered_cells=())
+    plain_runs = {(run["dataset"], run["labels"]): run["settings"] for run in ch7.table_runs(plain, ("mlp",))}
+    centered = set(setting.centered_cells)
+    assert centered and centered <= set(setting.cells)
+    for (name, labels), fp in runs.items():
+        assert (fp != plain_runs[name, labels]) == (name in centered)
     # The centered 10-class cell is the plain one's cell, and only the centering tells their rows apart.
-    assert setting["cells"]["mnist-10-centered"] == setting["cells"]["mnist-10"]
-    assert keys["mnist-10-centered", "true"] != keys["mnist-10", "true"]
-    assert plain_keys["mnist-10-centered", "true"] == plain_keys["mnist-10", "true"]
+    assert setting.cells["mnist-10-centered"] == setting.cells["mnist-10"]
+    assert runs["mnist-10-centered", "true"] != runs["mnist-10", "true"]
+    assert plain_runs["mnist-10-centered", "true"] == plain_runs["mnist-10", "true"]
 
 
 def test_constant_losses_of_a_split():
     setting = ch7.scale_config("smoke")
     out = ch7.constant_losses(setting, "mnist-10", 0)
-    cell = setting["cells"]["mnist-10"]
-    ds, _ = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=ch7.split_keys(0)[0], task=cell.task)
+    cell = setting.cells["mnist-10"]
+    ds, _ = tasks.dataset(cell.dataset, cell.n_train, setting.n_test, key=ch7.split_keys(0)[0], task=cell.task)
     y = np.asarray(ds.y_test)
     rel = tolerance(np.float64, y.size)  # sums over every entry of the held-out targets
     assert out["zero"] == pytest.approx(0.5, rel=rel)  # one-hot targets: ½‖y‖² = ½

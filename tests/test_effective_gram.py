@@ -200,7 +200,7 @@ def test_loo_trajectory_matches_constant_kernel(outputs):
     theta, r0 = jac @ jac.T, jac @ w0 - y
     steps = 60
     r = np.asarray(kernel_flow.kernel_residuals(theta, r0, np.arange(steps + 1), outputs=outputs, lr=LR))
-    got = eg.loo_trajectory(np.stack([theta] * 3), r, LR, outputs=outputs)
+    got = eg.loo_trajectory(np.stack([theta] * 3), r, LR, outputs=outputs).rho
     want = eg.loo_residuals(theta, r0, steps, outputs=outputs, lr=LR)
     assert_close(got, want, steps * SMALL * outputs, cond=cond(theta))  # a scan of 60 steps vs a closed form
 
@@ -226,7 +226,7 @@ def test_loo_trajectory_with_moving_kernel_matches_twin_runs():
         for k in range(steps):
             twin = twin - lr / n * thetas[which[k]] @ (keep * twin)
         want[i * outputs:(i + 1) * outputs] = twin[i * outputs:(i + 1) * outputs]
-    got = eg.loo_trajectory(np.stack(thetas), np.stack(r), lr, outputs=outputs)
+    got = eg.loo_trajectory(np.stack(thetas), np.stack(r), lr, outputs=outputs).rho
     assert_close(got, want, steps * n * outputs)  # two orders of the same 25 steps
 
 

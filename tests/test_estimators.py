@@ -60,7 +60,7 @@ def test_size_n_is_the_mean_loss_of_every_re_linearized_twin(coarse):
     model, x, _, _, run = coarse
     est = loo_estimate.estimate_loo_loss(model.apply, run, x, size=run.n, key=KEY)
     cross = ntk.two_time_kernel(model.apply, run.weights, x)
-    rho, forces = predict.trajectory_loo(run, cross=cross, forces=True)
+    rho, _, forces = predict.trajectory_loo(run, cross=cross)
     relin = predict.twin_readout(model.apply, run, x, forces, np.arange(run.n), relinearize=True)
     assert_close(est.estimate, 0.5 * np.mean(relin ** 2), size=run.n)
     assert_close(est.two_time, 0.5 * np.mean(rho ** 2), size=run.n)
@@ -74,7 +74,7 @@ def test_a_subset_estimate_is_the_weighted_control_variate(coarse):
     model, x, _, _, run = coarse
     est = loo_estimate.estimate_loo_loss(model.apply, run, x, size=5, key=jax.random.PRNGKey(4))
     assert len(est.indices) == 5 and np.all(np.diff(est.indices) > 0)
-    rho, forces = predict.trajectory_loo(run, cross=ntk.two_time_kernel(model.apply, run.weights, x), forces=True)
+    rho, _, forces = predict.trajectory_loo(run, cross=ntk.two_time_kernel(model.apply, run.weights, x))
     relin = predict.twin_readout(model.apply, run, x, forces, est.indices, relinearize=True)
     ell = 0.5 * rho ** 2
     want = np.mean(ell) + np.sum(est.weights * (0.5 * relin ** 2 - ell[est.indices])) / run.n
@@ -193,7 +193,7 @@ def test_the_snapshot_check_is_richardson_on_the_run_with_half_the_snapshots(coa
     # the same run recomputed with half the snapshots, and the same subset re-linearized on it
     half = train.gradient_descent(model.apply, params, x, y, lr=run.lr, steps=run.steps,
                                   snapshots=len(run.thetas) // 2, progress=False)
-    _, forces = predict.trajectory_loo(half, cross=ntk.two_time_kernel(model.apply, half.weights, x), forces=True)
+    forces = predict.trajectory_loo(half, cross=ntk.two_time_kernel(model.apply, half.weights, x)).forces
     relin = predict.twin_readout(model.apply, half, x, forces, est.indices, relinearize=True)
     ell = 0.5 * est.two_time_loo ** 2
     coarse_estimate = np.mean(ell) + np.sum(est.weights * (0.5 * relin ** 2 - ell[est.indices])) / run.n

@@ -2,6 +2,7 @@
 Chapter 7's protocol over many splits, its committed table and findings, and Chapter 6's pieces."""
 
 import csv
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -157,7 +158,7 @@ def test_tasks_refuse_unknown_names():
     with pytest.raises(ValueError, match="unknown dataset"):
         tasks.dataset("imagenet", 10, 10, key=KEY)
     with pytest.raises(ValueError, match="architecture"):
-        tasks.architecture("rnn", (8, 8, 1), 1, {"width": 8, "channels": 2}, jnp.float64)
+        tasks.architecture("rnn", (8, 8, 1), 1, ch6.scale_config("smoke"), jnp.float64)
     with pytest.raises(ValueError, match="scale"):
         ch6.scale_config("huge")
     with pytest.raises(ValueError, match="unknown dataset"):
@@ -250,22 +251,22 @@ def test_snapshot_rows_and_noise_floor_are_the_losses_of_their_pieces():
     assert [r["snapshots"] for r in rows] == [1, 4]
     rule = tolerance(np.float64, 20 * 30)  # losses of a recursion of 20 steps over 30 samples
     assert rows[1]["predicted"] == pytest.approx(p.predicted, rel=rule) and rows[1]["one_time"] == pytest.approx(p.one_time, rel=rule)
-    every = predict.trajectory_loo(p.run, 4, cross=p.cross)  # the row of every snapshot reuses the prediction
+    every = predict.trajectory_loo(p.run, 4, cross=p.cross).rho  # the row of every snapshot reuses the prediction
     assert rows[1]["predicted"] == pytest.approx(0.5 * np.mean(every**2), rel=rule)
-    one = predict.trajectory_loo(p.run, 1)
+    one = predict.trajectory_loo(p.run, 1).rho
     assert rows[0]["one_time"] == pytest.approx(0.5 * np.mean(one**2), rel=rule)
-    two = predict.trajectory_loo(p.run, 1, cross=p.cross)
+    two = predict.trajectory_loo(p.run, 1, cross=p.cross).rho
     assert rows[0]["predicted"] == pytest.approx(0.5 * np.mean(two**2), rel=rule)
     assert abs(rows[0]["relative_error"] - abs(rows[0]["predicted"] - p.held_out) / p.held_out) <= (
         rule * (rows[0]["predicted"] + p.held_out) / p.held_out)  # a difference: its terms' scale
-    setting = {"n_train": 30, "n_test": 40, "task": "parity", "lr": 1.0, "steps": 20}
-    f = ch7.noise_floor("digits", setting, splits=2, model=model)
+    cell, setting = ch7.Cell("digits", "parity", 30), dataclasses.replace(ch7.scale_config("smoke"), n_test=40, steps=20)
+    f = ch7.noise_floor(cell, setting, splits=2, model=model)
     k_data, k_run = jax.random.split(jax.random.PRNGKey(1001))
     want = predict.frozen_kernel_losses(model, data.digits(30, 40, key=k_data), key=k_run, t=20.0)
     np.testing.assert_allclose((f.loo[1], f.held_out[1]), want, rtol=tolerance(np.float64, 30 * 30))  # the same computation
     assert_close(f.relative, np.abs(f.loo - f.held_out) / f.held_out, 3, scale=np.max((f.loo + f.held_out) / f.held_out))
     with pytest.raises(ValueError, match="splits"):
-        ch7.noise_floor("digits", setting, splits=0)
+        ch7.noise_floor(cell, setting, splits=0)
 
 
 def test_center_by_held_out_removes_the_leak_of_the_training_mean():
@@ -296,7 +297,7 @@ def test_center_by_held_out_removes_the_leak_of_the_training_mean():
 def test_recentered_run_is_the_split_run_again_on_the_re_centered_inputs():
     ds = data.digits(20, 30, key=KEY)
     model = models.mlp(64, 64, 2, dtype=jnp.float64)
-    setting = {"lr": 1.0, "steps": 20, "snapshots": 4}
+    setting = dataclasses.replace(ch7.scale_config("smoke"), lr=1.0, steps=20, snapshots=4)
     got = ch7.recentered_run(model, ds, setting, key=jax.random.PRNGKey(1))
     centered = data.center_by_held_out(ds)
     want = predict.frozen_kernel_losses(model, centered, key=jax.random.PRNGKey(1), t=20.0)
@@ -338,29 +339,60 @@ def test_each_row_carries_the_exact_leave_one_out_of_its_own_split(tmp_path):
         jax.config.update("jax_enable_x64", True)
     (row,) = results.read_table(tmp_path / "ch7_table.csv")
     setting = ch7.scale_config("smoke")
-    cell = setting["cells"]["digits"]
+    cell = setting.cells["digits"]
     k_data, k_run, _ = jax.random.split(jax.random.PRNGKey(1), 3)  # split 1: its data and initialization
-    ds = data.digits(cell.n_train, setting["n_test"], key=k_data, task=cell.task)
+    ds = data.digits(cell.n_train, setting.n_test, key=k_data, task=cell.task)
     model = tasks.architecture("mlp", (8, 8, 1), 1, setting, jnp.float64)
-    want = predict.frozen_kernel_losses(model, ds, key=k_run, t=setting["lr"] * setting["steps"])
+    want = predict.frozen_kernel_losses(model, ds, key=k_run, t=setting.lr * setting.steps)
     # through a CSV file: the table's digits (repr of a float64 round-trips exactly), then the same computation
     np.testing.assert_allclose((row["exact_loo"], row["linearized_held_out"]), want, rtol=tolerance(np.float64, cell.n_train ** 2))
     assert row["retrain"] is False and np.isnan(row["brute_force"]) and PROVENANCE <= set(row)
     assert {s["seed"] for s in results.read_table(tmp_path / "ch7_snapshots.csv")} == {1}  # split 1 < snapshot_splits
 
 
-def test_table_keys_follow_the_scale():
-    setting = dict(ch7.scale_config("default"), seeds=tuple(range(10)))
-    keys = ch7.table_keys(setting, ("mlp", "cnn"))
+def test_table_runs_follow_the_scale():
+    setting = ch7.scale_config("default")  # seeds None: every split of the protocol
+    runs = ch7.table_runs(setting, ("mlp", "cnn"))
     count = {}
-    for k in keys:
-        count[k["dataset"], k["arch"], k["labels"]] = count.get((k["dataset"], k["arch"], k["labels"]), 0) + 1
+    for run in runs:
+        count[run["dataset"], run["arch"], run["labels"]] = count.get((run["dataset"], run["arch"], run["labels"]), 0) + 1
     assert count["mnist-parity", "mlp", "true"] == 10 and count["digits", "cnn", "true"] == 3
     assert ("mnist-10", "cnn", "true") not in count and count["teacher", "mlp", "random"] == 1
-    assert sorted((k["dataset"], k["arch"], k["seed"]) for k in keys if k["retrain"]) == sorted(
+    assert sorted((run["dataset"], run["arch"], run["seed"]) for run in runs if run["retrain"]) == sorted(
         [(name, "mlp", seed) for name in ("digits", "teacher", "mnist-parity", "mnist-4v9", "mnist-10",
                                           "mnist-10-centered") for seed in (0, 1)] + [(name, "cnn", 0) for name in ("digits", "teacher")])  # MLP: two splits, CNN: one
-    assert not any(k["retrain"] for k in ch7.table_keys(setting, ("mlp",), retrain=False))
+    assert not any(run["retrain"] for run in ch7.table_runs(setting, ("mlp",), retrain=False))
+    assert ch7.table_runs(dataclasses.replace(setting, seeds=tuple(range(10))), ("mlp", "cnn")) == runs
+    only = ch7.table_runs(dataclasses.replace(setting, seeds=(1,)), ("mlp", "cnn"))
+    assert only == [run for run in runs if run["seed"] == 1]
+
+
+def test_scales_are_frozen_and_restricting_one_makes_a_new_one():
+    setting = ch7.scale_config("default")
+    assert ch7.scale_config("default") is setting and isinstance(setting, ch7.RunSetting)  # one shared instance
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setting.lr = 2.0
+    with pytest.raises(TypeError):
+        setting.cells["digits"] = setting.cells["teacher"]  # the cells are read-only too
+    with pytest.raises(ValueError, match="scale must be one of"):
+        ch7.scale_config("huge")
+    restricted, archs = ch7._restrict(setting, "default", ("mlp",), ("digits",), (1,))
+    assert archs == ("mlp",) and list(restricted.cells) == ["digits"] and restricted.seeds == (1,)
+    assert setting.seeds is None and len(setting.cells) == 6  # the scale itself is left alone
+    assert {run["seed"] for run in ch7.table_runs(restricted, archs)} == {1}
+    assert ch7.RUN_SETTINGS == ("n_test", "width", "channels", "lr", "steps", "snapshots", "brute_force")
+
+
+def test_a_scale_without_a_limit_grid_is_refused_at_once(tmp_path):
+    paper = ch7.scale_config("paper")
+    assert paper.limits is None
+    with pytest.raises(ValueError, match=r"no limit grid; the scales with a limit grid are \['default', 'smoke'\]"):
+        ch7.limit_runs(paper)
+    with pytest.raises(ValueError, match="scale 'paper' has no limit grid"):
+        ch7.reproduce_ch7_limits(tmp_path / "limits", "paper", progress=False)
+    assert not (tmp_path / "limits").exists()  # refused before anything was written
+    with pytest.raises(ValueError, match="scale 'paper' has no limit grid"):
+        ch7_findings.committed_limits(tmp_path, "paper")
 
 
 def test_part_of_the_table_is_resumed_after_an_interruption(tmp_path, monkeypatch):
@@ -424,13 +456,13 @@ def test_table_and_limits_of_the_command_line(tmp_path):
     centering = results.read_table(tmp_path / "ch7_centering.csv")  # the smoke scale re-centers the 10-class cell
     assert [(c["dataset"], c["seed"]) for c in centering] == [("mnist-10", s) for s in (0, 1, 2)]
     assert PROVENANCE <= set(centering[0])
-    cell = ch7.SCALES["smoke"]["cells"]["mnist-10"]
+    cell = ch7.SCALES["smoke"].cells["mnist-10"]
     k_data, k_run, _ = jax.random.split(jax.random.PRNGKey(1), 3)
     ds, shape = tasks.dataset(cell.dataset, cell.n_train, 100, key=k_data, task=cell.task)
     model = tasks.architecture("mlp", shape, 10, ch7.SCALES["smoke"], jnp.float64)
     want = ch7.recentered_run(model, ds, ch7.SCALES["smoke"], key=k_run)
     # the same computation again (a CSV keeps every digit): rounding of its losses over steps × samples
-    assert all(centering[1][k] == pytest.approx(v, rel=tolerance(np.float64, cell.n_train * ch7.SCALES["smoke"]["steps"]))
+    assert all(centering[1][k] == pytest.approx(v, rel=tolerance(np.float64, cell.n_train * ch7.SCALES["smoke"].steps))
                for k, v in want.items())
     assert (tmp_path / "ch7_predicted_vs_heldout.png").stat().st_size > 0
     limits = ch7.reproduce_ch7_limits(tmp_path, "smoke", progress=False)
@@ -453,13 +485,13 @@ def test_table_and_limits_of_the_command_line(tmp_path):
         assert r["diverged"] == q["diverged"] and r["settings"] != q["settings"]
         if not r["diverged"]:
             assert q["predicted_on_subset"] == r["predicted_on_subset"] and np.isnan(q["brute_force"])
-            same = tolerance(np.float64, ch7.SCALES["smoke"]["steps"] * r["width"] ** 2)  # the same runs again: steps × parameters
+            same = tolerance(np.float64, ch7.SCALES["smoke"].steps * r["width"] ** 2)  # the same runs again: steps × parameters
             assert q["readout_on_subset"] == pytest.approx(r["readout_on_subset"], rel=same)
             assert q["relinearized_on_subset"] == pytest.approx(r["relinearized_on_subset"], rel=same)
             assert np.isnan(q["loo_ratio_to_brute_force"])
     with pytest.raises(ValueError, match="not a run of the 'smoke' grid"):
         ch7_findings.committed_limits(tmp_path, "smoke")  # the rows without twins are not the chapter's
-    with pytest.raises(ValueError, match="parity"):
+    with pytest.raises(ValueError, match="limit grid"):
         ch7.reproduce_ch7_limits(tmp_path, "paper")
     table = ch7_findings.protocol_table(tmp_path, "smoke")
     assert table.missing == {("digits", "cnn"): 3}  # the CNN was not run: two splits and random labels
@@ -473,16 +505,16 @@ def test_the_committed_table_holds_runs_of_the_protocol_and_says_where_they_were
     table = ch7_findings.protocol_table(RESULTS / "ch7")  # raises on a row that is not a run of the protocol
     assert all(r["commit"] != "unknown" and not r["commit"].endswith("-dirty") for r in table.rows)
     assert all(c["splits"] >= 10 for c in table.summary if c["arch"] == "mlp")  # the protocol's minimum
-    protocol = ch7.table_keys(dict(ch7.scale_config("default"), seeds=tuple(range(10))), ("mlp", "cnn"))
+    protocol = ch7.table_runs(ch7.scale_config("default"), ("mlp", "cnn"))
     assert sum(table.missing.values()) + len(table.rows) == len(protocol)
     centering = results.read_table(RESULTS / "ch7" / "ch7_centering.csv")  # every true-label MLP split of its cells
-    cells = ch7.scale_config("default")["recentered_cells"]
+    cells = ch7.scale_config("default").recentered_cells
     assert sorted((c["dataset"], c["seed"], c["settings"]) for c in centering) == sorted(
-        (k["dataset"], k["seed"], k["settings"]) for k in protocol
-        if k["dataset"] in cells and k["arch"] == "mlp" and k["labels"] == "true")
+        (run["dataset"], run["seed"], run["settings"]) for run in protocol
+        if run["dataset"] in cells and run["arch"] == "mlp" and run["labels"] == "true")
     assert all(PROVENANCE <= set(c) and not c["commit"].endswith("-dirty") for c in centering)
     rows = ch7_findings.committed_limits(RESULTS / "ch7-limits")  # raises on a missing or foreign run
-    assert len(rows) == len(ch7.limit_keys(ch7.scale_config("default")))
+    assert len(rows) == len(ch7.limit_runs(ch7.scale_config("default")))
     assert not any(r["commit"].endswith("-dirty") for r in results.read_table(RESULTS / "ch7-limits" / "ch7_limits.csv"))
     assert all(r["diverged"] or r["bf_held"] == pytest.approx(r["bf"] / r["held_out"], rel=tolerance(np.float64)) for r in rows)
 
@@ -547,7 +579,7 @@ def test_snapshot_convergence_recovers_a_one_over_m_law():
 
 @pytest.fixture(scope="module")
 def small_ch6():
-    cfg = dict(ch6.scale_config("smoke"), n_train=24, n_test=30, width=16, steps=50, times=3)
+    cfg = dataclasses.replace(ch6.scale_config("smoke"), n_train=24, n_test=30, width=16, steps=50, times=3)
     settings = ch6.chapter_settings(cfg, key=KEY, datasets=("digits",), progress=False)
     grams = alignment.effective_grams(settings["MLP / digits"].theta, ch6.flow_times(cfg))
     return cfg, settings, grams
@@ -557,7 +589,7 @@ def test_chapter_settings_and_label_runs(small_ch6):
     cfg, settings, grams = small_ch6
     assert list(settings) == ["MLP / digits", "CNN / digits"]
     s = settings["MLP / digits"]
-    run = ch6.label_run(s, grams, s.dataset.y_train, s.dataset.y_test, fraction=cfg["fraction"])
+    run = ch6.label_run(s, grams, s.dataset.y_train, s.dataset.y_test, fraction=cfg.fraction)
     np.testing.assert_array_equal(run.r0, s.f0_train - s.dataset.y_train)
     t = grams.times[-1]
     err = ch6.sampling_error(s, run, t)
@@ -650,7 +682,7 @@ def test_alignment_of_a_trained_network_with_its_runs_effective_gram_matrix():
 def test_chapter_6_runs_table_is_run_alignment_per_seed_and_resumes(tmp_path, monkeypatch):
     from gramlib import real_alignment
 
-    small = dict(real_alignment.SCALES["smoke"], networks=(("digits", (0, 1), "mlp"),), seeds=(3,), steps=20)
+    small = dataclasses.replace(real_alignment.SCALES["smoke"], networks=(("digits", (0, 1), "mlp"),), seeds=(3,), steps=20)
     monkeypatch.setitem(real_alignment.SCALES, "smoke", small)
     rows = real_alignment.reproduce_ch6_runs(tmp_path, "smoke", progress=False)
     assert [(r["network"], r["labels"], r["seed"]) for r in rows] == [("MLP / digits 0 vs 1", "true", 3),
@@ -659,7 +691,7 @@ def test_chapter_6_runs_table_is_run_alignment_per_seed_and_resumes(tmp_path, mo
     ds = data.random_labels(data.digits(30, 60, key=k_data, task=(0, 1)), key=k_labels)
     model = tasks.architecture("mlp", (8, 8, 1), 1, small, jnp.float64)
     want = real_alignment.run_alignment(model, model.init(k_init), ds, ds.y_train, ds.y_test, lr=1.0, steps=20,
-                                        snapshots=small["snapshots"])
+                                        snapshots=small.snapshots)
     same = tolerance(np.float64, 20 * 30)  # the same run again (a CSV keeps every digit): 20 steps over 30 samples
     assert rows[1]["share_r0"] == pytest.approx(want.share_r0, rel=same)
     assert rows[1]["test_loss"] == pytest.approx(want.test_loss, rel=same) and PROVENANCE <= set(rows[1])

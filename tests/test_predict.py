@@ -26,11 +26,11 @@ def run():
 def test_prediction_is_the_loo_loss_of_the_trajectory(run):
     model, ds, p = run
     cross = ntk.two_time_kernel(model.apply, p.run.weights, ds.x_train)
-    rho = np.asarray(effective_gram.loo_trajectory(p.run.thetas, p.run.residuals, 1.0, cross=cross))
+    rho = np.asarray(effective_gram.loo_trajectory(p.run.thetas, p.run.residuals, 1.0, cross=cross).rho)
     n, steps = ds.x_train.shape[0], 60
     assert_close(p.loo, rho, steps * n)  # the same recursion of 60 steps over n samples
     assert p.predicted == pytest.approx(0.5 * np.mean(rho**2), rel=tolerance(F64, n))
-    one = np.asarray(effective_gram.loo_trajectory(p.run.thetas, p.run.residuals, 1.0))
+    one = np.asarray(effective_gram.loo_trajectory(p.run.thetas, p.run.residuals, 1.0).rho)
     assert p.one_time == pytest.approx(0.5 * np.mean(one**2), rel=tolerance(F64, steps * n))
     assert len(p.run.weights) == len(p.run.thetas) + 1
     f = np.asarray(model.apply(p.run.params, ds.x_test))
@@ -43,7 +43,7 @@ def test_prediction_is_the_loo_loss_of_the_trajectory(run):
     assert set(p.row()) >= {"predicted", "held_out", "gcv", "linearized", "ntk_bound", "contraction_free",
                             "brute_force", "correlation"}
     assert p.row()["baseline_dynamics"] == "descent"       # N = 40 rows: exact gradient descent
-    rho_path = predict.trajectory_loo(p.run, cross=cross, path=True)[1]
+    rho_path = predict.trajectory_loo(p.run, cross=cross).path
     want = baselines.contraction_free_loss(p.run.thetas, p.run.residuals, rho_path, 1.0)
     assert p.contraction_free == pytest.approx(want, rel=tolerance(F64, steps * n))
 
@@ -84,7 +84,7 @@ def test_without_retraining_the_same_subset_is_drawn_and_predicted(run):
 
 def test_fewer_snapshots_and_constant_kernel_reduce_to_the_linearized_prediction(run):
     _, _, p = run
-    one = predict.trajectory_loo(p.run, 1)
+    one = predict.trajectory_loo(p.run, 1).rho
     assert one.shape == p.loo.shape  # and differs beyond rounding (60 steps of 40 samples):
     assert np.abs(one - p.loo).max() > 1e3 * tolerance(np.float64, 60 * 40) * np.abs(p.loo).max()
     with pytest.raises(ValueError, match="divide"):

@@ -120,7 +120,7 @@ def test_loo_trajectory_matches_step_by_step(outputs, count, steps):
     thetas = np.stack(thetas)
     residuals = rng.standard_normal((steps + 1, big_n))
     lr = 1.3
-    got = np.asarray(eg.loo_trajectory(thetas, residuals, lr, outputs=outputs))
+    got = np.asarray(eg.loo_trajectory(thetas, residuals, lr, outputs=outputs).rho)
     want = step_by_step(thetas, residuals, lr, outputs)
     assert_close(got, want, steps * big_n, cond=growth(thetas, lr, n, steps))  # two orders of the same recursion
     assert np.abs(got - residuals[-1]).max() > 1e-3  # the twins moved
@@ -137,10 +137,10 @@ def test_two_time_loo_trajectory_matches_step_by_step(outputs, count, steps):
     residuals = rng.standard_normal((steps + 1, big_n))
     lr = 1.1
     got = np.asarray(eg.loo_trajectory(thetas, residuals, lr, outputs=outputs,
-                                       cross=lambda k, l: jacobians[k] @ jacobians[l].T))
+                                       cross=lambda k, l: jacobians[k] @ jacobians[l].T).rho)
     want = two_time_step_by_step(jacobians, residuals, lr, outputs)
     assert_close(got, want, steps * jacobians.shape[2], cond=growth(thetas, lr, n, steps))
-    one_time = np.asarray(eg.loo_trajectory(thetas, residuals, lr, outputs=outputs))
+    one_time = np.asarray(eg.loo_trajectory(thetas, residuals, lr, outputs=outputs).rho)
     assert np.abs(got - one_time).max() > 1e-3  # the rotation of the Jacobian matters here
 
 

@@ -70,7 +70,7 @@ def test_on_a_real_run_against_the_trajectory_prediction():
     linear_loo = float(r0 @ out.k_matrix @ r0) + kernel_flow.residual_loss(out.run_map @ r0, run.n)
     np.testing.assert_allclose(linear_loo, kernel_flow.residual_loss(out.loo_map @ r0, run.n),
                                rtol=tolerance(np.float64, 40 * 40))  # two contractions of the same maps (N² terms)
-    real = kernel_flow.residual_loss(predict.trajectory_loo(run), run.n)  # one-time recursion, real residuals
+    real = kernel_flow.residual_loss(predict.trajectory_loo(run).rho, run.n)  # one-time recursion, real residuals
     assert abs(linear_loo / real - 1) < 0.05  # not rounding: linear vs real residuals, a modelling difference
 
 

@@ -96,7 +96,7 @@ CASES = [
          (THETA,), (0,), _LOO),
     Case("perturbation_factor", lambda th, r: linearized_gap.perturbation_factor(th, r), (THETA, R0), (0,)),
     Case("in_sample_covariance", lambda th, r: linearized_gap.in_sample_covariance(th, r), (THETA, R0), (0,)),
-    Case("loo_trajectory", lambda th, res, lr: trajectory.loo_trajectory(th, res, lr),
+    Case("loo_trajectory", lambda th, res, lr: trajectory.loo_trajectory(th, res, lr).rho,
          (SNAPSHOTS, RESIDUALS, jnp.asarray(0.3)), (0,), _SNAP),
     Case("trajectory_effective_gram", lambda th, lr: trajectory_gram.trajectory_effective_gram(th, 6, lr).k_matrix,
          (SNAPSHOTS, jnp.asarray(0.3)), (0,), _SNAP),

@@ -79,9 +79,9 @@ def test_one_time_kernel_as_cross_reproduces_the_one_time_recursion(outputs):
     """
     rng = np.random.default_rng(outputs)
     thetas, res = random_run(rng, 4, 6, outputs, 23)
-    plain = np.asarray(eg.loo_trajectory(thetas, res, 0.3, outputs=outputs))
+    plain = np.asarray(eg.loo_trajectory(thetas, res, 0.3, outputs=outputs).rho)
     cross = np.asarray(eg.loo_trajectory(thetas, res, 0.3, outputs=outputs,
-                                         cross=lambda k, l: thetas[l]))
+                                         cross=lambda k, l: thetas[l]).rho)
     assert_close(cross, plain, 23 * 6 * outputs)  # two orders of 23 steps over N rows
 
 
@@ -106,8 +106,8 @@ def test_two_time_prediction_is_the_gauss_newton_tangent_twin(outputs, every):
     run = train.gradient_descent(model.apply, params, x, y, lr=lr, steps=steps, snapshots=steps // every,
                                  progress=False)
     cross = ntk.two_time_kernel(model.apply, run.weights, x)
-    got = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs, cross=cross))
-    same, forces = eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs, cross=cross, forces=True)
+    got = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs, cross=cross).rho)
+    same, _, forces = eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs, cross=cross)
     np.testing.assert_array_equal(np.asarray(same), got)
     subset = np.array([5, 0, 3])
     read = predict.twin_readout(model.apply, run, x, forces, subset)
@@ -139,7 +139,7 @@ def test_two_time_prediction_is_the_gauss_newton_tangent_twin(outputs, every):
     assert_close(read, want_read[subset, 0] if outputs == 1 else want_read[subset], size)
     linear = want.reshape(n, outputs)[subset]
     assert np.max(np.abs(want_read[subset] - linear)) > 1e-6  # the network's readout is not its linearization
-    one = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs))
+    one = np.asarray(eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs).rho)
     assert np.max(np.abs(one - want)) > 1e3 * np.max(np.abs(got - want))  # the rotation of J matters
 
 
@@ -151,8 +151,8 @@ def relu_run(outputs, every, n=8, steps=24, lr=0.9):
     params = model.init(jax.random.PRNGKey(3))
     run = train.gradient_descent(model.apply, params, x, y, lr=lr, steps=steps, snapshots=steps // every,
                                  progress=False)
-    _, forces = eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs,
-                                  cross=ntk.two_time_kernel(model.apply, run.weights, x), forces=True)
+    forces = eg.loo_trajectory(run.thetas, run.residuals, lr, outputs=outputs,
+                               cross=ntk.two_time_kernel(model.apply, run.weights, x)).forces
     return model, x, y, params, run, forces
 
 
@@ -223,8 +223,7 @@ def test_bad_input_is_refused():
         eg.loo_trajectory(thetas, res, 0.5, cross=lambda k, l: thetas[l][:-1])
     with pytest.raises(ValueError, match="cross"):
         eg.loo_trajectory(thetas, res, 0.5, cross=lambda k, l: np.full((4, 4), np.nan))
-    with pytest.raises(ValueError, match="forces=True needs"):
-        eg.loo_trajectory(thetas, res, 0.5, forces=True)
+    assert eg.loo_trajectory(thetas, res, 0.5).forces is None  # the one-time kernel has no weight offsets
 
 
 def test_twin_readout_refuses_bad_input():

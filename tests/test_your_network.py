@@ -162,7 +162,7 @@ def loo_prediction(apply, params, ds, lr):
     """The run, its leave-one-out residuals ``ρ(T)`` (two-time kernel) and the held-out loss (Chapter 7)."""
     run = gradient_descent(apply, params, ds.x_train, ds.y_train, lr=lr, steps=STEPS, snapshots=SNAPSHOTS,
                            progress=False)
-    rho = trajectory_loo(run, cross=two_time_kernel(apply, run.weights, ds.x_train))
+    rho = trajectory_loo(run, cross=two_time_kernel(apply, run.weights, ds.x_train)).rho
     return run, rho, held_out_loss(apply, run.params, ds.x_test, ds.y_test)
 
 

@@ -10,6 +10,7 @@ the sampling error of the two test-loss estimates (:func:`sampling_error`), and
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,22 +32,46 @@ from ..views.plotting import figure, label
 from . import tasks
 from .results import in_float64, provenance, write_csv
 
-#: Sizes of the chapter's experiments. ``"default"`` runs on a laptop CPU in about a
-#: minute; ``"paper"`` is for a GPU (Colab); ``"smoke"`` is a seconds-long run for the tests.
+@dataclasses.dataclass(frozen=True)
+class Ch6Scale:
+    """The sizes of Chapter 6's experiments at one scale (:data:`SCALES`, :func:`scale_config`).
+
+    Each data set of :func:`chapter_settings` has ``n_train`` training and ``n_test`` held-out
+    samples; its networks (:func:`gramlib.experiments.tasks.architecture`) are an MLP of ``width``
+    and a CNN of ``channels`` filters. Gradient flow runs to ``T = lr · steps`` (the real networks
+    take ``steps`` steps of size ``lr``), seen at ``times`` log-spaced times (:func:`flow_times`).
+    """
+
+    n_train: int
+    n_test: int
+    width: int
+    channels: int
+    steps: int
+    lr: float
+    times: int  #: how many times ``t`` of :func:`flow_times` (the last is ``T``)
+    noise: tuple[float, ...]  #: the fractions of flipped labels of :func:`noise_sweep`
+    fraction: float  #: the bottom share ``b/N`` of eigenvectors the alignment counts
+    samples: int  #: random vectors sampled for the random-direction share (:func:`summary_row`)
+    batch_size: int | None  #: rows per batch of :func:`gramlib.ntk.empirical_ntk` (``None``: all at once)
+
+
+#: The sizes of the chapter's experiments, one :class:`Ch6Scale` per scale. ``"default"`` runs on a
+#: laptop CPU in about a minute; ``"paper"`` is for a GPU (Colab); ``"smoke"`` is a seconds-long run
+#: for the tests.
 SCALES = {
-    "default": dict(n_train=200, n_test=500, width=512, channels=16, steps=3000, lr=1.0,
-                    times=5, noise=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
-                    fraction=0.1, samples=2000, batch_size=250),
-    "paper": dict(n_train=1000, n_test=2000, width=2048, channels=64, steps=10000, lr=1.0,
-                  times=16, noise=tuple(np.round(np.linspace(0.0, 0.5, 21), 3)),
-                  fraction=0.1, samples=10000, batch_size=250),
-    "smoke": dict(n_train=40, n_test=60, width=32, channels=4, steps=200, lr=1.0, times=3,
-                  noise=(0.0, 0.5), fraction=0.1, samples=200, batch_size=None),
+    "default": Ch6Scale(n_train=200, n_test=500, width=512, channels=16, steps=3000, lr=1.0,
+                        times=5, noise=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
+                        fraction=0.1, samples=2000, batch_size=250),
+    "paper": Ch6Scale(n_train=1000, n_test=2000, width=2048, channels=64, steps=10000, lr=1.0,
+                      times=16, noise=tuple(float(v) for v in np.round(np.linspace(0.0, 0.5, 21), 3)),
+                      fraction=0.1, samples=10000, batch_size=250),
+    "smoke": Ch6Scale(n_train=40, n_test=60, width=32, channels=4, steps=200, lr=1.0, times=3,
+                      noise=(0.0, 0.5), fraction=0.1, samples=200, batch_size=None),
 }
 
 
 def scale_config(scale="default"):
-    """The sizes of :data:`SCALES` for ``scale`` (``"default"``, ``"paper"`` or ``"smoke"``)."""
+    """The :class:`Ch6Scale` of :data:`SCALES` for ``scale`` (``"default"``, ``"paper"`` or ``"smoke"``)."""
     return tasks.scale_config(SCALES, scale)
 
 
@@ -133,9 +158,11 @@ def network_losses(setting, y_train, y_test, *, lr, steps, progress=False):
 
 
 def flow_times(scale_cfg):
-    """The chapter's time grid: ``scale_cfg["times"]`` log-spaced flow times from 1 to ``T = lr · steps``."""
-    total = scale_cfg["lr"] * scale_cfg["steps"]
-    return np.logspace(0.0, np.log10(total), scale_cfg["times"])
+    """The chapter's time grid: ``scale_cfg.times`` log-spaced flow times from 1 to ``T = lr · steps``.
+
+    ``scale_cfg``: a :class:`Ch6Scale`."""
+    total = scale_cfg.lr * scale_cfg.steps
+    return np.logspace(0.0, np.log10(total), scale_cfg.times)
 
 
 #: The data sets of Chapter 6 (names of :func:`gramlib.experiments.tasks.dataset`) and their networks.
@@ -146,7 +173,7 @@ def chapter_settings(scale_cfg, *, key, datasets=("digits", "mnist1d"), progress
     """The chapter's linearized networks: an MLP and a CNN on the digits, an MLP on each other dataset.
 
     Binary parity targets, ``n_train``/``n_test`` from ``scale_cfg``
-    (:func:`scale_config`); 2-layer tanh MLP of width ``width`` and a 3-layer
+    (a :class:`Ch6Scale`, :func:`scale_config`); 2-layer tanh MLP of width ``width`` and a 3-layer
     tanh CNN with ``channels`` filters (:func:`gramlib.experiments.tasks.architecture`),
     NTK parameterization, float64. ``datasets`` are names in :data:`NETWORKS`
     (``"digits"``, ``"mnist1d"``, ``"teacher"``). Returns ``{"MLP / digits": Setting, …}``.
@@ -156,13 +183,13 @@ def chapter_settings(scale_cfg, *, key, datasets=("digits", "mnist1d"), progress
         raise ValueError(f"unknown dataset(s) {unknown}; use names of {sorted(NETWORKS)}")
     jobs = []
     for j, name in enumerate(datasets):
-        ds, shape = tasks.dataset(name, scale_cfg["n_train"], scale_cfg["n_test"], key=jax.random.fold_in(key, j))
+        ds, shape = tasks.dataset(name, scale_cfg.n_train, scale_cfg.n_test, key=jax.random.fold_in(key, j))
         jobs += [(f"{arch.upper()} / {tasks.LABELS[name]}", tasks.architecture(arch, shape, 1, scale_cfg, jnp.float64),
                   ds) for arch in NETWORKS[name]]
     out = {}
     for j, (name, model, ds) in enumerate(tqdm(jobs, desc="empirical NTKs", disable=not progress, leave=False)):
         out[name] = linearized_setting(name, model, ds, key=jax.random.fold_in(key, 100 + j),
-                                       batch_size=scale_cfg["batch_size"])
+                                       batch_size=scale_cfg.batch_size)
     return out
 
 
@@ -326,11 +353,11 @@ def reproduce_ch6(out_dir, scale="default", *, progress=True, command=None):
         grams_of[name] = effective_grams(s.theta, times)
         shuffled = data.random_labels(s.dataset, key=jax.random.fold_in(key, 200 + j))
         for labels, ds in (("true", s.dataset), ("random", shuffled)):
-            run = label_run(s, grams_of[name], ds.y_train, ds.y_test, fraction=cfg["fraction"])
-            net = network_losses(s, ds.y_train, ds.y_test, lr=cfg["lr"], steps=cfg["steps"])
+            run = label_run(s, grams_of[name], ds.y_train, ds.y_test, fraction=cfg.fraction)
+            net = network_losses(s, ds.y_train, ds.y_test, lr=cfg.lr, steps=cfg.steps)
             runs[name, labels] = run
             summary.append({**summary_row(name, labels, run, key=jax.random.fold_in(key, 300 + j),
-                                          samples=cfg["samples"], network=net), **extra})
+                                          samples=cfg.samples, network=net), **extra})
             c = run.curve
             curves += [{"setting": name, "labels": labels, "t": float(t), "share_r0": float(c.share_r0[i]),
                         "share_rt": float(c.share_rt[i]), "random_share": c.random_share,
@@ -339,7 +366,7 @@ def reproduce_ch6(out_dir, scale="default", *, progress=True, command=None):
                         "train_loss": float(c.train_loss[i]), "predicted_test_loss": float(c.predicted_test_loss[i]),
                         "linearized_test_loss": float(run.test_loss[i]), **extra} for i, t in enumerate(c.times)]
             bar.update()
-    sweep = noise_sweep(settings["MLP / digits"], grams_of["MLP / digits"], cfg["noise"], fraction=cfg["fraction"],
+    sweep = noise_sweep(settings["MLP / digits"], grams_of["MLP / digits"], cfg.noise, fraction=cfg.fraction,
                         key_train=jax.random.fold_in(key, 400), key_test=jax.random.fold_in(key, 401))
     noise_rows = [{"flip_fraction": float(nu), "share_r0": float(share), "random_share": run.curve.random_share,
                    "gap": float(run.curve.gap[-1]), "predicted_test_loss": float(pred),
@@ -350,7 +377,7 @@ def reproduce_ch6(out_dir, scale="default", *, progress=True, command=None):
     bar.close()
     paths = [write_csv(out / "ch6_summary.csv", summary), write_csv(out / "ch6_curves.csv", curves),
              write_csv(out / "ch6_label_noise.csv", noise_rows)]
-    return paths + _figures(out, settings, runs, grams_of, times, sweep, cfg["fraction"])
+    return paths + _figures(out, settings, runs, grams_of, times, sweep, cfg.fraction)
 
 
 def _figures(out, settings, runs, grams_of, times, sweep, fraction):

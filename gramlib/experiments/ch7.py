@@ -1,18 +1,20 @@
 """Chapter 7's experiments: the table of predictions over many splits, and its limits.
 
 The settings (:data:`SCALES`: the cells of the table and how many independent splits each
-gets), the ``reproduce`` commands (``python -m gramlib reproduce ch7 | ch7-limits``) that
-write the CSV tables and figures under ``results/ch7/`` and ``results/ch7-limits/``, resumably
-(:mod:`gramlib.results`: a rerun keeps the rows already computed with the same settings and
-computes only the others); the protocol's summary per cell is :mod:`gramlib.experiments.ch7_summary`. The
-per-run pieces that the chapter also calls on its live runs are :func:`snapshot_rows` and
-:func:`noise_floor`.
+gets; typed in :mod:`gramlib.experiments.ch7_settings`, whose names this module re-exports), the
+``reproduce`` commands (``python -m gramlib reproduce ch7 | ch7-limits``) that write the CSV tables
+and figures under ``results/ch7/`` and ``results/ch7-limits/``, resumably (:mod:`gramlib.results`: a
+rerun keeps the rows already computed with the same settings and computes only the others); the
+protocol's summary per cell is :mod:`gramlib.experiments.ch7_summary`. The per-run pieces that the
+chapter also calls on its live runs are :func:`snapshot_rows` and :func:`noise_floor`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from types import MappingProxyType
 from typing import NamedTuple
 
 import jax
@@ -23,91 +25,15 @@ from ..runs import data, models
 from ..runs.predict import frozen_kernel_losses, initialization_key, predict_test_loss, trajectory_loo
 from ..runs.train import recommended_loop
 from . import tasks
+# the settings, re-exported: ch7.SCALES, ch7.scale_config(scale), ch7.TableScale, …
+from .ch7_settings import (CELL_LABELS, Cell, limit_grid, LimitGrid, RUN_SETTINGS, RunSetting,  # noqa: F401
+                           SCALES, scale_config, TableScale)
 from .ch7_summary import figures, summarize
 from .results import fingerprint, in_float64, provenance, ResultTable, run_job, write_csv
 
 
-class Cell(NamedTuple):
-    """A cell of Chapter 7's table: a data set (:func:`gramlib.experiments.tasks.dataset`), its task and ``n``."""
-
-    dataset: str
-    task: object
-    n_train: int
-
-
-#: The settings of Chapter 7. ``"default"``: the CPU-scale table of the book, six cells: the 8×8
-#: digits' parity, a teacher network's sign, real 28×28 MNIST (:func:`gramlib.data.mnist`, shipped)
-#: as parity and 4 against 9 (all learned at ``n = 300``: their random-label held-out loss is at least
-#: twice the true one), and 10 classes one-hot at ``n = 100``, plain and centered; ``splits`` independent splits (data, initialization, retrained subset) per MLP
-#: cell, ``cnn_splits`` per CNN cell (the CNN only on the small inputs of ``cnn_cells``), the
-#: twins of the first ``retrain_splits`` splits of the ``retrain_cells`` retrained (the MLP in every
-#: cell), of the first ``cnn_retrain_splits`` of a CNN cell (the twins of the CNNs cost tens of minutes
-#: per split on 2 CPU cores, ``benchmarks/bench_train_steps.py``), random labels on the first
-#: ``random_label_splits``, the prediction from fewer snapshots on the first ``snapshot_splits``, and
-#: the noise floor and the prediction with the inputs re-centered (:func:`recentered_run`) on every MLP split of
-#: ``recentered_cells``; the cells of ``centered_cells`` (:func:`centered_split`) train the network
-#: centered at its initialization, ``f(x; w) − f(x; w_0)``, on inputs centered by the held-out mean: the
-#: 10-class network of ``"mnist-10"`` does worse than predicting zero, this one does not (no snapshot rows: the
-#: snapshots are studied on the other cells, and on 2 CPU cores they cost minutes per 10-class split).
-#: ``limits``: the grid of :func:`reproduce_ch7_limits`.
-#: ``"paper"``: 10-class one-hot subsets of the full MNIST,
-#: Fashion-MNIST and CIFAR-10 with more samples (a GPU, e.g. Colab, and a download of the data
-#: are needed). ``"smoke"``: a seconds-long run of the same pipeline for tests.
-SCALES = {
-    "default": dict(cells={"digits": Cell("digits", "parity", 300), "teacher": Cell("teacher", "sign", 300),
-                           "mnist-parity": Cell("mnist10k", "parity", 300), "mnist-4v9": Cell("mnist10k", (4, 9), 300),
-                           "mnist-10": Cell("mnist10k", "onehot", 100),
-                           "mnist-10-centered": Cell("mnist10k", "onehot", 100)},
-                    cnn_cells=("digits", "teacher"),
-                    retrain_cells=tuple((c, "mlp") for c in ("digits", "teacher", "mnist-parity", "mnist-4v9", "mnist-10",
-                                                             "mnist-10-centered"))
-                    + (("digits", "cnn"), ("teacher", "cnn")),
-                    centered_cells=("mnist-10-centered",),
-                    n_test=1000, width=512, channels=16, lr=1.0, steps=3000,
-                    snapshots=30, brute_force=10, splits=10, cnn_splits=3, retrain_splits=2, cnn_retrain_splits=1,
-                    random_label_splits=1,
-                    snapshot_splits=3, snapshot_counts=(1, 2, 3, 5, 10, 15, 30),
-                    recentered_cells=("mnist-10", "mnist-parity"),
-                    limits=dict(width=256, depth=3, lrs=(0.25, 0.5, 1.0, 2.0), widths=(128, 512), depths=(2, 4))),
-    "paper": dict(cells={"mnist": Cell("mnist", "onehot", 500), "fashion_mnist": Cell("fashion_mnist", "onehot", 500),
-                         "cifar10": Cell("cifar10", "onehot", 500)},
-                  cnn_cells=("mnist", "fashion_mnist", "cifar10"),
-                  retrain_cells=tuple((c, a) for c in ("mnist", "fashion_mnist", "cifar10") for a in ("mlp", "cnn")),
-                  n_test=2000, width=512, channels=32, lr=1.0,
-                  steps=1000, snapshots=20, brute_force=20, splits=3, cnn_splits=3, retrain_splits=1, cnn_retrain_splits=1,
-                  random_label_splits=1, snapshot_splits=3, snapshot_counts=(1, 2, 5, 10, 20),
-                  recentered_cells=("mnist", "fashion_mnist", "cifar10")),
-    "smoke": dict(cells={"digits": Cell("digits", "parity", 40), "teacher": Cell("teacher", "sign", 40),
-                         "mnist-10": Cell("mnist10k", "onehot", 20)},
-                  cnn_cells=("digits",),
-                  retrain_cells=(("digits", "mlp"), ("digits", "cnn"), ("teacher", "mlp"), ("mnist-10", "mlp")),
-                  n_test=100, width=32, channels=4, lr=1.0, steps=40, snapshots=4,
-                  brute_force=4, splits=3, cnn_splits=2, retrain_splits=1, cnn_retrain_splits=1, random_label_splits=1,
-                  snapshot_splits=2, snapshot_counts=(1, 2, 4), recentered_cells=("mnist-10",),
-                  limits=dict(width=16, depth=3, lrs=(0.5, 2.0), widths=(8,), depths=(2,))),
-}
-
-
-#: How the chapter names each cell of the table.
-CELL_LABELS = {"digits": "digits parity", "teacher": "teacher", "mnist-parity": "MNIST parity",
-               "mnist-4v9": "MNIST 4 vs 9", "mnist-10": "MNIST 10 classes",
-               "mnist-10-centered": "MNIST 10 classes, centered", "mnist": "MNIST",
-               "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
-
-
-#: The settings that determine a row of the table and its snapshots (their fingerprint, with the
-#: row's :class:`Cell`, whether its twins are retrained and, in a cell of ``centered_cells`` only,
-#: ``centered=True``, is the row's ``settings`` column).
-RUN_SETTINGS = ("n_test", "width", "channels", "lr", "steps", "snapshots", "brute_force")
-
-
-def scale_config(scale="default"):
-    """The settings of :data:`SCALES` for ``scale`` (``"default"``, ``"paper"`` or ``"smoke"``)."""
-    return tasks.scale_config(SCALES, scale)
-
-
 def _fingerprint(setting, names, **more):
-    return fingerprint({**{k: setting[k] for k in names}, **more})
+    return fingerprint({**{name: getattr(setting, name) for name in names}, **more})
 
 
 def _loss(rho, n):
@@ -148,8 +74,8 @@ def snapshot_rows(prediction, counts):
         if k == len(prediction.run.thetas):  # every snapshot: the run's own prediction, already computed
             pred, one = prediction.predicted, prediction.one_time
         else:
-            pred = _loss(trajectory_loo(prediction.run, k, cross=prediction.cross), n)
-            one = _loss(trajectory_loo(prediction.run, k), n)
+            pred = _loss(trajectory_loo(prediction.run, k, cross=prediction.cross).rho, n)
+            one = _loss(trajectory_loo(prediction.run, k).rho, n)
         held = prediction.held_out
         rows.append({"snapshots": k, "predicted": pred, "one_time": one, "held_out": held,
                      "relative_error": abs(pred - held) / held, "one_time_relative_error": abs(one - held) / held})
@@ -168,13 +94,14 @@ class NoiseFloor(NamedTuple):
     relative: np.ndarray
 
 
-def noise_floor(name, setting, *, splits, arch="mlp", model=None, first_seed=1000):
-    """The sampling noise of leave-one-out on data set ``name``: ``splits`` fresh splits and initializations.
+def noise_floor(cell, setting, *, splits, arch="mlp", model=None, first_seed=1000):
+    """The sampling noise of leave-one-out on ``cell``: ``splits`` fresh splits and initializations.
 
-    Split ``s`` (seed ``first_seed + s``) draws its data and initialization from
-    ``PRNGKey(seed)``; :func:`gramlib.predict.frozen_kernel_losses` gives the exact
-    leave-one-out loss and the held-out loss of the linearized network after gradient flow
-    for ``time = η T`` (``setting["lr"] · setting["steps"]``). ``model`` defaults to the
+    ``cell`` is a :class:`Cell` (data set, task, ``n``), ``setting`` a :class:`RunSetting` (or a
+    :class:`TableScale`): ``n_test`` held-out samples. Split ``s`` (seed ``first_seed + s``) draws
+    its data and initialization from ``PRNGKey(seed)``; :func:`gramlib.predict.frozen_kernel_losses`
+    gives the exact leave-one-out loss and the held-out loss of the linearized network after gradient
+    flow for ``time = η T`` (``setting.lr · setting.steps``). ``model`` defaults to the
     ``arch`` network of ``setting`` (:func:`gramlib.experiments.tasks.architecture`, float64).
     Returns a :class:`NoiseFloor` (Chapter 7, "How close can a leave-one-out estimate be?").
     """
@@ -183,10 +110,10 @@ def noise_floor(name, setting, *, splits, arch="mlp", model=None, first_seed=100
     pairs = []
     for seed in range(first_seed, first_seed + splits):
         k_data, k_run = jax.random.split(jax.random.PRNGKey(seed))
-        ds, shape = tasks.dataset(name, setting["n_train"], setting["n_test"], key=k_data, task=setting["task"])
+        ds, shape = tasks.dataset(cell.dataset, cell.n_train, setting.n_test, key=k_data, task=cell.task)
         if model is None:
             model = tasks.architecture(arch, shape, tasks.outputs(ds), setting, np.float64)
-        pairs.append(frozen_kernel_losses(model, ds, key=k_run, t=setting["lr"] * setting["steps"]))
+        pairs.append(frozen_kernel_losses(model, ds, key=k_run, t=setting.lr * setting.steps))
     loo, held = np.array(pairs).T
     return NoiseFloor(loo, held, np.abs(loo - held) / held)
 
@@ -217,8 +144,8 @@ def constant_losses(setting, name, seed):
     constant, ``½ (mean ‖y‖² − ‖ȳ‖²)`` (for one-hot targets ``½ (1 − ‖ȳ‖²)``). The split's data are those
     of :func:`reproduce_ch7` (:func:`split_keys`); a network that does not beat ``best`` does worse than a constant.
     """
-    cell = setting["cells"][name]
-    ds, _ = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=split_keys(seed)[0], task=cell.task)
+    cell = setting.cells[name]
+    ds, _ = tasks.dataset(cell.dataset, cell.n_train, setting.n_test, key=split_keys(seed)[0], task=cell.task)
     y = np.asarray(ds.y_test, dtype=float).reshape(len(ds.y_test), -1)
     loss = lambda c: 0.5 * float(np.mean(np.sum((y - c) ** 2, axis=1)))  # noqa: E731
     prior = np.asarray(ds.y_train, dtype=float).reshape(len(ds.y_train), -1).mean(axis=0)
@@ -235,60 +162,62 @@ def recentered_run(model, dataset, setting, *, key, loop="scan", progress=False)
     initialization ``key``: the noise floor (``exact_loo_recentered``, ``linearized_held_out_recentered``:
     :func:`gramlib.predict.frozen_kernel_losses` at ``time = η T``) and the prediction of the trained
     network with its held-out loss (``predicted_recentered``, ``held_out_recentered``:
-    :func:`gramlib.predict.predict_test_loss` with ``setting``'s step, steps and snapshots, no twins).
+    :func:`gramlib.predict.predict_test_loss` with the step, steps and snapshots of ``setting``, a
+    :class:`RunSetting`, no twins).
     """
     shifted = data.center_by_held_out(dataset)
-    loo, held = frozen_kernel_losses(model, shifted, key=key, t=setting["lr"] * setting["steps"])
-    p = predict_test_loss(model, shifted, key=key, lr=setting["lr"], steps=setting["steps"],
-                          snapshots=setting["snapshots"], brute_force=0, loop=loop, progress=progress)
+    loo, held = frozen_kernel_losses(model, shifted, key=key, t=setting.lr * setting.steps)
+    p = predict_test_loss(model, shifted, key=key, lr=setting.lr, steps=setting.steps,
+                          snapshots=setting.snapshots, brute_force=0, loop=loop, progress=progress)
     return {"exact_loo_recentered": loo, "linearized_held_out_recentered": held,
             "predicted_recentered": p.predicted, "held_out_recentered": p.held_out}
 
 
 def _restrict(setting, scale, archs, datasets, seeds):
+    """``(setting restricted to the cells of datasets and to seeds, archs)``: a new :class:`TableScale`."""
     archs = tuple(archs)
     if not archs or set(archs) - {"mlp", "cnn"}:
         raise ValueError(f"archs must be a non-empty subset of ('mlp', 'cnn'), got {archs}")
+    cells = setting.cells
     if datasets is not None:
-        if not datasets or set(datasets) - set(setting["cells"]):
-            raise ValueError(f"datasets must be a non-empty subset of {sorted(setting['cells'])} at scale "
+        if not datasets or set(datasets) - set(cells):
+            raise ValueError(f"datasets must be a non-empty subset of {sorted(cells)} at scale "
                              f"{scale!r}, got {datasets}")
-        setting["cells"] = {k: c for k, c in setting["cells"].items() if k in set(datasets)}
-    allowed = range(max(setting["splits"], setting["cnn_splits"], setting["random_label_splits"]))
+        cells = MappingProxyType({name: c for name, c in cells.items() if name in set(datasets)})
+    allowed = range(max(setting.splits, setting.cnn_splits, setting.random_label_splits))
     if seeds is not None and (not seeds or set(seeds) - set(allowed)):
         raise ValueError(f"seeds must be a non-empty subset of {list(allowed)} at scale {scale!r}, got {seeds}")
-    setting["seeds"] = tuple(allowed) if seeds is None else tuple(seeds)
-    return setting, archs
+    return dataclasses.replace(setting, cells=cells, seeds=None if seeds is None else tuple(seeds)), archs
 
 
-def table_keys(setting, archs, retrain=True):
-    """The runs of Chapter 7's table at ``setting``: one dict per run, in the table's order.
+def table_runs(setting, archs, retrain=True):
+    """The runs of Chapter 7's table at ``setting`` (a :class:`TableScale`): one dict per run, in the table's order.
 
-    Per cell of ``setting["cells"]`` and architecture (the CNN only on ``cnn_cells``): the
+    Per cell of ``setting.cells`` and architecture (the CNN only on ``cnn_cells``): the
     true-label runs of seeds ``0, 1, …`` (``splits`` of them for the MLP, ``cnn_splits`` for
     the CNN), then the random-label runs of the first ``random_label_splits`` seeds; only
-    seeds in ``setting["seeds"]``. ``retrain`` is true for the true-label runs of the first
+    seeds in ``setting.seeds`` (``None``: all). ``retrain`` is true for the true-label runs of the first
     ``retrain_splits`` seeds (``cnn_retrain_splits`` for the CNN) of the cells and architectures in
     ``retrain_cells`` (all false with
     ``retrain=False``); ``settings`` is the row's fingerprint (:data:`RUN_SETTINGS`, the cell,
     ``retrain`` and, for the cells of ``centered_cells``, ``centered=True``), under which the table stores it.
     """
-    keys = []
-    for name in setting["cells"]:
+    runs = []
+    for name in setting.cells:
         for arch in archs:
-            if arch == "cnn" and name not in setting["cnn_cells"]:
+            if arch == "cnn" and name not in setting.cnn_cells:
                 continue
-            count = setting["splits"] if arch == "mlp" else setting["cnn_splits"]
-            retrained = setting["retrain_splits"] if arch == "mlp" else setting["cnn_retrain_splits"]
-            for labels, seeds in (("true", range(count)), ("random", range(setting["random_label_splits"]))):
-                twins = retrain and (name, arch) in setting["retrain_cells"]
-                keys += [{"dataset": name, "arch": arch, "labels": labels, "seed": seed,
+            count = setting.splits if arch == "mlp" else setting.cnn_splits
+            retrained = setting.retrain_splits if arch == "mlp" else setting.cnn_retrain_splits
+            for labels, seeds in (("true", range(count)), ("random", range(setting.random_label_splits))):
+                twins = retrain and (name, arch) in setting.retrain_cells
+                runs += [{"dataset": name, "arch": arch, "labels": labels, "seed": seed,
                           "retrain": bool(twins and labels == "true" and seed < retrained)}
-                         for seed in seeds if seed in setting["seeds"]]
-    centered = set(setting.get("centered_cells", ()))
-    return [{**k, "settings": _fingerprint(setting, RUN_SETTINGS, cell=setting["cells"][k["dataset"]],
-                                           retrain=k["retrain"], **({"centered": True} if k["dataset"] in centered
-                                                                    else {}))} for k in keys]
+                         for seed in seeds if setting.seeds is None or seed in setting.seeds]
+    centered = set(setting.centered_cells)
+    return [{**run, "settings": _fingerprint(setting, RUN_SETTINGS, cell=setting.cells[run["dataset"]],
+                                             retrain=run["retrain"], **({"centered": True} if run["dataset"] in centered
+                                                                        else {}))} for run in runs]
 
 
 @in_float64
@@ -296,10 +225,10 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
                   retrain=True, progress=True, command=None):
     """Regenerate Chapter 7's table (CSV) and figures (PNG) under ``out_dir``, resumably.
 
-    Every run (:func:`table_keys`) is one split ``s``: ``PRNGKey(s)`` draws the data, the
+    Every run (:func:`table_runs`) is one split ``s``: ``PRNGKey(s)`` draws the data, the
     initialization and the subset of twins. Per run, ``ch7_table.csv`` holds the prediction,
     the held-out loss and every baseline (:func:`gramlib.predict.predict_test_loss`; the twins
-    retrained where the key says so, and then also read out and re-linearized, :func:`twin_columns`;
+    retrained where the run says so, and then also read out and re-linearized, :func:`twin_columns`;
     else only the prediction on their subset), and the exact
     leave-one-out and held-out losses of the network linearized at the same initialization on
     the same split (``exact_loo``, ``linearized_held_out``: :func:`gramlib.predict.frozen_kernel_losses`),
@@ -318,93 +247,94 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     every finished run is written at once. Runs in float64 (the caller's setting is restored).
     Returns the summary rows. The limits are :func:`reproduce_ch7_limits`.
     """
-    setting, archs = _restrict(scale_config(scale), scale, archs, datasets, seeds)
+    full = scale_config(scale)
+    setting, archs = _restrict(full, scale, archs, datasets, seeds)
     out = tasks.output_folder(out_dir)
     extra = provenance(command)
     table = ResultTable(out / "ch7_table.csv", ("dataset", "arch", "labels", "seed", "settings"))
     snaps = ResultTable(out / "ch7_snapshots.csv", ("dataset", "arch", "seed", "snapshots", "settings"))
-    keys = table_keys(setting, archs, retrain)
+    runs = table_runs(setting, archs, retrain)
     model_of = {}  # one model object per cell, so that compiled code is reused across seeds
-    time_ = setting["lr"] * setting["steps"]
+    time_ = setting.lr * setting.steps
 
     def split(name, arch, labels, seed):
         """Split ``seed`` of cell ``name``: data set, model, the run's key and the noise floor's (``w_0``:
         the run's own in a centered cell, :func:`initialization_key`; else ``model.init(k_run)``)."""
-        cell = setting["cells"][name]
+        cell = setting.cells[name]
         k_data, k_run, k_labels = split_keys(seed)
-        ds, shape = tasks.dataset(cell.dataset, cell.n_train, setting["n_test"], key=k_data, task=cell.task)
+        ds, shape = tasks.dataset(cell.dataset, cell.n_train, setting.n_test, key=k_data, task=cell.task)
         if labels == "random":
             ds = data.random_labels(ds, key=k_labels)
         if (name, arch) not in model_of:
             model_of[name, arch] = tasks.architecture(arch, shape, tasks.outputs(ds), setting, np.float64)
-        if name in setting.get("centered_cells", ()):
+        if name in setting.centered_cells:
             k_init = initialization_key(k_run)
             return centered_split(model_of[name, arch], ds, key=k_init), model_of[name, arch], k_run, k_init
         return ds, model_of[name, arch], k_run, k_run
 
-    def compute(key):
-        name, arch, labels, seed = key["dataset"], key["arch"], key["labels"], key["seed"]
+    def compute(run):
+        name, arch, labels, seed = run["dataset"], run["arch"], run["labels"], run["seed"]
         ds, model, k_run, k_floor = split(name, arch, labels, seed)
         loop = recommended_loop(model.apply, model.init(k_run), ds.x_train)  # per_step: a CNN on the CPU
         start = time.time()
-        p = predict_test_loss(model, ds, key=k_run, lr=setting["lr"], steps=setting["steps"],
-                              snapshots=setting["snapshots"], brute_force=setting["brute_force"],
-                              retrain=key["retrain"], readout=key["retrain"], loop=loop, progress=progress)
+        p = predict_test_loss(model, ds, key=k_run, lr=setting.lr, steps=setting.steps,
+                              snapshots=setting.snapshots, brute_force=setting.brute_force,
+                              retrain=run["retrain"], readout=run["retrain"], loop=loop, progress=progress)
         exact_loo, linear_held = frozen_kernel_losses(model, ds, key=k_floor, t=time_)
         seconds = time.time() - start
-        if (labels == "true" and seed < setting["snapshot_splits"]  # first: a run is done once its row is written
-                and name not in setting.get("centered_cells", ())):
-            for row in snapshot_rows(p, setting["snapshot_counts"]):
-                snaps.put({"dataset": name, "arch": arch, "seed": seed, **row, "settings": key["settings"], **extra})
+        if (labels == "true" and seed < setting.snapshot_splits  # first: a run is done once its row is written
+                and name not in setting.centered_cells):
+            for row in snapshot_rows(p, setting.snapshot_counts):
+                snaps.put({"dataset": name, "arch": arch, "seed": seed, **row, "settings": run["settings"], **extra})
         if progress:
             print(f"{name:12s} {arch} {labels:6s} seed {seed}: predicted {p.predicted:.4f} held-out "
                   f"{p.held_out:.4f} | exact LOO {exact_loo:.4f} linearized held-out {linear_held:.4f} | "
                   f"twins {p.brute_force:.4f} on subset {p.predicted_on_subset:.4f} ({seconds:.0f} s)", flush=True)
-        return {**p.row(), **(twin_columns(p) if key["retrain"] else {}), "exact_loo": exact_loo,
+        return {**p.row(), **(twin_columns(p) if run["retrain"] else {}), "exact_loo": exact_loo,
                 "linearized_held_out": linear_held, "loop": loop, "seconds": seconds}
 
-    run_job(table, tqdm(keys, desc="Chapter 7 runs", disable=not progress), compute, extra=extra)
+    run_job(table, tqdm(runs, desc="Chapter 7 runs", disable=not progress), compute, extra=extra)
 
-    def recenter(key):
-        ds, model, k_run, _ = split(key["dataset"], "mlp", "true", key["seed"])
+    def recenter(run):
+        ds, model, k_run, _ = split(run["dataset"], "mlp", "true", run["seed"])
         return recentered_run(model, ds, setting, key=k_run, loop=recommended_loop(model.apply, model.init(k_run),
                                                                                     ds.x_train), progress=progress)
 
     centering = ResultTable(out / "ch7_centering.csv", ("dataset", "seed", "settings"))
-    recentered = [{"dataset": k["dataset"], "seed": k["seed"], "settings": k["settings"]} for k in keys
-                  if k["dataset"] in setting["recentered_cells"] and k["arch"] == "mlp" and k["labels"] == "true"]
+    recentered = [{"dataset": run["dataset"], "seed": run["seed"], "settings": run["settings"]} for run in runs
+                  if run["dataset"] in setting.recentered_cells and run["arch"] == "mlp" and run["labels"] == "true"]
     run_job(centering, tqdm(recentered, desc="Re-centered runs", disable=not progress), recenter, extra=extra)
     # The summary and the figures cover every run of the scale's protocol in the table, also those that
     # another invocation (other --archs, --datasets or --seeds, another process) computed.
-    full = scale_config(scale)
-    everything = table_keys(dict(full, seeds=tuple(range(max(full["splits"], full["cnn_splits"])))),
-                            ("mlp", "cnn"), retrain)
+    everything = table_runs(full, ("mlp", "cnn"), retrain)
     stored = {table.key(r): r for r in ResultTable(table.path, table.key_columns).rows}
-    rows = [stored[table.key(k)] for k in everything if table.key(k) in stored]
-    true_runs = {(k["dataset"], k["arch"], k["seed"], k["settings"]) for k in everything if k["labels"] == "true"}
+    rows = [stored[table.key(run)] for run in everything if table.key(run) in stored]
+    true_runs = {(run["dataset"], run["arch"], run["seed"], run["settings"]) for run in everything
+                 if run["labels"] == "true"}
     snap_rows = [s for s in ResultTable(snaps.path, snaps.key_columns).rows
                  if (s["dataset"], s["arch"], s["seed"], s.get("settings")) in true_runs
-                 and s["snapshots"] in full["snapshot_counts"]]
+                 and s["snapshots"] in full.snapshot_counts]
     summary = [{**c, **extra} for c in summarize(rows)]
     write_csv(out / "ch7_summary.csv", summary)
     figures(rows, snap_rows, out)
     return summary
 
 
-def limit_keys(setting, *, retrain=True):
-    """The runs of Chapter 7's limits at ``setting`` (:data:`SCALES`), one key per ReLU network and step.
+def limit_runs(setting, *, retrain=True):
+    """The runs of Chapter 7's limits at ``setting`` (a :class:`TableScale`), one dict per ReLU network and step.
 
-    ``setting["limits"]``: a ReLU MLP of ``width`` and ``depth`` layers at every learning rate
+    ``setting.limits`` (a :class:`LimitGrid`; a ``ValueError`` naming the scales with one if it is
+    ``None``): a ReLU MLP of ``width`` and ``depth`` layers at every learning rate
     of ``lrs``, and at the table's ``lr`` the same network with each width of ``widths`` and
-    each depth of ``depths``. Keys hold ``dataset`` (``"digits"``), ``arch`` (``"mlp-relu"``),
+    each depth of ``depths``. Runs hold ``dataset`` (``"digits"``), ``arch`` (``"mlp-relu"``),
     ``width``, ``depth``, ``lr`` and ``settings`` (the fingerprint of the run settings, the
     digits cell and ``retrain``).
     """
-    grid = setting["limits"]
-    settings = _fingerprint(setting, RUN_SETTINGS, cell=setting["cells"]["digits"], retrain=bool(retrain))
-    nets = [(grid["width"], grid["depth"], lr) for lr in grid["lrs"]]
-    nets += [(w, grid["depth"], setting["lr"]) for w in grid["widths"]]
-    nets += [(grid["width"], d, setting["lr"]) for d in grid["depths"]]
+    grid = limit_grid(setting)
+    settings = _fingerprint(setting, RUN_SETTINGS, cell=setting.cells["digits"], retrain=bool(retrain))
+    nets = [(grid.width, grid.depth, lr) for lr in grid.lrs]
+    nets += [(w, grid.depth, setting.lr) for w in grid.widths]
+    nets += [(grid.width, d, setting.lr) for d in grid.depths]
     return [{"dataset": "digits", "arch": "mlp-relu", "width": w, "depth": d, "lr": lr, "settings": settings}
             for w, d, lr in nets]
 
@@ -414,7 +344,7 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
                          command=None):
     """Chapter 7's limits: ReLU MLPs on the digits over learning rate, width and depth (feature learning).
 
-    The runs of :func:`limit_keys` on the digits' parity cell (split 0, the table's ``n``,
+    The runs of :func:`limit_runs` on the digits' parity cell (split 0, the table's ``n``,
     steps and snapshots). Writes ``ch7_limits.csv``: per run, the prediction (two-time and
     one-time), the held-out loss, every baseline, on the twins' subset the first-order twins
     read out through the network (``readout_on_subset``) and re-linearized at every snapshot
@@ -422,20 +352,22 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
     the mean of ``|ρ_i^pred| / |ρ_i^brute|`` for both recursions, and the seconds each took
     (``retrain_seconds``, ``relinearized_seconds``). On 2 CPU cores the default grid
     took 56 minutes beside other jobs, retraining included (``results/README.md``). Resumable and with provenance like
-    :func:`reproduce_ch7`. Returns the rows.
+    :func:`reproduce_ch7`. A scale without a limit grid (``"paper"``) raises ``ValueError`` at once.
+    Returns the rows.
     """
     setting = scale_config(scale)
-    cell = setting["cells"].get("digits")
-    if cell is None or cell.task != "parity" or "limits" not in setting:
+    limit_grid(setting, scale)
+    cell = setting.cells.get("digits")
+    if cell is None or cell.task != "parity":
         raise ValueError(f"the limits run on the digits' parity task, which scale {scale!r} does not have")
     out = tasks.output_folder(out_dir)
-    ds, shape = tasks.dataset("digits", cell.n_train, setting["n_test"], key=jax.random.PRNGKey(0))
+    ds, shape = tasks.dataset("digits", cell.n_train, setting.n_test, key=jax.random.PRNGKey(0))
 
-    def compute(key):
-        net = models.mlp(math.prod(shape), key["width"], key["depth"], 1, activation="relu", dtype=np.float64)
+    def compute(run):
+        net = models.mlp(math.prod(shape), run["width"], run["depth"], 1, activation="relu", dtype=np.float64)
         try:
-            p = predict_test_loss(net, ds, key=jax.random.PRNGKey(1), lr=key["lr"], steps=setting["steps"],
-                                  snapshots=setting["snapshots"], brute_force=setting["brute_force"],
+            p = predict_test_loss(net, ds, key=jax.random.PRNGKey(1), lr=run["lr"], steps=setting.steps,
+                                  snapshots=setting.snapshots, brute_force=setting.brute_force,
                                   retrain=retrain, readout=True, progress=progress)
         except FloatingPointError:
             return {"diverged": True}
@@ -444,6 +376,6 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
                 "loo_ratio_to_brute_force": float(np.mean(np.abs(p.loo[p.subset]) / bf)),
                 "one_time_ratio_to_brute_force": float(np.mean(np.abs(p.one_time_loo[p.subset]) / bf))}
 
-    keys = limit_keys(setting, retrain=retrain)
+    runs = limit_runs(setting, retrain=retrain)
     table = ResultTable(out / "ch7_limits.csv", ("dataset", "arch", "width", "depth", "lr", "settings"))
-    return run_job(table, keys, compute, extra=provenance(command))
+    return run_job(table, runs, compute, extra=provenance(command))

@@ -21,6 +21,7 @@ with provenance (:mod:`gramlib.experiments.results`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -43,34 +44,48 @@ INFLUENCE_DAMPING = 0.01
 SIMULATED_SUBSETS = 2000
 
 
-def _setting(name, dataset, task, arch, n, *, width=128, depth=2, activation="tanh", lr=1.0, steps=1000,
-             snapshots=40, size=30, channels=8):
-    return dict(name=name, dataset=dataset, task=task, arch=arch, n=n, width=width, depth=depth,
-                activation=activation, lr=lr, steps=steps, snapshots=snapshots, size=size, channels=channels)
+@dataclasses.dataclass(frozen=True)
+class EstimatorSetting:
+    """One setting of the estimators' table: one network trained on one data set, all ``n`` twins retrained.
+
+    All its fields make the row's ``settings`` fingerprint (:func:`setting_keys`).
+    """
+
+    name: str  #: the row's name in ``ch7_estimators.csv``
+    dataset: str  #: a data set of :func:`gramlib.experiments.tasks.dataset`
+    task: object  #: its task (``"parity"``, ``"sign"``, a pair of classes, …)
+    arch: str  #: ``"mlp"`` or ``"cnn"``
+    n: int  #: training samples (every one of them has its twin retrained)
+    width: int = 128  #: the MLP's width (unused by a CNN)
+    depth: int = 2  #: layers
+    activation: str = "tanh"  #: the nonlinearity
+    lr: float = 1.0  #: the step ``η``
+    steps: int = 1000  #: gradient steps
+    snapshots: int = 40  #: kernel snapshots recorded along the run
+    size: int = 30  #: twins re-linearized by the estimate (:func:`gramlib.loo_estimate.estimate_loo_loss`)
+    channels: int = 8  #: the CNN's filters (unused by an MLP)
 
 
-#: The settings: ``"default"`` (2 CPU cores, about 45 minutes with every twin retrained) and
-#: ``"smoke"`` (seconds, for the tests). Each is a list of dicts: data set (:func:`gramlib.experiments.tasks.dataset`)
-#: and task, ``arch`` ("mlp" or "cnn"), ``n``, width (MLP) or channels (CNN), depth, activation, step ``lr``,
-#: ``steps``, kernel ``snapshots`` and the estimate's ``size``.
+#: The settings, a tuple of :class:`EstimatorSetting` per scale: ``"default"`` (2 CPU cores, about 45
+#: minutes with every twin retrained) and ``"smoke"`` (seconds, for the tests).
 SCALES = {
-    "default": [
-        _setting("digits-relu-d3-n75", "digits", "parity", "mlp", 75, depth=3, activation="relu", lr=0.5),
-        _setting("digits-relu-d3-n150", "digits", "parity", "mlp", 150, depth=3, activation="relu", lr=0.5),
-        _setting("digits-relu-d3-n300", "digits", "parity", "mlp", 300, depth=3, activation="relu", lr=0.5),
-        _setting("digits-cnn-n60", "digits", "parity", "cnn", 60, depth=3, lr=0.5, steps=500, snapshots=20,
-                 channels=8),
-        _setting("teacher-relu-d4-n150", "teacher", "sign", "mlp", 150, depth=4, activation="relu", lr=1.0),
-        _setting("mnist-4v9-tanh-n150", "mnist10k", (4, 9), "mlp", 150, width=128),
-        _setting("mnist1d-relu-d3-n150", "mnist1d", "parity", "mlp", 150, depth=3, activation="relu", lr=1.0),
-        _setting("digits-tanh-n150", "digits", "parity", "mlp", 150, width=256),
-    ],
-    "smoke": [
-        _setting("digits-relu-smoke", "digits", "parity", "mlp", 16, width=16, depth=3, activation="relu", lr=0.5,
-                 steps=20, snapshots=4, size=6),
-        _setting("teacher-cnn-smoke", "teacher", "sign", "cnn", 12, depth=2, lr=0.5, steps=8, snapshots=2, size=4,
-                 channels=2),
-    ],
+    "default": (
+        EstimatorSetting("digits-relu-d3-n75", "digits", "parity", "mlp", 75, depth=3, activation="relu", lr=0.5),
+        EstimatorSetting("digits-relu-d3-n150", "digits", "parity", "mlp", 150, depth=3, activation="relu", lr=0.5),
+        EstimatorSetting("digits-relu-d3-n300", "digits", "parity", "mlp", 300, depth=3, activation="relu", lr=0.5),
+        EstimatorSetting("digits-cnn-n60", "digits", "parity", "cnn", 60, depth=3, lr=0.5, steps=500, snapshots=20,
+                         channels=8),
+        EstimatorSetting("teacher-relu-d4-n150", "teacher", "sign", "mlp", 150, depth=4, activation="relu", lr=1.0),
+        EstimatorSetting("mnist-4v9-tanh-n150", "mnist10k", (4, 9), "mlp", 150, width=128),
+        EstimatorSetting("mnist1d-relu-d3-n150", "mnist1d", "parity", "mlp", 150, depth=3, activation="relu", lr=1.0),
+        EstimatorSetting("digits-tanh-n150", "digits", "parity", "mlp", 150, width=256),
+    ),
+    "smoke": (
+        EstimatorSetting("digits-relu-smoke", "digits", "parity", "mlp", 16, width=16, depth=3, activation="relu",
+                         lr=0.5, steps=20, snapshots=4, size=6),
+        EstimatorSetting("teacher-cnn-smoke", "teacher", "sign", "cnn", 12, depth=2, lr=0.5, steps=8, snapshots=2,
+                         size=4, channels=2),
+    ),
 }
 
 #: Held-out samples per setting (for the held-out loss beside the estimates).
@@ -78,17 +93,16 @@ N_TEST = 500
 
 
 def scale_config(scale="default"):
-    """The settings of :data:`SCALES` for ``scale`` (``"default"`` or ``"smoke"``), a list of dicts."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    return [dict(s) for s in SCALES[scale]]
+    """The settings of :data:`SCALES` for ``scale`` (``"default"`` or ``"smoke"``), a tuple of
+    :class:`EstimatorSetting`; a ``ValueError`` naming the scales on another name."""
+    return tasks.scale_config(SCALES, scale)
 
 
 def _model(setting, shape, outputs):
-    if setting["arch"] == "mlp":
-        return models.mlp(math.prod(shape), setting["width"], setting["depth"], outputs,
-                          activation=setting["activation"], dtype=np.float64)
-    return models.cnn(shape, setting["channels"], setting["depth"], outputs, activation=setting["activation"],
+    if setting.arch == "mlp":
+        return models.mlp(math.prod(shape), setting.width, setting.depth, outputs,
+                          activation=setting.activation, dtype=np.float64)
+    return models.cnn(shape, setting.channels, setting.depth, outputs, activation=setting.activation,
                       dtype=np.float64)
 
 
@@ -134,21 +148,21 @@ def simulate_designs(two_time_losses, corrections, size, *, draws=SIMULATED_SUBS
 def estimator_row(setting, *, seed=0, progress=False):
     """One setting's row: every estimator, its value, error against all ``n`` retrained twins, and seconds.
 
-    ``PRNGKey(seed)`` draws the data, the initialization and the subsets. Column ``exact``: the mean
-    ``½‖ρ_i‖²`` of the ``n`` retrained twins; ``{estimator}_error``: ``estimator / exact − 1``;
+    ``setting``: an :class:`EstimatorSetting`. ``PRNGKey(seed)`` draws the data, the initialization and
+    the subsets. Column ``exact``: the mean ``½‖ρ_i‖²`` of the ``n`` retrained twins; ``{estimator}_error``: ``estimator / exact − 1``;
     ``{estimator}_seconds``: wall-clock seconds; ``time_ratio``: the estimate's seconds over those of
     retraining all twins (``time_ratio_with_run`` adds the training run with its kernel snapshots).
     """
     k_data, k_init, k_subset, k_uniform = jax.random.split(jax.random.PRNGKey(seed), 4)
-    ds, shape = tasks.dataset(setting["dataset"], setting["n"], N_TEST, key=k_data, task=setting["task"])
+    ds, shape = tasks.dataset(setting.dataset, setting.n, N_TEST, key=k_data, task=setting.task)
     model = _model(setting, shape, tasks.outputs(ds))
     params = model.init(k_init)
-    x, y, n, lr, steps = ds.x_train, ds.y_train, setting["n"], setting["lr"], setting["steps"]
+    x, y, n, lr, steps = ds.x_train, ds.y_train, setting.n, setting.lr, setting.steps
     loop = train.recommended_loop(model.apply, params, x)
     run, train_seconds = _timed(train.gradient_descent, model.apply, params, x, y, lr=lr, steps=steps,
-                                snapshots=setting["snapshots"], loop=loop, progress=progress)
-    est = estimate_loo_loss(model.apply, run, x, size=setting["size"], key=k_subset)
-    uniform = estimate_loo_loss(model.apply, run, x, size=setting["size"], key=k_uniform, design="uniform")
+                                snapshots=setting.snapshots, loop=loop, progress=progress)
+    est = estimate_loo_loss(model.apply, run, x, size=setting.size, key=k_subset)
+    uniform = estimate_loo_loss(model.apply, run, x, size=setting.size, key=k_uniform, design="uniform")
     check, check_seconds = _timed(snapshot_check, model.apply, run, x, est)
     every, every_seconds = _timed(estimate_loo_loss, model.apply, run, x, size=n, key=k_subset)
     twins, exact_seconds = _timed(train.retrain_without, model.apply, params, x, y, np.arange(n), lr=lr,
@@ -183,7 +197,7 @@ def estimator_row(setting, *, seed=0, progress=False):
            "two_time_seconds": est.seconds["two_time"],
            "relinearized_all": every.estimate, "relinearized_all_error": every.estimate / exact - 1,
            "relinearized_all_seconds": every_seconds,
-           **simulate_designs(ell, every.corrections, setting["size"]),
+           **simulate_designs(ell, every.corrections, setting.size),
            "snapshot_shortfall": check.shortfall, "snapshots_needed": check.needed,
            "extrapolated": check.extrapolated, "extrapolated_stderr": check.extrapolated_stderr,
            "extrapolated_inside": abs(check.extrapolated - exact) <= 2 * check.extrapolated_stderr,
@@ -199,7 +213,7 @@ def estimator_row(setting, *, seed=0, progress=False):
            "held_out": held_out_loss(model.apply, run.params, ds.x_test, ds.y_test),
            "train_seconds": train_seconds, "loop": loop}
     if progress:
-        print(f"{setting['name']}: exact {exact:.4f} ({exact_seconds:.0f} s) | estimate {est.estimate:.4f} ± "
+        print(f"{setting.name}: exact {exact:.4f} ({exact_seconds:.0f} s) | estimate {est.estimate:.4f} ± "
               f"{est.stderr:.4f} ({100 * row['estimate_error']:+.1f}%, {est.seconds['total']:.0f} s, ratio "
               f"{row['time_ratio']:.3f}) | two-time {100 * row['two_time_error']:+.1f}% | all re-linearized "
               f"{100 * row['relinearized_all_error']:+.1f}% | influence {100 * row['influence_error']:+.1f}% | "
@@ -210,12 +224,12 @@ def estimator_row(setting, *, seed=0, progress=False):
 def setting_keys(scale="default"):
     """The key of each setting of ``scale`` in ``ch7_estimators.csv``: its name, description and ``settings``
     fingerprint (the setting with :data:`INFLUENCE_DAMPING`, :data:`SIMULATED_SUBSETS` and :data:`N_TEST`)."""
-    return [{"name": s["name"], "dataset": s["dataset"], "arch": s["arch"], "n": s["n"],
-             "width": s["width"] if s["arch"] == "mlp" else "", "channels": s["channels"] if s["arch"] == "cnn" else "",
-             "depth": s["depth"], "activation": s["activation"], "lr": s["lr"], "steps": s["steps"],
-             "snapshots": s["snapshots"], "size": s["size"],
-             "settings": fingerprint({**s, "influence_damping": INFLUENCE_DAMPING, "draws": SIMULATED_SUBSETS,
-                                      "n_test": N_TEST})} for s in scale_config(scale)]
+    return [{"name": s.name, "dataset": s.dataset, "arch": s.arch, "n": s.n,
+             "width": s.width if s.arch == "mlp" else "", "channels": s.channels if s.arch == "cnn" else "",
+             "depth": s.depth, "activation": s.activation, "lr": s.lr, "steps": s.steps,
+             "snapshots": s.snapshots, "size": s.size,
+             "settings": fingerprint({**dataclasses.asdict(s), "influence_damping": INFLUENCE_DAMPING,
+                                      "draws": SIMULATED_SUBSETS, "n_test": N_TEST})} for s in scale_config(scale)]
 
 
 #: The estimators of the table besides the book's, by column prefix, and how the chapter names them.
@@ -291,14 +305,14 @@ def reproduce_ch7_estimators(out_dir="results/ch7-estimators", scale="default", 
     """
     settings = scale_config(scale)
     if names is not None:
-        unknown = set(names) - {s["name"] for s in settings}
+        unknown = set(names) - {s.name for s in settings}
         if not names or unknown:
-            raise ValueError(f"names must be settings of scale {scale!r} ({[s['name'] for s in settings]}), "
+            raise ValueError(f"names must be settings of scale {scale!r} ({[s.name for s in settings]}), "
                              f"got {names}")
-        settings = [s for s in settings if s["name"] in set(names)]
+        settings = [s for s in settings if s.name in set(names)]
     out = tasks.output_folder(out_dir)
     table = ResultTable(out / "ch7_estimators.csv", ("name", "settings"))
-    by_name = {s["name"]: s for s in settings}
+    by_name = {s.name: s for s in settings}
     keys = [k for k in setting_keys(scale) if k["name"] in by_name]
     return run_job(table, keys, lambda key: estimator_row(by_name[key["name"]], progress=progress),
                    extra=provenance(command))

@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ch7 import limit_keys, scale_config, table_keys
+from .ch7 import limit_runs, scale_config, table_runs
+from .ch7_settings import limit_grid
 from .ch7_summary import summarize
 from .results import read_table
 
@@ -30,7 +31,7 @@ def missing_provenance(row):
             if c not in row or row[c] == "" or (isinstance(row[c], float) and math.isnan(row[c]))]
 
 
-def run_key(row):
+def run_id(row):
     """``(dataset, arch, labels, seed)``: the run a row of a table belongs to."""
     return row["dataset"], row["arch"], row["labels"], row["seed"]
 
@@ -40,7 +41,7 @@ class ProtocolTable(NamedTuple):
     :func:`gramlib.experiments.ch7_summary.summarize`), ``snapshots`` (the rows of ``ch7_snapshots.csv``),
     ``machines`` (per ``(dataset, arch)`` cell, the set of ``(device_kind, cpu_count, commit)``
     its rows were computed with) and ``missing`` (per cell, the number of runs of the scale's
-    protocol, :func:`gramlib.experiments.ch7.table_keys`, that the table does not hold yet)."""
+    protocol, :func:`gramlib.experiments.ch7.table_runs`, that the table does not hold yet)."""
 
     rows: list
     summary: list
@@ -62,28 +63,26 @@ def protocol_table(folder, scale="default"):
     for r in rows:
         missing = missing_provenance(r)
         if missing:
-            raise ValueError(f"the run {' '.join(map(str, run_key(r)))} in {folder} lacks its provenance {missing}")
-        if run_key(r) in seen:
-            raise ValueError(f"the run {' '.join(map(str, run_key(r)))} appears twice in {folder} "
+            raise ValueError(f"the run {' '.join(map(str, run_id(r)))} in {folder} lacks its provenance {missing}")
+        if run_id(r) in seen:
+            raise ValueError(f"the run {' '.join(map(str, run_id(r)))} appears twice in {folder} "
                              "(two settings of one run); keep one")
-        seen.add(run_key(r))
-    setting = scale_config(scale)
-    longest = max(setting["splits"], setting["cnn_splits"], setting["random_label_splits"])
-    keys = table_keys(dict(setting, seeds=tuple(range(longest))), ("mlp", "cnn"))
-    protocol = {run_key(k): k["settings"] for k in keys}
+        seen.add(run_id(r))
+    runs = table_runs(scale_config(scale), ("mlp", "cnn"))  # every seed of the protocol
+    protocol = {run_id(run): run["settings"] for run in runs}
     for r in rows:
-        if protocol.get(run_key(r)) != r["settings"]:
-            raise ValueError(f"the run {' '.join(map(str, run_key(r)))} in {folder} is not a run of the {scale!r} "
+        if protocol.get(run_id(r)) != r["settings"]:
+            raise ValueError(f"the run {' '.join(map(str, run_id(r)))} in {folder} is not a run of the {scale!r} "
                              f"protocol with its settings (settings {r['settings']!r})")
     for r in rows:
         if not math.isnan(r["brute_force"]) and math.isnan(r.get("relinearized_on_subset", math.nan)):
-            raise ValueError(f"the run {' '.join(map(str, run_key(r)))} in {folder} has retrained twins but not the "
+            raise ValueError(f"the run {' '.join(map(str, run_id(r)))} in {folder} has retrained twins but not the "
                              "re-linearized ones (ch7.twin_columns); compute it again")
-    order = {run_key(k): i for i, k in enumerate(keys)}
-    rows.sort(key=lambda r: order[run_key(r)])  # the protocol's order, whichever process wrote a row first
+    order = {run_id(run): i for i, run in enumerate(runs)}
+    rows.sort(key=lambda r: order[run_id(r)])  # the protocol's order, whichever process wrote a row first
     missing = {}
-    for key in set(protocol) - seen:
-        missing[key[:2]] = missing.get(key[:2], 0) + 1
+    for run in set(protocol) - seen:
+        missing[run[:2]] = missing.get(run[:2], 0) + 1
     machines = {}
     for r in rows:
         machines.setdefault((r["dataset"], r["arch"]), set()).add((r["device_kind"], r["cpu_count"], r["commit"]))
@@ -94,7 +93,7 @@ def committed_limits(folder, scale="default"):
     """Chapter 7's limits as ``reproduce ch7-limits`` wrote them to ``folder`` (``results/ch7-limits``).
 
     Raises ``ValueError`` when a row lacks its provenance (:data:`PROVENANCE`) or is not a run
-    of :func:`gramlib.experiments.ch7.limit_keys` with its twins retrained, or when a run of
+    of :func:`gramlib.experiments.ch7.limit_runs` with its twins retrained, or when a run of
     the grid is missing. Returns one row per run in the grid's order: ``width``, ``depth``,
     ``lr``, ``diverged``, ``held_out``, ``predicted``, ``one_time``, the twins' loss ``bf``,
     the relative errors against the twins on their subset of the two-time prediction
@@ -106,23 +105,25 @@ def committed_limits(folder, scale="default"):
     ``relinearized_seconds``).
     """
     folder = Path(folder)
+    net = lambda r: (r["width"], r["depth"], r["lr"], r["settings"])  # noqa: E731
+    setting = scale_config(scale)
+    limit_grid(setting, scale)  # first: a scale without a limit grid is refused before any file is read
+    grid = [net(run) for run in limit_runs(setting, retrain=True)]
     table = read_table(folder / "ch7_limits.csv")
-    key = lambda r: (r["width"], r["depth"], r["lr"], r["settings"])  # noqa: E731
-    grid = [key(k) for k in limit_keys(scale_config(scale), retrain=True)]
     for r in table:
         missing = missing_provenance(r)
         if missing:
-            raise ValueError(f"the limits run {key(r)[:3]} in {folder} lacks its provenance {missing}")
-        if key(r) not in grid:
-            raise ValueError(f"the limits run {key(r)[:3]} in {folder} is not a run of the {scale!r} grid with "
+            raise ValueError(f"the limits run {net(r)[:3]} in {folder} lacks its provenance {missing}")
+        if net(r) not in grid:
+            raise ValueError(f"the limits run {net(r)[:3]} in {folder} is not a run of the {scale!r} grid with "
                              f"retrained twins (settings {r['settings']!r})")
-    by_key = {key(r): r for r in table}
-    absent = [k[:3] for k in grid if k not in by_key]
+    by_net = {net(r): r for r in table}
+    absent = [run[:3] for run in grid if run not in by_net]
     if absent:
         raise ValueError(f"{folder} lacks the limits runs (width, depth, lr) {absent}")
     rows = []
-    for k in grid:
-        r = by_key[k]
+    for run in grid:
+        r = by_net[run]
         row = {"width": r["width"], "depth": r["depth"], "lr": r["lr"], "diverged": bool(r["diverged"])}
         if not row["diverged"]:
             bf = r["brute_force"]
@@ -191,8 +192,8 @@ class SnapshotConvergence(NamedTuple):
     """How the prediction of each run converges as the number of kernel snapshots ``M`` grows.
 
     ``counts``: the ``M`` of ``ch7_snapshots.csv``, ascending (first, ..., ``m_a``, ``m_b``,
-    ``m_last``); ``rise[arch, key]``: per run of that architecture, the relative rise of
-    ``key`` (``"predicted"``: two-time, ``"one_time"``) from the first to the last ``M``;
+    ``m_last``); ``rise[arch, column]``: per run of that architecture, the relative rise of
+    ``column`` (``"predicted"``: two-time, ``"one_time"``) from the first to the last ``M``;
     ``last_rise``: per run, the two-time rise from ``m_b`` to ``m_last``; ``law``: the ratio
     of the last two rises for an error ``c/M``, ``(1/m_a − 1/m_b) / (1/m_b − 1/m_last)``;
     ``measured``: that ratio per run; ``left``: per run, keyed ``(dataset, arch, seed)``, ``c/m_last``
@@ -222,11 +223,11 @@ def snapshot_convergence(snaps):
     if len(counts) < 3:
         raise ValueError(f"the snapshot rows need at least three counts M, got {counts}")
     m_first, m_a, m_b, m_last = counts[0], counts[-3], counts[-2], counts[-1]
-    def fall(key):
-        return max([0.0] + [1 - d[b][key] / d[a][key] for d in by_run.values() for a, b in zip(counts, counts[1:])])
+    def fall(column):
+        return max([0.0] + [1 - d[b][column] / d[a][column] for d in by_run.values() for a, b in zip(counts, counts[1:])])
 
-    rise = {(arch, key): [d[m_last][key] / d[m_first][key] - 1 for (_, a, _), d in by_run.items() if a == arch]
-            for arch in ("mlp", "cnn") for key in ("predicted", "one_time")}
+    rise = {(arch, column): [d[m_last][column] / d[m_first][column] - 1 for (_, a, _), d in by_run.items() if a == arch]
+            for arch in ("mlp", "cnn") for column in ("predicted", "one_time")}
     return SnapshotConvergence(
         counts=counts, rise=rise,
         last_rise=[d[m_last]["predicted"] / d[m_b]["predicted"] - 1 for d in by_run.values()],

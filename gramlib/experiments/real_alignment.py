@@ -12,6 +12,7 @@ MLP against CNN on the same digits, data set against data set, over several seed
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -88,7 +89,7 @@ def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapsho
         gap=float(r0 @ traj.k_matrix @ r0),
         random_gap=float(r0 @ r0 * np.trace(traj.k_matrix) / big_n),
         predicted=residual_loss(traj.loo_map @ r0, run.n),
-        trajectory=residual_loss(trajectory_loo(run), run.n),
+        trajectory=residual_loss(trajectory_loo(run).rho, run.n),
         train_loss=float(run.train_loss[-1]),
         test_loss=held_out_loss(model.apply, run.params, jnp.asarray(dataset.x_test), y_test),
         eigenvalues=vals,
@@ -96,26 +97,62 @@ def run_alignment(model, params, dataset, y_train, y_test, *, lr, steps, snapsho
     )
 
 
-#: Chapter 6's trained networks: ``networks`` are ``(data set, task, architecture)`` triples
-#: (:func:`gramlib.experiments.tasks.dataset`, :func:`~gramlib.experiments.tasks.architecture`),
-#: each trained on true and on random labels of the same inputs for every seed; the run's
-#: settings as in :func:`run_alignment`.
+@dataclasses.dataclass(frozen=True)
+class AlignmentScale:
+    """One scale of Chapter 6's trained networks (:data:`SCALES`, :func:`reproduce_ch6_runs`).
+
+    Every network is trained on true and on random labels of the same inputs for every seed;
+    the fields from ``n_train`` to ``fraction`` make each row's ``settings`` fingerprint.
+    """
+
+    #: ``(data set, task, architecture)`` triples (:func:`gramlib.experiments.tasks.dataset`,
+    #: :func:`~gramlib.experiments.tasks.architecture`)
+    networks: tuple[tuple[str, object, str], ...]
+    n_train: int  #: training samples
+    n_test: int  #: held-out samples
+    width: int  #: the MLP's width
+    channels: int  #: the CNN's filters
+    lr: float  #: the step of :func:`run_alignment`
+    steps: int  #: its steps
+    snapshots: int  #: its kernel snapshots
+    fraction: float  #: its bottom share ``k/N``
+    seeds: tuple[int, ...]  #: the seeds, each a split and an initialization
+
+
+#: Chapter 6's trained networks, one :class:`AlignmentScale` per scale.
 SCALES = {
-    "default": dict(networks=(("digits", "parity", "mlp"), ("digits", "parity", "cnn"),
-                              ("mnist10k", "parity", "mlp"), ("mnist10k", (4, 9), "mlp")),
-                    n_train=200, n_test=1000, width=512, channels=16, lr=1.0, steps=3000, snapshots=30,
-                    fraction=0.1, seeds=(0, 1, 2)),
-    "smoke": dict(networks=(("digits", "parity", "mlp"), ("digits", "parity", "cnn"), ("mnist10k", (4, 9), "mlp")),
-                  n_train=30, n_test=60, width=32, channels=4, lr=1.0, steps=60, snapshots=4, fraction=0.1,
-                  seeds=(0, 1)),
+    "default": AlignmentScale(networks=(("digits", "parity", "mlp"), ("digits", "parity", "cnn"),
+                                        ("mnist10k", "parity", "mlp"), ("mnist10k", (4, 9), "mlp")),
+                              n_train=200, n_test=1000, width=512, channels=16, lr=1.0, steps=3000, snapshots=30,
+                              fraction=0.1, seeds=(0, 1, 2)),
+    "smoke": AlignmentScale(networks=(("digits", "parity", "mlp"), ("digits", "parity", "cnn"),
+                                      ("mnist10k", (4, 9), "mlp")),
+                            n_train=30, n_test=60, width=32, channels=4, lr=1.0, steps=60, snapshots=4, fraction=0.1,
+                            seeds=(0, 1)),
 }
 _RUN_SETTINGS = ("n_train", "n_test", "width", "channels", "lr", "steps", "snapshots", "fraction")
+
+
+def scale_config(scale="default"):
+    """The :class:`AlignmentScale` of :data:`SCALES` for ``scale`` (``"default"`` or ``"smoke"``)."""
+    return tasks.scale_config(SCALES, scale)
 
 
 def network_name(dataset, task, arch):
     """The label of a trained network in Chapter 6's table, e.g. ``"MLP / MNIST 4 vs 9"``."""
     what = "parity" if task == "parity" else f"{task[0]} vs {task[1]}"
     return f"{arch.upper()} / {tasks.LABELS[dataset]} {what}"
+
+
+def alignment_runs(setting):
+    """The rows of ``ch6_runs.csv`` at ``setting`` (an :class:`AlignmentScale`), in order, before they are computed.
+
+    One dict per network, seed and label set (``"true"``, ``"random"``): ``network`` (:func:`network_name`),
+    ``labels``, ``seed`` and ``settings``, the fingerprint of the run's settings.
+    """
+    settings = fingerprint({name: getattr(setting, name) for name in _RUN_SETTINGS})
+    return [{"network": network_name(*net), "labels": labels, "seed": seed, "settings": settings}
+            for net in setting.networks for seed in setting.seeds for labels in ("true", "random")]
 
 
 @in_float64
@@ -129,31 +166,27 @@ def reproduce_ch6_runs(out_dir="results/ch6", scale="default", *, progress=True,
     ``eigenvalues`` and ``during``), resumably and with provenance like :func:`gramlib.experiments.ch7.reproduce_ch7`.
     Runs in float64. Returns the rows.
     """
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    setting = dict(SCALES[scale])
+    setting = scale_config(scale)
     out = tasks.output_folder(out_dir)
-    settings = fingerprint({k: setting[k] for k in _RUN_SETTINGS})
-    keys = [{"network": network_name(*net), "labels": labels, "seed": seed, "settings": settings}
-            for net in setting["networks"] for seed in setting["seeds"] for labels in ("true", "random")]
-    by_name = {network_name(*net): net for net in setting["networks"]}
+    runs = alignment_runs(setting)
+    by_name = {network_name(*net): net for net in setting.networks}
     model_of = {}  # one model object per network, so that compiled code is reused across seeds and labels
 
-    def compute(key):
-        name, task, arch = by_name[key["network"]]
-        k_data, k_init, k_labels = jax.random.split(jax.random.PRNGKey(key["seed"]), 3)
-        ds, shape = tasks.dataset(name, setting["n_train"], setting["n_test"], key=k_data, task=task)
-        if key["labels"] == "random":
+    def compute(run):
+        name, task, arch = by_name[run["network"]]
+        k_data, k_init, k_labels = jax.random.split(jax.random.PRNGKey(run["seed"]), 3)
+        ds, shape = tasks.dataset(name, setting.n_train, setting.n_test, key=k_data, task=task)
+        if run["labels"] == "random":
             ds = data.random_labels(ds, key=k_labels)
-        if key["network"] not in model_of:
-            model_of[key["network"]] = tasks.architecture(arch, shape, 1, setting, np.float64)
-        model = model_of[key["network"]]
-        a = run_alignment(model, model.init(k_init), ds, ds.y_train, ds.y_test, lr=setting["lr"],
-                          steps=setting["steps"], snapshots=setting["snapshots"], fraction=setting["fraction"])
-        return {k: float(v) for k, v in a._asdict().items() if k not in ("eigenvalues", "during")}
+        if run["network"] not in model_of:
+            model_of[run["network"]] = tasks.architecture(arch, shape, 1, setting, np.float64)
+        model = model_of[run["network"]]
+        a = run_alignment(model, model.init(k_init), ds, ds.y_train, ds.y_test, lr=setting.lr,
+                          steps=setting.steps, snapshots=setting.snapshots, fraction=setting.fraction)
+        return {field: float(v) for field, v in a._asdict().items() if field not in ("eigenvalues", "during")}
 
     table = ResultTable(out / "ch6_runs.csv", ("network", "labels", "seed", "settings"))
-    return run_job(table, tqdm(keys, desc="Chapter 6, trained networks", disable=not progress), compute,
+    return run_job(table, tqdm(runs, desc="Chapter 6, trained networks", disable=not progress), compute,
                    extra=provenance(command))
 
 

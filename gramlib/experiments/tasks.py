@@ -17,10 +17,11 @@ LABELS = {"digits": "digits", "mnist1d": "MNIST-1D", "teacher": "teacher", "mnis
 
 
 def scale_config(scales, scale):
-    """A copy of ``scales[scale]``, or a ``ValueError`` naming the scales there are."""
+    """``scales[scale]`` (a frozen settings object, shared: change it with :func:`dataclasses.replace`),
+    or a ``ValueError`` naming the scales there are."""
     if scale not in scales:
         raise ValueError(f"scale must be one of {sorted(scales)}, got {scale!r}")
-    return dict(scales[scale])
+    return scales[scale]
 
 
 def dataset(name, n_train, n_test, *, key, task="parity"):
@@ -52,12 +53,15 @@ def outputs(ds):
 
 
 def architecture(name, input_shape, n_outputs, setting, dtype):
-    """The MLP (2 layers, tanh, width ``setting["width"]``) or CNN (2 convolutions of
-    ``setting["channels"]`` filters + readout, tanh) of Chapters 6–7, NTK parameterization."""
+    """The MLP (2 layers, tanh, width ``setting.width``) or CNN (2 convolutions of
+    ``setting.channels`` filters + readout, tanh) of Chapters 6–7, NTK parameterization.
+
+    ``setting``: any settings with ``width`` and ``channels`` (:class:`gramlib.experiments.ch6.Ch6Scale`,
+    :class:`gramlib.experiments.ch7.RunSetting`, :class:`gramlib.experiments.real_alignment.AlignmentScale`)."""
     if name == "mlp":
-        return models.mlp(math.prod(input_shape), setting["width"], 2, n_outputs, dtype=dtype)
+        return models.mlp(math.prod(input_shape), setting.width, 2, n_outputs, dtype=dtype)
     if name == "cnn":
-        return models.cnn(input_shape, setting["channels"], 3, n_outputs, dtype=dtype)
+        return models.cnn(input_shape, setting.channels, 3, n_outputs, dtype=dtype)
     raise ValueError(f"architecture must be 'mlp' or 'cnn', got {name!r}")
 
 

@@ -11,6 +11,7 @@ two-time kernel ``Θ(t_k, t_l)`` that follows the rotation of the Jacobian).
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple, Optional
 
 import jax
 from jax import lax
@@ -95,8 +96,24 @@ def _segment_forces(lam, u, f0, history, lr, n, outputs):
     return -(lr / n) * (u @ sum_f - _own(jnp.sum(d, axis=0), n, outputs))
 
 
+class TwinResiduals(NamedTuple):
+    """What :func:`loo_trajectory` returns: the twins' leave-one-out residuals and how they got there.
+
+    ``rho`` ``(N,)``: ``ρ_i = r_i(T) + e^{(i)}_i(T)`` at the end of the run; ``path`` ``(steps, N)``:
+    ``ρ(k)`` at every step before the last (the perturbation factor along the run,
+    :func:`gramlib.baselines.contraction_free_loss`); ``forces`` ``(K, N, n)``: the segment forces
+    ``A_l`` of the two-time recursion, from which the twins' weight offsets
+    ``δ^{(i)} = Σ_l J_lᵀ A_l[:, i]`` are rebuilt (:func:`gramlib.predict.twin_readout`), ``None`` with
+    the one-time kernel (it has no weight offsets).
+    """
+
+    rho: jax.Array
+    path: jax.Array
+    forces: Optional[jax.Array]
+
+
 @_checks.public
-def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, forces=False):
+def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None) -> TwinResiduals:
     """LOO residuals at the end of a real gradient-descent run, with a moving kernel (Chapter 7).
 
     ``thetas`` ``(K, N, N)``: kernel snapshots ``Θ(t_k) = J_k J_kᵀ``, snapshot
@@ -105,14 +122,11 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, 
     residuals ``r_t`` at every step. All twins at once: column ``i`` of
     ``E_t`` is twin ``i``'s offset ``e^{(i)}``, and the force on the twins is
     ``a_t = −(lr/n) (E_t − Bdiag(E_t) − Bdiag(r_t))`` (``Bdiag`` keeps the
-    ``C`` rows of sample ``i`` in column ``i``). Returns
-    ``ρ_i = r_i(T) + e^{(i)}_i(T)``, shape ``(N,)``; with ``path=True`` also the
-    twins' leave-one-out residuals at every step before the last, ``ρ(k)``
-    ``(steps, N)`` (the perturbation factor along the run,
-    :func:`gramlib.baselines.contraction_free_loss`); with ``forces=True`` (two-time kernel
-    only) also the segment forces ``A_l`` ``(K, N, n)``, from which the twins' weight offsets
-    ``δ^{(i)} = Σ_l J_lᵀ A_l[:, i]`` are rebuilt (:func:`gramlib.predict.twin_readout`).
-    Extras come after ``ρ`` in the order ``path``, ``forces``.
+    ``C`` rows of sample ``i`` in column ``i``). Returns a :class:`TwinResiduals`:
+    ``rho``, ``ρ_i = r_i(T) + e^{(i)}_i(T)`` ``(N,)``; ``path``, the twins' leave-one-out
+    residuals at every step before the last ``(steps, N)``; ``forces``, the segment forces
+    ``(K, N, n)`` of the two-time kernel (``None`` without ``cross``). The recursion computes all
+    three anyway; a caller that keeps only ``rho`` under ``jax.jit`` lets XLA drop the others.
 
     ``cross=None`` (one-time kernel, the matrix ODE of Chapter 5 with ``Θ``
     piecewise constant): ``E_{t+1} = E_t + Θ(t_k) a_t`` from ``E_0 = 0``.
@@ -137,7 +151,7 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, 
 
     Results are JAX arrays in the common float dtype of ``thetas`` and ``residuals``. Works
     under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` in ``thetas``, ``residuals`` and ``lr``
-    (``outputs``, ``path``, ``forces`` and ``cross`` are static; symmetry and finiteness are
+    (``outputs`` and ``cross`` are static; symmetry and finiteness are
     checked on concrete inputs only).
     """
     th = _checks.array(thetas, "thetas", ndim=3)
@@ -159,8 +173,6 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, 
     lr = _checks.positive(lr, "lr")
     if cross is not None and not callable(cross):
         raise TypeError(f"cross must be a function (k, l) -> Θ(t_k, t_l), got {type(cross).__name__}")
-    if forces and cross is None:
-        raise ValueError("forces=True needs the two-time kernel cross: the one-time recursion has no weight offsets")
     dtype = jnp.result_type(float, th.dtype, res.dtype)
     th, res = jnp.asarray(th, dtype), jnp.asarray(res, dtype)
     n, s = big_n // outputs, steps // count
@@ -179,7 +191,7 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, 
             raise FloatingPointError(f"the two-time sum of segment {k} overflowed")
         return total
 
-    want_forces, forces = forces, []
+    forces = []
     e, rhos = jnp.zeros((big_n, n), dtype), []
     for k in range(count):
         start = k * s
@@ -200,5 +212,4 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None, path=False, 
     if cross is not None:
         e = two_time(count, forces)
     own = jnp.sum(e.reshape(n, outputs, n) * jnp.eye(n, dtype=dtype)[:, None, :], axis=2).reshape(-1)
-    extras = ([jnp.concatenate(rhos)] if path else []) + ([jnp.stack(forces)] if want_forces else [])
-    return (res[-1] + own, *extras) if extras else res[-1] + own
+    return TwinResiduals(res[-1] + own, jnp.concatenate(rhos), jnp.stack(forces) if cross is not None else None)

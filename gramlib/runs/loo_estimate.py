@@ -176,7 +176,7 @@ def estimate_loo_loss(apply, run, x, *, size, key, design="stratified", cross=No
     size = _checked_design(size, design, n)
     if cross is None:
         cross = ntk.two_time_kernel(apply, run.weights, x)
-    rho, forces = trajectory_loo(run, cross=cross, forces=True)
+    rho, _, forces = trajectory_loo(run, cross=cross)
     rho = rho.reshape(n, c)
     ell = 0.5 * np.sum(rho ** 2, axis=1)
     two_time_seconds = time.perf_counter() - start
@@ -242,7 +242,7 @@ def snapshot_check(apply, run, x, estimate, *, cross=None, target=0.01, rule="he
     n, c = run.n, run.outputs
     if cross is None:
         cross = ntk.two_time_kernel(apply, run.weights, x)
-    _, forces = trajectory_loo(run, count // 2, cross=cross, forces=True)
+    forces = trajectory_loo(run, count // 2, cross=cross).forces
     relin = np.asarray(twin_readout(apply, _thinned(run, 2), x, forces, estimate.indices, relinearize=True,
                                     rule=rule)).reshape(-1, c)
     ell = 0.5 * np.sum(np.asarray(estimate.two_time_loo).reshape(n, c) ** 2, axis=1)

@@ -123,8 +123,12 @@ class Prediction(NamedTuple):
         }
 
 
-def trajectory_loo(run, snapshots=None, *, cross=None, path=False, forces=False):
-    """Predicted LOO residuals ``ρ(T)`` ``(n, C)``-stacked ``(N,)`` from a :class:`gramlib.train.TrainResult`.
+def trajectory_loo(run, snapshots=None, *, cross=None) -> trajectory.TwinResiduals:
+    """Predicted LOO residuals of a :class:`gramlib.train.TrainResult`, a :class:`gramlib.trajectory.TwinResiduals`.
+
+    ``rho``: ``ρ(T)``, ``(n, C)``-stacked ``(N,)``; ``path``: the twins' ``ρ(k)`` at every step
+    ``(steps, N)``; ``forces``: the segment forces ``(K, N, n)`` of :func:`twin_readout` (with
+    ``cross`` only, else ``None``); NumPy arrays.
 
     ``cross``: the run's two-time kernel ``(k, l) ↦ Θ(t_k, t_l)`` over its
     ``K`` snapshots and the final weights (:func:`gramlib.ntk.two_time_kernel`
@@ -133,8 +137,6 @@ def trajectory_loo(run, snapshots=None, *, cross=None, path=False, forces=False)
     constant). ``snapshots`` (a divisor of ``K``) keeps only every
     ``K/snapshots``-th snapshot, each then standing for ``steps/snapshots``
     steps: the error of using fewer kernels, measured on the same run.
-    ``path=True`` also returns the twins' ``ρ(k)`` at every step ``(steps, N)``, ``forces=True``
-    (with ``cross``) the segment forces ``(K, N, n)`` of :func:`twin_readout`, in that order.
     """
 
     thetas, stride = run.thetas, 1
@@ -147,9 +149,8 @@ def trajectory_loo(run, snapshots=None, *, cross=None, path=False, forces=False)
     if cross is not None and stride > 1:
         full = cross
         cross = lambda k, l: full(k * stride if k < len(thetas) else len(run.thetas), l * stride)  # noqa: E731
-    out = trajectory.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs, cross=cross, path=path,
-                                    forces=forces)
-    return tuple(np.asarray(o) for o in out) if path or forces else np.asarray(out)
+    out = trajectory.loo_trajectory(thetas, run.residuals, run.lr, outputs=run.outputs, cross=cross)
+    return trajectory.TwinResiduals(*(None if o is None else np.asarray(o) for o in out))
 
 
 def _flat(apply, x):
@@ -226,7 +227,7 @@ def twin_readout(apply, run, x, forces, subset, *, relinearize=False, rule="heun
 
     ``run``: a :class:`gramlib.train.TrainResult` with its ``K`` snapshot weights ``w_k`` and the
     final ``w_T``; ``x`` its training inputs; ``forces`` ``(K, N, n)``: the segment forces ``A_l``
-    of the two-time recursion (:func:`trajectory_loo` with ``forces=True``). In segment ``k``
+    of the two-time recursion (the ``forces`` of :func:`trajectory_loo` with ``cross``). In segment ``k``
     (``s = T/K`` steps, Jacobian ``J_k = J(w_k)`` frozen) the first-order twin ``i`` moves its
     weight offset by ``J_kᵀ a_t`` with ``a_t = −(η/n)(M_i J_k δ − e_i r_i(t))`` (``M_i`` drops
     sample ``i``), so ``δ^{(i)} = Σ_l J_lᵀ A_l[:, i]`` (one vector–Jacobian product per snapshot,
@@ -348,8 +349,8 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
                                  steps=steps, snapshots=snapshots, batch_size=batch_size,
                                  loop=loop, progress=progress)
     cross = ntk.two_time_kernel(model.apply, run.weights, dataset.x_train, batch_size=batch_size)
-    rho, rho_path, *forces = trajectory_loo(run, cross=cross, path=True, forces=readout)  # forces: for the readout
-    one_time = trajectory_loo(run)
+    rho, rho_path, forces = trajectory_loo(run, cross=cross)  # forces: for the readout
+    one_time = trajectory_loo(run).rho
     n, c = run.n, run.outputs
     theta0, r0 = run.thetas[0], run.residuals[0]
     exact = len(r0) <= EXACT_DESCENT_MAX_ROWS
@@ -369,9 +370,9 @@ def predict_test_loss(model, dataset, *, key, lr=1.0, steps=3000, snapshots=30, 
     loo = rho if c == 1 else rho.reshape(n, c)
     read = relinearized = np.zeros((0,) if c == 1 else (0, c))
     if readout and len(subset):
-        read = twin_readout(model.apply, run, dataset.x_train, forces[0], subset)
+        read = twin_readout(model.apply, run, dataset.x_train, forces, subset)
         start = time.perf_counter()
-        relinearized = twin_readout(model.apply, run, dataset.x_train, forces[0], subset, relinearize=True)
+        relinearized = twin_readout(model.apply, run, dataset.x_train, forces, subset, relinearize=True)
         seconds["relinearized"] = time.perf_counter() - start
     return Prediction(
         predicted=kernel_flow.residual_loss(rho, n),

@@ -40,13 +40,13 @@ class LooPredictor:
 
     def _recursion(self):
         if self._two_time is None:
-            self._two_time = predict.trajectory_loo(self.run, cross=self.cross, forces=True)
+            self._two_time = predict.trajectory_loo(self.run, cross=self.cross)
         return self._two_time
 
     def two_time(self):
         """The two-time prediction's leave-one-out residuals ``ρ_i(T)`` of all ``n`` samples, ``(N,)`` stacked
         (:func:`gramlib.predict.trajectory_loo` with the run's two-time kernel, eq. ``ch07-recursion``)."""
-        return self._recursion()[0]
+        return self._recursion().rho
 
     def two_time_loss(self):
         """The trajectory prediction ``L̂ = (1/2n) Σ_i ‖ρ_i(T)‖²`` (definition ``ch07-def-prediction``)."""
@@ -54,7 +54,7 @@ class LooPredictor:
 
     def one_time(self):
         """The one-time recursion's ``ρ_i(T)``, ``(N,)`` (eq. ``ch07-one-time``: the kernel of each snapshot only)."""
-        return predict.trajectory_loo(self.run)
+        return predict.trajectory_loo(self.run).rho
 
     def one_time_loss(self):
         """``(1/2n) Σ_i ‖ρ_i(T)‖²`` of the one-time recursion."""
@@ -62,12 +62,12 @@ class LooPredictor:
 
     def readout(self, subset):
         """The twins of ``subset`` read out through the network, first order (:func:`gramlib.predict.twin_readout`)."""
-        return predict.twin_readout(self.apply, self.run, self.x, self._recursion()[1], subset)
+        return predict.twin_readout(self.apply, self.run, self.x, self._recursion().forces, subset)
 
     def relinearized(self, subset, *, rule="heun"):
         """The twins of ``subset`` re-linearized at every snapshot (eq. ``ch07-remainder``,
         :func:`gramlib.predict.twin_readout` with ``relinearize=True``)."""
-        return predict.twin_readout(self.apply, self.run, self.x, self._recursion()[1], subset, relinearize=True,
+        return predict.twin_readout(self.apply, self.run, self.x, self._recursion().forces, subset, relinearize=True,
                                     rule=rule)
 
     def estimate(self, *, size, key, design="stratified", rule="heun"):

@@ -83,7 +83,7 @@ def check_linearized_twins(my_linearized_twins) -> bool:
         return False
     thetas = np.stack([j @ j.T for j in jacobians[:-1]])
     want = np.asarray(effective_gram.loo_trajectory(thetas, residuals, lr,
-                                                    cross=lambda k, l: jacobians[k] @ jacobians[l].T))
+                                                    cross=lambda k, l: jacobians[k] @ jacobians[l].T).rho)
     return compare(value, want, "leave-one-out residuals ρ_i", rtol=1e-8, atol=1e-12,
                    labels=[f"ρ_{i}" for i in range(len(want))],
                    hint="One δ per sample i, all starting at 0. At step t the force is −(lr/n)·(J_t δ with "
