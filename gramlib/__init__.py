@@ -92,6 +92,7 @@ API = {
     "gradient_descent": "train", "TrainResult": "train", "predict_test_loss": "predict",
     "Prediction": "predict", "trajectory_loo": "predict", "estimate_loo_loss": "loo_estimate",
     "LooEstimate": "loo_estimate", "snapshot_check": "loo_estimate", "SnapshotCheck": "loo_estimate",
+    "total_stderr": "loo_estimate",
     "loo_predictor": "predictor", "LooPredictor": "predictor",
     "brute_force_loo": "baselines",
 }

@@ -204,6 +204,20 @@ def test_the_snapshot_check_is_richardson_on_the_run_with_half_the_snapshots(coa
     assert_close(check.shortfall, shortfall, size=run.n * run.steps, scale=1.0)
     assert check.needed == max(1, math.ceil(len(run.thetas) * abs(shortfall) / 0.01))
     assert check.enough == (check.needed <= len(run.thetas))
+    assert_close(check.total_stderr, np.sqrt(est.stderr ** 2 + (check.extrapolated - est.estimate) ** 2),
+                 size=run.n * run.steps)
+
+
+def test_total_stderr_adds_the_snapshot_bias_to_the_sampling_error_in_quadrature():
+    assert loo_estimate.total_stderr(0.03, 1.0, 1.04) == pytest.approx(0.05, rel=4 * np.finfo(float).eps)  # 3-4-5
+    assert loo_estimate.total_stderr(0.0, 0.2, 0.2) == 0.0  # every twin re-linearized, no bias left
+    assert loo_estimate.total_stderr(0.02, 0.5, 0.5) == 0.02  # no bias: the sampling error alone
+    with pytest.raises(ValueError, match="stderr"):
+        loo_estimate.total_stderr(-0.1, 1.0, 1.0)
+    with pytest.raises(ValueError, match="extrapolated"):
+        loo_estimate.total_stderr(0.1, 1.0, np.nan)
+    with pytest.raises(ValueError, match="estimate"):
+        loo_estimate.total_stderr(0.1, "1.0", 1.0)
 
 
 def test_the_snapshot_rule_says_how_many_snapshots_keep_the_twins_within_one_percent_of_retraining():
@@ -351,15 +365,18 @@ def test_reproduce_writes_one_row_per_setting_resumably(tmp_path, monkeypatch):
 
 def test_summarize_counts_the_targets_and_fits_how_the_time_ratio_scales_with_n(tmp_path):
     keys = ch7_estimators.setting_keys("smoke")
-    base = {"estimate_error": 0.01, "inside": "True", "extrapolated_error": -0.04, "extrapolated_inside": "False",
+    base = {"exact": 1.0, "estimate": 1.01, "stderr": 0.003, "extrapolated": 0.96,  # total stderr 0.0501
+            "estimate_error": 0.01, "inside": "True", "extrapolated_error": -0.04, "extrapolated_inside": "False",
             "uniform_inside": "False", **{f"{b}_error": 0.1 for b in ch7_estimators.BASELINES},
             "command": "test", "commit": "abc", "platform": "linux"}
     rows = [{**keys[0], **base, "time_ratio": 0.5}, {**keys[0], **base, "n": 4 * keys[0]["n"], "time_ratio": 0.125,
-                                                     "estimate_error": -0.05, "inside": "False", "name": "bigger"},
+                                                     "estimate_error": -0.05, "inside": "False", "name": "bigger",
+                                                     "estimate": 0.95, "extrapolated": 0.951},  # total 0.0032
             {**keys[1], **base, "time_ratio": 0.9, "two_time_error": 0.02}]
     out = ch7_estimators.summarize(rows)
     assert out["settings"] == 3 and out["estimate_within"] == 2 and out["estimate_inside"] == 2
     assert out["estimate_max"] == 0.05 and out["extrapolated_within"] == 0 and out["extrapolated_inside"] == 0
+    assert out["total_inside"] == 2  # the bias widens the first and the third, not the second
     assert out["two_time_within"] == 1 and out["gcv_max"] == 0.1 and out["max_ratio"] == 0.9
     assert out["largest_n"] == 4 * keys[0]["n"] and out["ratio_largest_n"] == 0.125
     # a ratio ∝ 1/n over the series that differs only in n: a log-log slope of two points (log 4 apart)

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from ..runs import baselines, models, train
-from ..runs.loo_estimate import control_variate, estimate_loo_loss, loo_strata, snapshot_check
+from ..runs.loo_estimate import control_variate, estimate_loo_loss, loo_strata, snapshot_check, total_stderr
 from ..runs.predict import held_out_loss
 from ..kernels import ntk
 from ..mathematics.kernel_flow import residual_loss
@@ -262,7 +262,8 @@ def summarize(rows, tolerance=0.03):
     Returns a dict: ``settings``; for the book's estimate and its Richardson extrapolation
     (``estimate``, ``extrapolated``): how many settings are within ``±tolerance`` of the exact
     leave-one-out loss (``{e}_within``), how many have it inside ``±2`` standard errors
-    (``{e}_inside``), and the largest ``|error|`` (``{e}_max``); ``uniform_inside``; for each of
+    (``{e}_inside``), and the largest ``|error|`` (``{e}_max``); ``uniform_inside``; ``total_inside``:
+    how many have it inside the estimate ``± 2`` :func:`gramlib.loo_estimate.total_stderr`; for each of
     :data:`BASELINES` the largest ``|error|`` (``{b}_max``) and how many settings it is within
     ``±tolerance`` (``{b}_within``); the largest time ratio (``max_ratio``) and that at the largest
     ``n`` (``ratio_largest_n``, ``largest_n``); ``ratio_slope``: the slope of ``log ratio`` against
@@ -277,6 +278,8 @@ def summarize(rows, tolerance=0.03):
         out[f"{e}_inside"] = int(sum(_flag(r["inside" if e == "estimate" else f"{e}_inside"]) for r in rows))
         out[f"{e}_max"] = float(np.max(np.abs(err)))
     out["uniform_inside"] = int(sum(_flag(r["uniform_inside"]) for r in rows))
+    out["total_inside"] = int(sum(abs(r["estimate"] - r["exact"])
+                                  <= 2 * total_stderr(r["stderr"], r["estimate"], r["extrapolated"]) for r in rows))
     for b in BASELINES:
         err = np.abs([r[f"{b}_error"] for r in rows])
         out[f"{b}_max"], out[f"{b}_within"] = float(np.max(err)), int(np.sum(err <= tolerance))

@@ -202,7 +202,10 @@ class SnapshotCheck(NamedTuple):
     is ``L_∞``, with its standard error ``extrapolated_stderr`` (the control variate of the combined
     corrections ``2 d_i(M) − d_i(M/2)`` on the same subset, :func:`control_variate`); ``shortfall =
     (L_∞ − L(M)) / L_∞`` is what ``M`` snapshots leave, ``needed`` the smallest ``M`` with
-    ``|shortfall| ≤ target``, and ``enough`` whether the run has them.
+    ``|shortfall| ≤ target``, and ``enough`` whether the run has them. ``total_stderr``: the
+    estimate's standard error with the snapshot bias ``L_∞ − L(M)`` added in quadrature
+    (:func:`total_stderr`); ``estimate ± 2 total_stderr`` is the book's interval for the exact
+    leave-one-out loss.
     """
 
     snapshots: int
@@ -214,6 +217,25 @@ class SnapshotCheck(NamedTuple):
     shortfall: float
     needed: int
     enough: bool
+    total_stderr: float
+
+
+def total_stderr(stderr, estimate, extrapolated):
+    """``√(stderr² + (L_∞ − L(M))²)``: the sampling error and the snapshot bias of an estimate, together (Chapter 7).
+
+    ``stderr``: the estimate's standard error over subsets (:class:`LooEstimate`); ``estimate``: ``L(M)``
+    from ``M`` snapshots; ``extrapolated``: ``L_∞ = 2 L(M) − L(M/2)`` (:class:`SnapshotCheck`), so that
+    ``L_∞ − L(M)`` estimates what the re-linearized twins still miss at ``M`` snapshots. The two are added
+    in quadrature, as a systematic error beside a random one: the bias is itself an estimate, with the
+    subset's noise in it, not a known offset to subtract.
+    """
+    stderr = _checks.positive(stderr, "stderr", allow_zero=True)
+    values = {}
+    for name, value in (("estimate", estimate), ("extrapolated", extrapolated)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        values[name] = float(value)
+    return math.hypot(stderr, values["extrapolated"] - values["estimate"])
 
 
 def _thinned(run, stride):
@@ -254,4 +276,5 @@ def snapshot_check(apply, run, x, estimate, *, cross=None, target=0.01, rule="he
     needed = max(1, math.ceil(count * abs(shortfall) / target))
     return SnapshotCheck(snapshots=count, coarse_snapshots=count // 2, estimate=estimate.estimate, coarse=coarse,
                          extrapolated=extrapolated, extrapolated_stderr=extrapolated_stderr, shortfall=shortfall,
-                         needed=needed, enough=needed <= count)
+                         needed=needed, enough=needed <= count,
+                         total_stderr=total_stderr(estimate.stderr, estimate.estimate, extrapolated))
