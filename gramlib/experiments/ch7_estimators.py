@@ -67,7 +67,9 @@ class EstimatorSetting:
 
 
 #: The settings, a tuple of :class:`EstimatorSetting` per scale: ``"default"`` (2 CPU cores, about 45
-#: minutes with every twin retrained) and ``"smoke"`` (seconds, for the tests).
+#: minutes with every twin retrained), ``"validation"`` (networks chosen after the interval of
+#: :func:`gramlib.loo_estimate.total_stderr` was fixed on ``"default"``'s rows, to test it on settings it was
+#: not made from; about 30 minutes) and ``"smoke"`` (seconds, for the tests).
 SCALES = {
     "default": (
         EstimatorSetting("digits-relu-d3-n75", "digits", "parity", "mlp", 75, depth=3, activation="relu", lr=0.5),
@@ -79,6 +81,15 @@ SCALES = {
         EstimatorSetting("mnist-4v9-tanh-n150", "mnist10k", (4, 9), "mlp", 150, width=128),
         EstimatorSetting("mnist1d-relu-d3-n150", "mnist1d", "parity", "mlp", 150, depth=3, activation="relu", lr=1.0),
         EstimatorSetting("digits-tanh-n150", "digits", "parity", "mlp", 150, width=256),
+    ),
+    "validation": (
+        EstimatorSetting("digits-relu-d2-n150", "digits", "parity", "mlp", 150, depth=2, activation="relu", lr=1.0),
+        EstimatorSetting("teacher-tanh-d3-n150", "teacher", "sign", "mlp", 150, depth=3, lr=0.75),
+        EstimatorSetting("mnist-3v5-relu-d3-n150", "mnist10k", (3, 5), "mlp", 150, depth=3, activation="relu",
+                         lr=0.5),
+        EstimatorSetting("mnist1d-tanh-d2-n150", "mnist1d", "parity", "mlp", 150, width=256),
+        EstimatorSetting("teacher-cnn-n60", "teacher", "sign", "cnn", 60, depth=3, lr=0.5, steps=500, snapshots=20),
+        EstimatorSetting("digits-relu-d4-n200", "digits", "parity", "mlp", 200, depth=4, activation="relu", lr=0.5),
     ),
     "smoke": (
         EstimatorSetting("digits-relu-smoke", "digits", "parity", "mlp", 16, width=16, depth=3, activation="relu",
@@ -93,7 +104,7 @@ N_TEST = 500
 
 
 def scale_config(scale="default"):
-    """The settings of :data:`SCALES` for ``scale`` (``"default"`` or ``"smoke"``), a tuple of
+    """The settings of :data:`SCALES` for ``scale`` (``"default"``, ``"validation"`` or ``"smoke"``), a tuple of
     :class:`EstimatorSetting`; a ``ValueError`` naming the scales on another name."""
     return tasks.scale_config(SCALES, scale)
 
