@@ -62,8 +62,28 @@ def run(pool):
     x, y = pool
     pairs = gap_ode.sample_replace_one(jax.random.PRNGKey(0), len(y), 6, 4, cov_size=10)
     f = gap_ode.replace_one_factors(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs,
-                                    lr=0.2, steps=12, record_every=4, chunk=2)  # two equal chunks
+                                    lr=0.2, steps=12, record_every=4)
     return pairs, f
+
+
+def test_training_the_pairs_in_chunks_joins_to_one_call_on_all_of_them(pool, run):
+    from gramlib.runs import train
+    x, y = pool
+    pairs, whole = run
+    for chunk in (2, 3):  # two equal chunks, and a short last one
+        parts = train.train_replace_one_pairs(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs, lr=0.2, steps=12,
+                                              record_every=4, chunk=chunk, progress=False)
+        for name in ("gap", "contraction", "perturbation", "train_loss", "population_loss", "trace_cov"):
+            assert_close(getattr(parts, name), getattr(whole, name), size=12 * D)  # the same vmap, other batch
+        assert parts.lr == whole.lr and parts.n == whole.n
+        np.testing.assert_array_equal(parts.record_steps, whole.record_steps)
+    with pytest.raises(ValueError, match="part 1"):
+        gap_ode.join_factors([whole, whole._replace(lr=0.1)])
+    with pytest.raises(TypeError, match="GapFactors"):
+        gap_ode.join_factors([])
+    with pytest.raises(TypeError, match="ReplaceOnePairs"):
+        train.train_replace_one_pairs(linear_apply, {"w": jnp.zeros(D)}, x, y, tuple(pairs), lr=0.2, steps=12,
+                                      record_every=4)
 
 
 def test_factors_match_brute_force_and_discrete_identity_is_exact(pool, run):

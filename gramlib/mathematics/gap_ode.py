@@ -32,7 +32,6 @@ import jax
 from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from .. import _checks
 from .gap import interval
@@ -183,16 +182,16 @@ def _pairs_jit(apply, every, params0, x_pool, y_pool, train, i, new, cov, lr, nu
     return jax.vmap(lambda a, b, c, d: core(a, b, c, d, lr, num_segments))(train, i, new, cov)
 
 
-def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, record_every,
-                        chunk=64, progress=False):
+def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, record_every):
     """Train every replace-one pair of ``pairs`` by gradient descent and measure the gap equation's terms.
 
     ``x_pool (N, d)``, ``y_pool (N,)`` or ``(N, C)`` is the population; ``pairs`` a
     :class:`ReplaceOnePairs`. Both twins of every pair start from ``params0``
     and take ``steps`` full-batch steps of size ``lr`` (``steps`` a multiple of
     ``record_every``; each step is :func:`gramlib.twins.gradient_step`, whose gradients
-    the factors reuse). Pairs are ``vmap``-ed in chunks of ``chunk``
-    (``progress=True`` shows a tqdm bar over chunks). Returns :class:`GapFactors`.
+    the factors reuse). All pairs are trained in one ``vmap``; to bound the memory of the per-step
+    arrays, or to watch progress, train them in chunks (:func:`gramlib.train.train_replace_one_pairs`) and
+    join the parts (:func:`join_factors`). Returns :class:`GapFactors`.
     """
     xp = _checks.array(x_pool, "x_pool", ndim=2)
     yp = _checks.array(y_pool, "y_pool", ndim=(1, 2))
@@ -217,22 +216,31 @@ def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, rec
     every = _checks.integer(record_every, "record_every", minimum=1)
     if steps % every:
         raise ValueError(f"steps ({steps}) must be a multiple of record_every ({every})")
-    chunk = _checks.integer(chunk, "chunk", minimum=1)
-    starts = range(0, m, chunk)
-    if progress:
-
-        starts = tqdm(starts, desc="twin pairs", unit="chunk")
-    per_step, rec = [], []
-    for s in starts:
-        a, b = _pairs_jit(apply, every, params0, jnp.asarray(xp), jnp.asarray(yp),
-                          *(jnp.asarray(v[s:s + chunk]) for v in idx), lr, steps // every)
-        per_step.append(np.asarray(a))
-        rec.append(np.asarray(b))
-    per_step, rec = np.concatenate(per_step), np.concatenate(rec)
+    per_step, rec = (np.asarray(a) for a in _pairs_jit(apply, every, params0, jnp.asarray(xp), jnp.asarray(yp),
+                                                         *(jnp.asarray(v) for v in idx), lr, steps // every))
     per_step = per_step.mean(axis=2)  # average the pair's two replace-one samples
     return GapFactors(lr=lr, n=n, gap=per_step[:, 0], contraction=per_step[:, 1],
                       perturbation=per_step[:, 2], record_steps=every * np.arange(1, steps // every + 1),
                       train_loss=rec[:, 0], population_loss=rec[:, 1], trace_cov=rec[:, 2])
+
+
+def join_factors(parts):
+    """The :class:`GapFactors` of several sets of pairs trained alike, as one (pairs stacked in order).
+
+    Each part must share ``lr``, ``n`` and ``record_steps``; a ``ValueError`` says which does not.
+    """
+    parts = list(parts)
+    if not parts or not all(isinstance(p, GapFactors) for p in parts):
+        raise TypeError("parts must be a non-empty sequence of GapFactors (see replace_one_factors)")
+    first = parts[0]
+    for k, p in enumerate(parts[1:], start=1):
+        if p.lr != first.lr or p.n != first.n or not np.array_equal(p.record_steps, first.record_steps):
+            raise ValueError(f"part {k} was trained differently from part 0 (lr, n or record steps): "
+                             f"({p.lr}, {p.n}, {len(p.record_steps)} records) against "
+                             f"({first.lr}, {first.n}, {len(first.record_steps)})")
+    stacked = {f: np.concatenate([getattr(p, f) for p in parts])
+               for f in ("gap", "contraction", "perturbation", "train_loss", "population_loss", "trace_cov")}
+    return first._replace(**stacked)
 
 
 @_checks.public

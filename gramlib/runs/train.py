@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from .. import _checks
 from ..kernels import ntk
 from ..kernels.tangent_structure import uses_primitive
+from ..mathematics import gap_ode
 from ..mathematics.kernel_flow import residual_loss
 from ..mathematics.twins import gradient_step
 
@@ -254,3 +255,24 @@ def retrain_without(apply, params, x, y, drop, *, lr, steps, chunk=100, loop="sc
                 bar.update(length)
             left_out.append(jax.vmap(lambda p, i: apply(p, x[i][None])[0])(twins, jnp.asarray(drop[group])))
     return np.asarray(jnp.concatenate(left_out) - y[jnp.asarray(drop)], dtype=float)
+
+
+def train_replace_one_pairs(apply, params0, x_pool, y_pool, pairs, *, lr, steps, record_every, chunk=64,
+                            progress=True):
+    """Train the replace-one pairs of Chapter 3 in chunks of ``chunk`` pairs, with a progress bar.
+
+    :func:`gramlib.gap_ode.replace_one_factors` on ``chunk`` pairs at a time (the chunks bound the
+    memory of the per-step arrays; each is one ``vmap`` over its pairs), joined by
+    :func:`gramlib.gap_ode.join_factors`: the same :class:`~gramlib.gap_ode.GapFactors` as one call on
+    all pairs, to rounding. ``progress=True`` shows a tqdm bar over the chunks.
+    """
+    if not isinstance(pairs, gap_ode.ReplaceOnePairs):
+        raise TypeError(f"pairs must be a ReplaceOnePairs (see gap_ode.sample_replace_one), got {type(pairs).__name__}")
+    chunk = _checks.integer(chunk, "chunk", minimum=1)
+    starts = range(0, len(pairs.i), chunk)
+    if progress:
+        starts = tqdm(starts, desc="twin pairs", unit="chunk")
+    return gap_ode.join_factors(
+        gap_ode.replace_one_factors(apply, params0, x_pool, y_pool,
+                                    gap_ode.ReplaceOnePairs(*(v[s:s + chunk] for v in pairs)),
+                                    lr=lr, steps=steps, record_every=record_every) for s in starts)
