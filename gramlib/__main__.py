@@ -14,7 +14,7 @@ Commands:
     rate, width and depth with retrained twins, in ``results/ch7-limits/``; ``ch7-estimators``: every
     leave-one-out estimator against all n retrained twins, in ``results/ch7-estimators/``, ``--settings``
     to run some of them), with progress bars; options
-    ``--scale default|paper|validation`` (``paper``: the larger GPU setting; ``validation``, for ``ch7-estimators``: networks that test the estimate's interval), ``--out DIR``, for ``ch7``
+    ``--scale default|paper|validation|rerun`` (``paper``: the larger GPU setting; ``validation`` and ``rerun``, for ``ch7-estimators``: networks that test the estimate's interval, and the setting its snapshot check flags, with the snapshots the check asks for), ``--out DIR``, for ``ch7``
     ``--archs mlp cnn``, ``--datasets`` (cells) and ``--seeds`` to run part of the table, and
     for ``ch7`` and ``ch7-limits`` ``--no-retrain`` (the predictions on the twins' subsets
     without retraining them). A rerun into the
@@ -35,9 +35,10 @@ def reproduce(argv) -> None:
     parser = argparse.ArgumentParser(prog="python -m gramlib reproduce",
                                      description="Regenerate a chapter's tables and figures.")
     parser.add_argument("chapter", choices=["ch6", "ch6-runs", "ch7", "ch7-limits", "ch7-estimators"])
-    parser.add_argument("--scale", default="default", choices=["default", "paper", "validation", "smoke"],
+    parser.add_argument("--scale", default="default", choices=["default", "paper", "validation", "rerun", "smoke"],
                         help="default: the CPU scale of the book; paper: the larger GPU setting; "
-                             "validation (ch7-estimators only): networks that test the estimate's interval; "
+                             "validation, rerun (ch7-estimators only): networks that test the estimate's interval, "
+                             "the flagged setting with the snapshots its check asks for; "
                              "smoke: a seconds-long check of the pipeline")
     parser.add_argument("--out", help="output folder (default: results/ch7, results/ch7-limits, results/ch7-estimators, results/ch6 "
                                       "for ch6-runs, results for ch6)")

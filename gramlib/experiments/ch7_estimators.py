@@ -69,7 +69,8 @@ class EstimatorSetting:
 #: The settings, a tuple of :class:`EstimatorSetting` per scale: ``"default"`` (2 CPU cores, about 45
 #: minutes with every twin retrained), ``"validation"`` (networks chosen after the interval of
 #: :func:`gramlib.loo_estimate.total_stderr` was fixed on ``"default"``'s rows, to test it on settings it was
-#: not made from; about 30 minutes) and ``"smoke"`` (seconds, for the tests).
+#: not made from; about 30 minutes), ``"rerun"`` (the default setting the snapshot check flags, trained again
+#: with the snapshots the check asked for) and ``"smoke"`` (seconds, for the tests).
 SCALES = {
     "default": (
         EstimatorSetting("digits-relu-d3-n75", "digits", "parity", "mlp", 75, depth=3, activation="relu", lr=0.5),
@@ -91,6 +92,10 @@ SCALES = {
         EstimatorSetting("teacher-cnn-n60", "teacher", "sign", "cnn", 60, depth=3, lr=0.5, steps=500, snapshots=20),
         EstimatorSetting("digits-relu-d4-n200", "digits", "parity", "mlp", 200, depth=4, activation="relu", lr=0.5),
     ),
+    "rerun": (
+        EstimatorSetting("teacher-relu-d4-n150-m200", "teacher", "sign", "mlp", 150, depth=4, activation="relu",
+                         lr=1.0, snapshots=200),
+    ),
     "smoke": (
         EstimatorSetting("digits-relu-smoke", "digits", "parity", "mlp", 16, width=16, depth=3, activation="relu",
                          lr=0.5, steps=20, snapshots=4, size=6),
@@ -104,7 +109,7 @@ N_TEST = 500
 
 
 def scale_config(scale="default"):
-    """The settings of :data:`SCALES` for ``scale`` (``"default"``, ``"validation"`` or ``"smoke"``), a tuple of
+    """The settings of :data:`SCALES` for ``scale`` (``"default"``, ``"validation"``, ``"rerun"`` or ``"smoke"``), a tuple of
     :class:`EstimatorSetting`; a ``ValueError`` naming the scales on another name."""
     return tasks.scale_config(SCALES, scale)
 
