@@ -25,8 +25,9 @@ layer              modules (what they compute)                                  
                    (one estimate for all n samples), ``predictor`` (a run's
                    leave-one-out questions), ``baselines``
 ``experiments``    ``tasks`` (data sets and networks by name), ``ch4`` … ``ch7``,         4–7
-                   ``ch7_summary``, ``ch7_findings``, ``ch7_estimators`` (each
-                   chapter's computations, settings and ``reproduce`` commands),
+                   ``ch7_summary``, ``ch7_findings``, ``ch7_estimators``,
+                   ``ch7_size_rule`` (each chapter's computations, settings and
+                   ``reproduce`` commands),
                    ``real_alignment`` (Chapter 6 on trained networks), ``results``
                    (result files, provenance, resumable jobs), ``measure`` (timing
                    and memory of the benchmarks)
@@ -64,7 +65,7 @@ LAYERS = {
     "kernels": ("ntk", "tangent_structure", "tangent_factors"),
     "runs": ("files", "mnist1d", "data", "models", "train", "predict", "loo_estimate", "predictor", "baselines"),
     "experiments": ("tasks", "ch4", "ch5", "ch6", "real_alignment", "ch7_settings", "ch7", "ch7_summary",
-                    "ch7_findings", "ch7_estimators", "results", "measure"),
+                    "ch7_findings", "ch7_estimators", "ch7_size_rule", "results", "measure"),
     "views": ("plotting", "figures", "widgets", "tables", "student", "exercises", "cell_slice",
               "exercise_cells", "grading", "assignments"),
 }
@@ -92,7 +93,8 @@ API = {
     "gradient_descent": "train", "TrainResult": "train", "predict_test_loss": "predict",
     "Prediction": "predict", "trajectory_loo": "predict", "estimate_loo_loss": "loo_estimate",
     "LooEstimate": "loo_estimate", "snapshot_check": "loo_estimate", "SnapshotCheck": "loo_estimate",
-    "total_stderr": "loo_estimate",
+    "total_stderr": "loo_estimate", "loo_size": "loo_estimate", "LooSize": "loo_estimate",
+    "estimate_loo_loss_within": "loo_estimate", "LooEstimateWithin": "loo_estimate",
     "loo_predictor": "predictor", "LooPredictor": "predictor",
     "brute_force_loo": "baselines",
 }

@@ -7,14 +7,15 @@ Commands:
 ``assignments``
     write an Otter-Grader assignment of each chapter's exercises (student notebook, autograder zip,
     solutions; see :mod:`gramlib.views.assignments`; needs the ``teach`` extra).
-``reproduce ch6|ch6-runs|ch7|ch7-limits|ch7-estimators``
+``reproduce ch6|ch6-runs|ch7|ch7-limits|ch7-estimators|ch7-size-rule``
     regenerate a chapter's tables (CSV) and figures (PNG) under ``results/`` (``ch6-runs``:
     the alignment of trained networks with their runs' ``K_traj``, in ``results/ch6/``; ``ch7``: the
     table over many splits, in ``results/ch7/``; ``ch7-limits``: ReLU networks over learning
     rate, width and depth with retrained twins, in ``results/ch7-limits/``; ``ch7-estimators``: every
     leave-one-out estimator against all n retrained twins, in ``results/ch7-estimators/``, ``--settings``
-    to run some of them), with progress bars; options
-    ``--scale default|paper|validation|rerun`` (``paper``: the larger GPU setting; ``validation`` and ``rerun``, for ``ch7-estimators``: networks that test the estimate's interval, and the setting its snapshot check flags, with the snapshots the check asks for), ``--out DIR``, for ``ch7``
+    to run some of them; ``ch7-size-rule``: the estimate to ±3% with its subset-size rule against all n
+    retrained twins, beside it), with progress bars; options
+    ``--scale default|paper|validation|rerun`` (``paper``: the larger GPU setting; ``validation`` and ``rerun``, for ``ch7-estimators`` (``validation`` also for ``ch7-size-rule``): networks that test the estimate's interval, and the setting its snapshot check flags, with the snapshots the check asks for), ``--out DIR``, for ``ch7``
     ``--archs mlp cnn``, ``--datasets`` (cells) and ``--seeds`` to run part of the table, and
     for ``ch7`` and ``ch7-limits`` ``--no-retrain`` (the predictions on the twins' subsets
     without retraining them). A rerun into the
@@ -34,13 +35,15 @@ def reproduce(argv) -> None:
     """``reproduce ch6|ch6-runs|ch7|ch7-limits [--scale …] [--out DIR] [--archs mlp cnn] [--no-retrain]``."""
     parser = argparse.ArgumentParser(prog="python -m gramlib reproduce",
                                      description="Regenerate a chapter's tables and figures.")
-    parser.add_argument("chapter", choices=["ch6", "ch6-runs", "ch7", "ch7-limits", "ch7-estimators"])
+    parser.add_argument("chapter", choices=["ch6", "ch6-runs", "ch7", "ch7-limits", "ch7-estimators",
+                                            "ch7-size-rule"])
     parser.add_argument("--scale", default="default", choices=["default", "paper", "validation", "rerun", "smoke"],
                         help="default: the CPU scale of the book; paper: the larger GPU setting; "
-                             "validation, rerun (ch7-estimators only): networks that test the estimate's interval, "
-                             "the flagged setting with the snapshots its check asks for; "
+                             "validation, rerun (ch7-estimators; validation also ch7-size-rule): networks that test the "
+                             "estimate's interval, the flagged setting with the snapshots its check asks for; "
                              "smoke: a seconds-long check of the pipeline")
-    parser.add_argument("--out", help="output folder (default: results/ch7, results/ch7-limits, results/ch7-estimators, results/ch6 "
+    parser.add_argument("--out", help="output folder (default: results/ch7, results/ch7-limits, results/ch7-estimators "
+                                      "(also for ch7-size-rule), results/ch6 "
                                       "for ch6-runs, results for ch6)")
     parser.add_argument("--archs", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"],
                         help="ch7: the architectures to run (default: both)")
@@ -63,6 +66,10 @@ def reproduce(argv) -> None:
 
         reproduce_ch7_estimators(args.out or "results/ch7-estimators", args.scale, names=args.settings,
                                  command=command)
+    elif args.chapter == "ch7-size-rule":
+        from gramlib.experiments.ch7_size_rule import reproduce_ch7_size_rule
+
+        reproduce_ch7_size_rule(args.out or "results/ch7-estimators", args.scale, command=command)
     elif args.chapter == "ch7-limits":
         from gramlib.experiments.ch7 import reproduce_ch7_limits
 

@@ -8,6 +8,7 @@ regression's closed forms (Allen's PRESS) and a dense Hessian; ``reproduce ch7-e
 smoke scale.
 """
 
+import dataclasses
 import itertools
 import math
 
@@ -209,15 +210,16 @@ def test_the_snapshot_check_is_richardson_on_the_run_with_half_the_snapshots(coa
 
 
 def test_total_stderr_adds_the_snapshot_bias_to_the_sampling_error_in_quadrature():
-    assert loo_estimate.total_stderr(0.03, 1.0, 1.04) == pytest.approx(0.05, rel=4 * np.finfo(float).eps)  # 3-4-5
-    assert loo_estimate.total_stderr(0.0, 0.2, 0.2) == 0.0  # every twin re-linearized, no bias left
-    assert loo_estimate.total_stderr(0.02, 0.5, 0.5) == 0.02  # no bias: the sampling error alone
+    assert loo_estimate.total_stderr(0.03, 0.04) == pytest.approx(0.05, rel=4 * np.finfo(float).eps)  # 3-4-5
+    assert loo_estimate.total_stderr(0.03, -0.04) == loo_estimate.total_stderr(0.03, 0.04)  # the sign does not count
+    assert loo_estimate.total_stderr(0.0, 0.0) == 0.0  # every twin re-linearized, no bias left
+    assert loo_estimate.total_stderr(0.02, 0.0) == 0.02  # no bias: the sampling error alone
     with pytest.raises(ValueError, match="stderr"):
-        loo_estimate.total_stderr(-0.1, 1.0, 1.0)
-    with pytest.raises(ValueError, match="extrapolated"):
-        loo_estimate.total_stderr(0.1, 1.0, np.nan)
-    with pytest.raises(ValueError, match="estimate"):
-        loo_estimate.total_stderr(0.1, "1.0", 1.0)
+        loo_estimate.total_stderr(-0.1, 0.0)
+    with pytest.raises(ValueError, match="bias"):
+        loo_estimate.total_stderr(0.1, np.nan)
+    with pytest.raises(ValueError, match="bias"):
+        loo_estimate.total_stderr(0.1, "0.1")
 
 
 def test_the_snapshot_rule_says_how_many_snapshots_keep_the_twins_within_one_percent_of_retraining():
@@ -334,6 +336,106 @@ def test_bad_input_to_the_baselines_raises():
         baselines.influence_loo(lambda p, xs: xs @ p["w"], {"w": w}, x, y[:-1], damping=lam)
 
 
+# ----------------------------------------------------------------------------- the subset-size rule
+
+def pilot_of(ell, d, size, key, design="stratified"):
+    """The :class:`LooEstimate` a run with two-time losses ``ell`` and corrections ``d`` would give."""
+    idx, w, s = loo_estimate.loo_subset(ell + np.mean(ell), size, key=key, design=design)
+    est, se = loo_estimate.control_variate(ell, d[idx], w, s)
+    return loo_estimate.LooEstimate(estimate=est, stderr=se, two_time=float(np.mean(ell)),
+                                    two_time_loo=np.sqrt(2 * ell), indices=idx, weights=w, strata=s,
+                                    relinearized_loo=np.zeros(len(idx)), corrections=d[idx],
+                                    design=design, seconds={})
+
+
+def check_of(pilot, bias):
+    """A :class:`SnapshotCheck` of ``pilot`` whose snapshot bias ``L_∞ − L(M)`` is ``bias``."""
+    return loo_estimate.SnapshotCheck(snapshots=40, coarse_snapshots=20, estimate=pilot.estimate,
+                                      coarse=pilot.estimate - bias, extrapolated=pilot.estimate + bias,
+                                      extrapolated_stderr=pilot.stderr, shortfall=bias / (pilot.estimate + bias),
+                                      needed=40, enough=True, total_stderr=math.hypot(pilot.stderr, bias))
+
+
+@pytest.mark.parametrize("bias", [0.0, 0.004])
+def test_the_size_rule_is_the_smallest_uniform_subset_whose_interval_fits_the_tolerance(bias):
+    """For a uniform subset the standard error is ``S √(1/m − 1/n)`` exactly (``S²``: the population
+    variance of the corrections); the rule's ``m`` is the smallest whose ``2√(se² + b²)`` is within
+    ``τ L̂``, computed here from ``S`` itself rather than from the pilot."""
+    ell, d = synthetic(n=200, seed=5)
+    spread = np.var(d, ddof=1)
+    pilot = pilot_of(ell, d, 10, KEY, "uniform")
+    pilot = pilot._replace(stderr=float(np.sqrt(spread * (1 / 10 - 1 / 200))))  # the exact standard error at m₀
+    rule = loo_estimate.loo_size(pilot, check_of(pilot, bias), tolerance=0.03)
+    half = 0.03 * pilot.estimate / 2
+    assert rule.reachable and 10 < rule.size < 200
+    assert_close(rule.sampling_stderr, np.sqrt(half ** 2 - bias ** 2), size=4)
+    fits = lambda m: 2 * np.sqrt(spread * (1 / m - 1 / 200) + bias ** 2) <= 0.03 * pilot.estimate  # noqa: E731
+    assert fits(rule.size) and not fits(rule.size - 1)
+
+
+def test_the_size_rule_keeps_the_pilot_when_it_suffices_and_refuses_when_the_bias_fills_the_tolerance():
+    ell, d = synthetic(n=60, seed=6)
+    pilot = pilot_of(ell, d, 12, KEY)
+    loose = loo_estimate.loo_size(pilot, check_of(pilot, 0.0), tolerance=4 * pilot.stderr / pilot.estimate)
+    assert loose == (12, pytest.approx(2 * pilot.stderr), True)  # 2 se already within τ L̂ / 2 · 2
+    biased = loo_estimate.loo_size(pilot, check_of(pilot, 0.02 * pilot.estimate), tolerance=0.03)
+    assert biased.size == 12 and not biased.reachable and math.isnan(biased.sampling_stderr)
+
+
+def test_the_two_stage_estimate_meets_its_tolerance_over_many_pilots():
+    """Heavy-tailed corrections, stratified pilots of 20 of 300: the rule's second subset brings the
+    estimate within ±3% of the mean re-linearized loss in at least 85% of 100 pilots (an honest ±2
+    standard-error interval would in about 95%), and its interval fits the tolerance in most."""
+    ell, d = synthetic(n=300, seed=7)
+    truth = np.mean(ell + d)
+    hits, fits, sizes = 0, 0, []
+    for k in jax.random.split(KEY, 100):
+        pilot = pilot_of(ell, d, 20, k)
+        rule = loo_estimate.loo_size(pilot, check_of(pilot, 0.0), tolerance=0.03)
+        final = pilot_of(ell, d, rule.size, jax.random.fold_in(k, 1)) if rule.size > 20 else pilot
+        hits += abs(final.estimate / truth - 1) <= 0.03
+        fits += 2 * final.stderr <= 0.03 * final.estimate
+        sizes.append(rule.size)
+    assert hits >= 85 and fits >= 70 and 20 < np.median(sizes) < 300
+
+
+def test_bad_input_to_the_size_rule_raises():
+    ell, d = synthetic(n=30, seed=8)
+    pilot = pilot_of(ell, d, 6, KEY)
+    with pytest.raises(TypeError, match="LooEstimate"):
+        loo_estimate.loo_size(pilot._asdict(), check_of(pilot, 0.0))
+    with pytest.raises(TypeError, match="SnapshotCheck"):
+        loo_estimate.loo_size(pilot, {"bias": 0.0})
+    with pytest.raises(ValueError, match="snapshot check of pilot"):
+        loo_estimate.loo_size(pilot, check_of(pilot._replace(estimate=pilot.estimate + 1), 0.0))
+    with pytest.raises(ValueError, match="tolerance"):
+        loo_estimate.loo_size(pilot, check_of(pilot, 0.0), tolerance=0.0)
+
+
+def test_estimate_within_is_the_pilot_its_check_and_a_second_subset_of_the_rule_s_size(coarse):
+    model, x, _, _, run = coarse
+    key = jax.random.PRNGKey(2)
+    pilot = loo_estimate.estimate_loo_loss(model.apply, run, x, size=4, key=key)
+    check = loo_estimate.snapshot_check(model.apply, run, x, pilot)
+    bias = check.extrapolated - check.estimate
+    # a tolerance that asks for half the pilot's standard error: the rule must draw more twins
+    tol = 2 * math.hypot(bias, pilot.stderr / 2) / pilot.estimate
+    out = loo_estimate.estimate_loo_loss_within(model.apply, run, x, key=key, tolerance=tol, pilot=4)
+    assert_close(out.pilot.estimate, pilot.estimate, size=run.n * run.steps)
+    assert out.size.reachable and out.size.size > 4 and len(out.estimate.indices) == out.size.size
+    fresh = loo_estimate.estimate_loo_loss(model.apply, run, x, size=out.size.size, key=jax.random.fold_in(key, 1))
+    assert np.array_equal(out.estimate.indices, fresh.indices)  # the pilot's twins reused, not recomputed:
+    assert_close(out.estimate.estimate, fresh.estimate, size=run.n * run.steps)  # the same estimate
+    assert_close(out.total_stderr, math.hypot(out.estimate.stderr, bias), size=run.n * run.steps)
+    loose = loo_estimate.estimate_loo_loss_within(model.apply, run, x, key=key, tolerance=1.0, pilot=4)
+    assert loose.estimate is loose.pilot and loose.within
+    tight = loo_estimate.estimate_loo_loss_within(model.apply, run, x, key=key, tolerance=abs(bias) / pilot.estimate,
+                                                  pilot=4)
+    assert not tight.size.reachable and tight.estimate is tight.pilot and not tight.within
+    with pytest.raises(ValueError, match="tolerance"):
+        loo_estimate.estimate_loo_loss_within(model.apply, run, x, key=key, tolerance=-0.1)
+
+
 # ----------------------------------------------------------------------------- reproduce ch7-estimators
 
 def test_simulated_designs_report_rms_and_coverage():
@@ -363,15 +465,41 @@ def test_reproduce_writes_one_row_per_setting_resumably(tmp_path, monkeypatch):
         ch7_estimators.reproduce_ch7_estimators(tmp_path, "huge", progress=False)
 
 
+def test_the_size_rule_table_on_its_smoke_scale(tmp_path):
+    from gramlib.experiments import ch7_size_rule
+    assert ch7_size_rule.snapshots_for(167, 1000) == 200 and ch7_size_rule.snapshots_for(55, 500) == 100
+    assert ch7_size_rule.snapshots_for(1, 8) == 2
+    with pytest.raises(ValueError, match="even divisor"):
+        ch7_size_rule.snapshots_for(9, 9)
+    rows = ch7_size_rule.reproduce_ch7_size_rule(tmp_path, "smoke", progress=False, command="test")
+    stored = ch7_size_rule.committed_rows(tmp_path, "smoke")
+    assert [r["name"] for r in stored] == [r["name"] for r in rows] == [s.name for s in ch7_estimators.SCALES["smoke"]]
+    for r in stored:
+        assert r["size"] >= 4 and r["snapshots"] >= r["first_snapshots"] and np.isfinite(r["exact"])
+        assert_close(r["total_stderr"], math.hypot(r["stderr"], r["bias"]), size=2)
+        assert str(r["inside"]) == str(abs(r["estimate"] - r["exact"]) <= 2 * r["total_stderr"])
+    with pytest.raises(ValueError, match="scale must be one of"):
+        ch7_size_rule.setting_keys("rerun")
+
+
+def test_a_rerun_setting_names_the_setting_it_trains_again():
+    (rerun,) = ch7_estimators.scale_config("rerun")
+    assert ch7_estimators.repeated_setting(rerun).name == "teacher-relu-d4-n150"
+    with pytest.raises(ValueError, match="repeats 0 settings"):
+        ch7_estimators.repeated_setting(dataclasses.replace(rerun, lr=0.3))
+
+
 def test_summarize_counts_the_targets_and_fits_how_the_time_ratio_scales_with_n(tmp_path):
     keys = ch7_estimators.setting_keys("smoke")
-    base = {"exact": 1.0, "estimate": 1.01, "stderr": 0.003, "extrapolated": 0.96,  # total stderr 0.0501
+    base = {"exact": 1.0, "estimate": 1.01, "stderr": 0.003, "extrapolated": 0.96, "relinearized_all": 1.004,
+            "total_stderr": math.hypot(0.003, 0.05),
             "estimate_error": 0.01, "inside": "True", "extrapolated_error": -0.04, "extrapolated_inside": "False",
             "uniform_inside": "False", **{f"{b}_error": 0.1 for b in ch7_estimators.BASELINES},
             "command": "test", "commit": "abc", "platform": "linux"}
     rows = [{**keys[0], **base, "time_ratio": 0.5}, {**keys[0], **base, "n": 4 * keys[0]["n"], "time_ratio": 0.125,
                                                      "estimate_error": -0.05, "inside": "False", "name": "bigger",
-                                                     "estimate": 0.95, "extrapolated": 0.951},  # total 0.0032
+                                                     "estimate": 0.95, "extrapolated": 0.951,
+                                                     "total_stderr": math.hypot(0.003, 0.001)},
             {**keys[1], **base, "time_ratio": 0.9, "two_time_error": 0.02}]
     out = ch7_estimators.summarize(rows)
     assert out["settings"] == 3 and out["estimate_within"] == 2 and out["estimate_inside"] == 2
@@ -383,7 +511,11 @@ def test_summarize_counts_the_targets_and_fits_how_the_time_ratio_scales_with_n(
     assert abs(out["ratio_slope"] + 1) <= tolerance(np.float64, 2, cond=np.log(4 * keys[0]["n"]) / np.log(4))
     from gramlib.experiments.results import write_csv
     write_csv(tmp_path / "ch7_estimators.csv", [rows[2], rows[0], {**rows[0], "name": "other"}])
-    assert [r["name"] for r in ch7_estimators.committed_rows(tmp_path, "smoke")] == [keys[0]["name"], keys[1]["name"]]
+    stored = ch7_estimators.committed_rows(tmp_path, "smoke")
+    assert [r["name"] for r in stored] == [keys[0]["name"], keys[1]["name"]]
+    for r in stored:  # the two columns computed on loading, from the stored ones
+        assert_close(r["total_stderr"], math.hypot(0.003, 0.96 - 1.01), size=2)
+        assert_close(r["drawn"], (1.01 - 1.004) / 0.003, size=2, scale=2.0)
     write_csv(tmp_path / "ch7_estimators.csv", [{**rows[0], "commit": ""}])
     with pytest.raises(ValueError, match="provenance"):
         ch7_estimators.committed_rows(tmp_path, "smoke")

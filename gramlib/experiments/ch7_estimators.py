@@ -25,6 +25,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -161,6 +162,35 @@ def simulate_designs(two_time_losses, corrections, size, *, draws=SIMULATED_SUBS
     return out
 
 
+class TrainedSetting(NamedTuple):
+    """A setting's network, data and run (:func:`trained_setting`); ``keys``: the keys of its two subsets."""
+
+    model: models.Model
+    data: object
+    params: object
+    run: train.TrainResult
+    loop: str
+    train_seconds: float
+    keys: tuple
+
+
+def trained_setting(setting, *, seed=0, snapshots=None, progress=False) -> TrainedSetting:
+    """Draw a setting's data and initialization from ``PRNGKey(seed)`` and train its run, timed.
+
+    ``snapshots``: the run's kernel snapshots (``None``: the setting's). The same ``seed`` gives the
+    same data, initialization and subset keys, whatever ``snapshots`` is.
+    """
+    k_data, k_init, k_subset, k_uniform = jax.random.split(jax.random.PRNGKey(seed), 4)
+    ds, shape = tasks.dataset(setting.dataset, setting.n, N_TEST, key=k_data, task=setting.task)
+    model = _model(setting, shape, tasks.outputs(ds))
+    params = model.init(k_init)
+    loop = train.recommended_loop(model.apply, params, ds.x_train)
+    run, seconds = _timed(train.gradient_descent, model.apply, params, ds.x_train, ds.y_train, lr=setting.lr,
+                          steps=setting.steps, snapshots=setting.snapshots if snapshots is None else snapshots,
+                          loop=loop, progress=progress)
+    return TrainedSetting(model, ds, params, run, loop, seconds, (k_subset, k_uniform))
+
+
 def estimator_row(setting, *, seed=0, progress=False):
     """One setting's row: every estimator, its value, error against all ``n`` retrained twins, and seconds.
 
@@ -169,14 +199,10 @@ def estimator_row(setting, *, seed=0, progress=False):
     ``{estimator}_seconds``: wall-clock seconds; ``time_ratio``: the estimate's seconds over those of
     retraining all twins (``time_ratio_with_run`` adds the training run with its kernel snapshots).
     """
-    k_data, k_init, k_subset, k_uniform = jax.random.split(jax.random.PRNGKey(seed), 4)
-    ds, shape = tasks.dataset(setting.dataset, setting.n, N_TEST, key=k_data, task=setting.task)
-    model = _model(setting, shape, tasks.outputs(ds))
-    params = model.init(k_init)
+    trained = trained_setting(setting, seed=seed, progress=progress)
+    model, ds, params, run, loop, train_seconds = trained[:6]
+    k_subset, k_uniform = trained.keys
     x, y, n, lr, steps = ds.x_train, ds.y_train, setting.n, setting.lr, setting.steps
-    loop = train.recommended_loop(model.apply, params, x)
-    run, train_seconds = _timed(train.gradient_descent, model.apply, params, x, y, lr=lr, steps=steps,
-                                snapshots=setting.snapshots, loop=loop, progress=progress)
     est = estimate_loo_loss(model.apply, run, x, size=setting.size, key=k_subset)
     uniform = estimate_loo_loss(model.apply, run, x, size=setting.size, key=k_uniform, design="uniform")
     check, check_seconds = _timed(snapshot_check, model.apply, run, x, est)
@@ -256,16 +282,33 @@ BASELINES = {"two_time": "two-time prediction", "gcv": "GCV (initial kernel)", "
 def committed_rows(folder, scale="default"):
     """The rows of ``folder/ch7_estimators.csv`` computed with ``scale``'s settings, in the scale's order.
 
-    A setting not in the file is left out (the command is resumable); a row without its provenance
-    (``command``, ``commit``, ``platform``) raises ``ValueError``.
+    Each row gains two columns computed from the stored ones: ``total_stderr``, the standard error with
+    the snapshot bias (:func:`gramlib.loo_estimate.total_stderr` of ``stderr`` and ``extrapolated −
+    estimate``), and ``drawn``, the subset's own draw ``(estimate − relinearized_all) / stderr`` in
+    standard errors (what the estimate missed the mean of all ``n`` re-linearized twins by, the part
+    no snapshot count removes). A setting not in the file is left out (the command is resumable); a
+    row without its provenance (``command``, ``commit``, ``platform``) raises ``ValueError``.
     """
     stored = {(r["name"], r["settings"]): r for r in read_table(Path(folder) / "ch7_estimators.csv")}
-    rows = [stored[k["name"], k["settings"]] for k in setting_keys(scale) if (k["name"], k["settings"]) in stored]
+    rows = [dict(stored[k["name"], k["settings"]]) for k in setting_keys(scale)
+            if (k["name"], k["settings"]) in stored]
     for r in rows:
         missing = [c for c in ("command", "commit", "platform") if not isinstance(r.get(c), str) or not r[c]]
         if missing:
             raise ValueError(f"row {r['name']} of {folder} lacks its provenance {missing}")
+        r["total_stderr"] = total_stderr(r["stderr"], r["extrapolated"] - r["estimate"])
+        r["drawn"] = (r["estimate"] - r["relinearized_all"]) / r["stderr"] if r["stderr"] > 0 else 0.0
     return rows
+
+
+def repeated_setting(setting, scale="default"):
+    """The setting of ``scale`` that ``setting`` trains again: the one equal to it in every field but
+    ``name`` and ``snapshots`` (a ``ValueError`` unless exactly one is)."""
+    same = [s for s in scale_config(scale)
+            if dataclasses.replace(s, name=setting.name, snapshots=setting.snapshots) == setting]
+    if len(same) != 1:
+        raise ValueError(f"{setting.name} repeats {len(same)} settings of scale {scale!r}, expected one")
+    return same[0]
 
 
 def _flag(value):
@@ -279,7 +322,7 @@ def summarize(rows, tolerance=0.03):
     (``estimate``, ``extrapolated``): how many settings are within ``±tolerance`` of the exact
     leave-one-out loss (``{e}_within``), how many have it inside ``±2`` standard errors
     (``{e}_inside``), and the largest ``|error|`` (``{e}_max``); ``uniform_inside``; ``total_inside``:
-    how many have it inside the estimate ``± 2`` :func:`gramlib.loo_estimate.total_stderr`; for each of
+    how many have it inside the estimate ``± 2 total_stderr`` (the column of :func:`committed_rows`); for each of
     :data:`BASELINES` the largest ``|error|`` (``{b}_max``) and how many settings it is within
     ``±tolerance`` (``{b}_within``); the largest time ratio (``max_ratio``) and that at the largest
     ``n`` (``ratio_largest_n``, ``largest_n``); ``ratio_slope``: the slope of ``log ratio`` against
@@ -294,8 +337,7 @@ def summarize(rows, tolerance=0.03):
         out[f"{e}_inside"] = int(sum(_flag(r["inside" if e == "estimate" else f"{e}_inside"]) for r in rows))
         out[f"{e}_max"] = float(np.max(np.abs(err)))
     out["uniform_inside"] = int(sum(_flag(r["uniform_inside"]) for r in rows))
-    out["total_inside"] = int(sum(abs(r["estimate"] - r["exact"])
-                                  <= 2 * total_stderr(r["stderr"], r["estimate"], r["extrapolated"]) for r in rows))
+    out["total_inside"] = int(sum(abs(r["estimate"] - r["exact"]) <= 2 * r["total_stderr"] for r in rows))
     for b in BASELINES:
         err = np.abs([r[f"{b}_error"] for r in rows])
         out[f"{b}_max"], out[f"{b}_within"] = float(np.max(err)), int(np.sum(err <= tolerance))

@@ -4,7 +4,9 @@ The two-time prediction (:func:`gramlib.predict.trajectory_loo`) covers every sa
 misses under feature learning; the twins re-linearized at every snapshot
 (:func:`gramlib.predict.twin_readout`) come within about a per cent of retraining, at a cost per twin.
 :func:`estimate_loo_loss` combines them as a control variate on a stratified subset (eq. ``ch07-estimate``);
-:func:`snapshot_check` turns the ``1/M`` law of the snapshots into a check after training.
+:func:`snapshot_check` turns the ``1/M`` law of the snapshots into a check after training, and
+:func:`loo_size` the pilot's standard error into the subset size a tolerance needs
+(:func:`estimate_loo_loss_within`: pilot, check, rule and final estimate in one call).
 """
 
 from __future__ import annotations
@@ -150,6 +152,38 @@ def control_variate(two_time_losses, corrections, weights, strata):
     return float(np.mean(ell) + np.sum(w * d) / n), float(np.sqrt(max(variance, 0.0)) / n)
 
 
+def _two_time(apply, run, x, cross):
+    """The two-time prediction of every twin: ``ρ_i`` ``(n, C)``, ``ℓ_i = ½‖ρ_i‖²`` ``(n,)`` and the segment forces."""
+    if cross is None:
+        cross = ntk.two_time_kernel(apply, run.weights, x)
+    rho, _, forces = trajectory_loo(run, cross=cross)
+    rho = rho.reshape(run.n, run.outputs)
+    return rho, 0.5 * np.sum(rho ** 2, axis=1), forces
+
+
+def _estimate(apply, run, x, two_time, size, key, design, rule, two_time_seconds, known=None):
+    """:func:`estimate_loo_loss` from the two-time prediction ``two_time`` (:func:`_two_time`); the twins of
+    ``known`` (a :class:`LooEstimate` of the same run) are taken from it, not re-linearized again."""
+    rho, ell, forces = two_time
+    c = run.outputs
+    start = time.perf_counter()
+    indices, weights, strata = loo_subset(ell + np.mean(ell), size, key=key, design=design)
+    done = {} if known is None else dict(zip(known.indices.tolist(), np.asarray(known.relinearized_loo).reshape(-1, c)))
+    todo = np.array([i for i in indices.tolist() if i not in done], int)
+    if len(todo):
+        fresh = np.asarray(twin_readout(apply, run, x, forces, todo, relinearize=True, rule=rule)).reshape(-1, c)
+        done.update(zip(todo.tolist(), fresh))
+    relin = np.stack([done[i] for i in indices.tolist()])
+    corrections = 0.5 * np.sum(relin ** 2, axis=1) - ell[indices]
+    estimate, stderr = control_variate(ell, corrections, weights, strata)
+    seconds = time.perf_counter() - start
+    return LooEstimate(estimate=estimate, stderr=stderr, two_time=float(np.mean(ell)),
+                       two_time_loo=rho[:, 0] if c == 1 else rho, indices=indices, weights=weights, strata=strata,
+                       relinearized_loo=relin[:, 0] if c == 1 else relin, corrections=corrections, design=design,
+                       seconds=MappingProxyType({"two_time": two_time_seconds, "relinearized": seconds,
+                                                 "total": two_time_seconds + seconds}))
+
+
 def estimate_loo_loss(apply, run, x, *, size, key, design="stratified", cross=None, rule="heun") -> LooEstimate:
     """One leave-one-out loss for all ``n`` samples of a run: two-time prediction plus a control variate.
 
@@ -171,26 +205,10 @@ def estimate_loo_loss(apply, run, x, *, size, key, design="stratified", cross=No
     ``stderr = 0``. ``key`` draws the subset. Returns a :class:`LooEstimate`.
     """
     start = time.perf_counter()
-    n, c = run.n, run.outputs
     x = checked_snapshot_run(run, x)
-    size = _checked_design(size, design, n)
-    if cross is None:
-        cross = ntk.two_time_kernel(apply, run.weights, x)
-    rho, _, forces = trajectory_loo(run, cross=cross)
-    rho = rho.reshape(n, c)
-    ell = 0.5 * np.sum(rho ** 2, axis=1)
-    two_time_seconds = time.perf_counter() - start
-    indices, weights, strata = loo_subset(ell + np.mean(ell), size, key=key, design=design)
-    middle = time.perf_counter()
-    relin = np.asarray(twin_readout(apply, run, x, forces, indices, relinearize=True, rule=rule)).reshape(-1, c)
-    corrections = 0.5 * np.sum(relin ** 2, axis=1) - ell[indices]
-    estimate, stderr = control_variate(ell, corrections, weights, strata)
-    end = time.perf_counter()
-    return LooEstimate(estimate=estimate, stderr=stderr, two_time=float(np.mean(ell)),
-                       two_time_loo=rho[:, 0] if c == 1 else rho, indices=indices, weights=weights, strata=strata,
-                       relinearized_loo=relin[:, 0] if c == 1 else relin, corrections=corrections, design=design,
-                       seconds=MappingProxyType({"two_time": two_time_seconds, "relinearized": end - middle,
-                                                 "total": end - start}))
+    size = _checked_design(size, design, run.n)
+    two_time = _two_time(apply, run, x, cross)
+    return _estimate(apply, run, x, two_time, size, key, design, rule, time.perf_counter() - start)
 
 
 class SnapshotCheck(NamedTuple):
@@ -220,22 +238,19 @@ class SnapshotCheck(NamedTuple):
     total_stderr: float
 
 
-def total_stderr(stderr, estimate, extrapolated):
-    """``√(stderr² + (L_∞ − L(M))²)``: the sampling error and the snapshot bias of an estimate, together (Chapter 7).
+def total_stderr(stderr, bias):
+    """``√(stderr² + bias²)``: the sampling error and the snapshot bias of an estimate, together (Chapter 7).
 
-    ``stderr``: the estimate's standard error over subsets (:class:`LooEstimate`); ``estimate``: ``L(M)``
-    from ``M`` snapshots; ``extrapolated``: ``L_∞ = 2 L(M) − L(M/2)`` (:class:`SnapshotCheck`), so that
-    ``L_∞ − L(M)`` estimates what the re-linearized twins still miss at ``M`` snapshots. The two are added
-    in quadrature, as a systematic error beside a random one: the bias is itself an estimate, with the
-    subset's noise in it, not a known offset to subtract.
+    ``stderr``: the estimate's standard error over subsets (:class:`LooEstimate`); ``bias``: what the
+    re-linearized twins still miss at ``M`` snapshots, ``L_∞ − L(M)`` with ``L_∞ = 2 L(M) − L(M/2)``
+    (:class:`SnapshotCheck`: ``extrapolated − estimate``). The two are added in quadrature, as a
+    systematic error beside a random one: the bias is itself an estimate, with the subset's noise in
+    it, not a known offset to subtract.
     """
     stderr = _checks.positive(stderr, "stderr", allow_zero=True)
-    values = {}
-    for name, value in (("estimate", estimate), ("extrapolated", extrapolated)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-        values[name] = float(value)
-    return math.hypot(stderr, values["extrapolated"] - values["estimate"])
+    if isinstance(bias, bool) or not isinstance(bias, (int, float, np.number)) or not math.isfinite(bias):
+        raise ValueError(f"bias must be a finite number, got {bias!r}")
+    return math.hypot(stderr, float(bias))
 
 
 def _thinned(run, stride):
@@ -277,4 +292,106 @@ def snapshot_check(apply, run, x, estimate, *, cross=None, target=0.01, rule="he
     return SnapshotCheck(snapshots=count, coarse_snapshots=count // 2, estimate=estimate.estimate, coarse=coarse,
                          extrapolated=extrapolated, extrapolated_stderr=extrapolated_stderr, shortfall=shortfall,
                          needed=needed, enough=needed <= count,
-                         total_stderr=total_stderr(estimate.stderr, estimate.estimate, extrapolated))
+                         total_stderr=total_stderr(estimate.stderr, extrapolated - estimate.estimate))
+
+
+class LooSize(NamedTuple):
+    """How many twins :func:`estimate_loo_loss` needs for a tolerance (:func:`loo_size`, Chapter 7).
+
+    ``size``: the subset size (at least the pilot's); ``sampling_stderr``: the standard error the
+    subset may have, ``√((τ L̂/2)² − b²)`` (``nan`` when ``reachable`` is false); ``reachable``: whether
+    the snapshot bias ``b`` leaves room for sampling, ``|b| < τ L̂/2`` (if not, the run needs the
+    snapshots :class:`SnapshotCheck` asks for, not more twins).
+    """
+
+    size: int
+    sampling_stderr: float
+    reachable: bool
+
+
+def loo_size(pilot, check, tolerance=0.03) -> LooSize:
+    """The subset size that brings ``2 × total_stderr`` within ``tolerance × L̂`` (Chapter 7, eq. ``ch07-size``).
+
+    ``pilot``: a :class:`LooEstimate` on ``m₀`` twins, standard error ``s₀``; ``check``: its
+    :class:`SnapshotCheck` (bias ``b = L_∞ − L(M)``). The interval ``L̂ ± 2√(s² + b²)`` is within
+    ``±τ L̂`` when the sampling error is at most ``s* = √((τ L̂/2)² − b²)``. Sampling ``m`` of ``n``
+    without replacement, the variance falls as ``1/m − 1/n`` (exactly so for a uniform subset, about
+    so for the strata of :func:`loo_strata`, which keep their allocation as ``m`` grows), so
+
+        ``s(m)² = s₀² (1/m − 1/n) / (1/m₀ − 1/n)``,  ``m = ⌈1 / (s*² / V + 1/n)⌉``,  ``V = s₀² / (1/m₀ − 1/n)``,
+
+    at least ``m₀`` and at most ``n``. When ``|b| ≥ τ L̂/2`` no subset helps and ``reachable`` is false.
+    Returns a :class:`LooSize`.
+    """
+    if not isinstance(pilot, LooEstimate):
+        raise TypeError(f"pilot must be the LooEstimate of estimate_loo_loss, got {type(pilot).__name__}")
+    if not isinstance(check, SnapshotCheck):
+        raise TypeError(f"check must be the SnapshotCheck of snapshot_check, got {type(check).__name__}")
+    if check.estimate != pilot.estimate:
+        raise ValueError(f"check must be the snapshot check of pilot (its estimate {check.estimate} is not the "
+                         f"pilot's {pilot.estimate})")
+    tolerance = _checks.positive(tolerance, "tolerance")
+    m0, n = len(pilot.indices), len(pilot.two_time_loo)
+    half, bias = tolerance * abs(pilot.estimate) / 2, check.extrapolated - check.estimate
+    if abs(bias) >= half:
+        return LooSize(size=m0, sampling_stderr=math.nan, reachable=False)
+    target = math.sqrt(half ** 2 - bias ** 2)
+    if pilot.stderr <= target or m0 >= n:
+        return LooSize(size=m0, sampling_stderr=target, reachable=True)
+    spread = pilot.stderr ** 2 / (1 / m0 - 1 / n)
+    size = math.ceil(1 / (target ** 2 / spread + 1 / n))
+    return LooSize(size=min(max(size, m0), n), sampling_stderr=target, reachable=True)
+
+
+class LooEstimateWithin(NamedTuple):
+    """The leave-one-out loss of a run to a tolerance (:func:`estimate_loo_loss_within`, Chapter 7).
+
+    ``estimate``: the final :class:`LooEstimate` (the pilot itself when it suffices or when more twins
+    cannot help); ``pilot`` and ``check``: the pilot and its :class:`SnapshotCheck`; ``size``: the
+    :class:`LooSize` the rule chose; ``total_stderr``: the final estimate's standard error with the
+    pilot's snapshot bias (:func:`total_stderr`), so that ``estimate.estimate ± 2 total_stderr`` is
+    the interval; ``within``: whether that interval is within ``± tolerance`` of the estimate;
+    ``seconds``: wall-clock seconds of the whole procedure.
+    """
+
+    estimate: LooEstimate
+    pilot: LooEstimate
+    check: SnapshotCheck
+    size: LooSize
+    total_stderr: float
+    within: bool
+    seconds: float
+
+
+def estimate_loo_loss_within(apply, run, x, *, key, tolerance=0.03, pilot=30, design="stratified", cross=None,
+                             rule="heun") -> LooEstimateWithin:
+    """The leave-one-out loss of all ``n`` samples with an interval within ``± tolerance`` (Chapter 7).
+
+    Two stages: a pilot :func:`estimate_loo_loss` on ``pilot`` twins (subset drawn with ``key``) and its
+    :func:`snapshot_check`; :func:`loo_size` turns them into the subset size whose interval
+    ``L̂ ± 2 total_stderr`` is within ``± tolerance × L̂``; if that is more than the pilot, a second
+    subset of that size is drawn (``jax.random.fold_in(key, 1)``) and estimated, the twins it shares
+    with the pilot taken from the pilot (the two-time prediction is computed once). The final standard
+    error comes from the final subset alone, so it stays honest although its size was chosen from the
+    pilot; the bias term is the pilot's. When the snapshot bias alone fills the tolerance, no subset
+    helps: the pilot is returned with ``size.reachable`` false and ``check.needed`` says how many
+    snapshots a run needs. Returns a :class:`LooEstimateWithin`.
+    """
+    start = time.perf_counter()
+    x = checked_snapshot_run(run, x)
+    tolerance = _checks.positive(tolerance, "tolerance")
+    pilot = _checked_design(pilot, design, run.n)
+    if cross is None:
+        cross = ntk.two_time_kernel(apply, run.weights, x)
+    two_time = _two_time(apply, run, x, cross)
+    first = _estimate(apply, run, x, two_time, pilot, key, design, rule, time.perf_counter() - start)
+    check = snapshot_check(apply, run, x, first, cross=cross, rule=rule)
+    size = loo_size(first, check, tolerance)
+    final = first
+    if size.reachable and size.size > pilot:
+        final = _estimate(apply, run, x, two_time, size.size, jax.random.fold_in(key, 1), design, rule,
+                          first.seconds["two_time"], known=first)
+    total = total_stderr(final.stderr, check.extrapolated - check.estimate)
+    return LooEstimateWithin(estimate=final, pilot=first, check=check, size=size, total_stderr=total,
+                             within=bool(2 * total <= tolerance * abs(final.estimate)),
+                             seconds=time.perf_counter() - start)

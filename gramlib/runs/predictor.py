@@ -75,6 +75,12 @@ class LooPredictor:
         return loo_estimate.estimate_loo_loss(self.apply, self.run, self.x, size=size, key=key, design=design,
                                          cross=self.cross, rule=rule)
 
+    def estimate_within(self, *, key, tolerance=0.03, pilot=30, design="stratified", rule="heun"):
+        """The leave-one-out loss of all ``n`` samples to ``tolerance``: pilot, snapshot check, subset-size rule and
+        final estimate (:func:`gramlib.loo_estimate.estimate_loo_loss_within`)."""
+        return loo_estimate.estimate_loo_loss_within(self.apply, self.run, self.x, key=key, tolerance=tolerance,
+                                                     pilot=pilot, design=design, cross=self.cross, rule=rule)
+
     def snapshot_check(self, estimate, *, target=0.01, rule="heun"):
         """Whether the run's snapshots suffice for ``estimate`` (:func:`gramlib.loo_estimate.snapshot_check`)."""
         return loo_estimate.snapshot_check(self.apply, self.run, self.x, estimate, cross=self.cross, target=target,

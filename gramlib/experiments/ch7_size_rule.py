@@ -1,0 +1,121 @@
+"""Chapter 7's leave-one-out estimate to a tolerance, against all ``n`` retrained twins (``reproduce ch7-size-rule``).
+
+For each setting of :data:`gramlib.experiments.ch7_estimators.SCALES` (``"default"``, ``"validation"``,
+``"smoke"``) the run is trained as in :func:`~gramlib.experiments.ch7_estimators.estimator_row` (the same
+seed: the same data, initialization and pilot subset) and estimated by
+:func:`gramlib.loo_estimate.estimate_loo_loss_within` with :data:`TOLERANCE`: a pilot on the setting's
+``size`` twins, its snapshot check, the subset-size rule (:func:`gramlib.loo_estimate.loo_size`) and the
+final estimate. When the snapshot bias alone fills the tolerance, the run is trained again with the
+snapshots the check asks for (:func:`snapshots_for`) and the procedure repeated once, as a reader
+would. Every twin is then retrained (:func:`gramlib.train.retrain_without`, timed in the same process)
+for the exact leave-one-out loss.
+
+The table goes to ``results/ch7-estimators/ch7_size_rule.csv``, one row per setting, resumable and
+with provenance (:mod:`gramlib.experiments.results`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..runs import train
+from ..runs.loo_estimate import estimate_loo_loss_within
+from . import ch7_estimators, tasks
+from .results import fingerprint, in_float64, provenance, read_table, ResultTable, run_job
+
+#: The tolerance of the estimate's interval: ``estimate ± 2 total_stderr`` within ``± TOLERANCE × estimate``.
+TOLERANCE = 0.03
+
+#: The scales of this table: those of :data:`gramlib.experiments.ch7_estimators.SCALES` that hold
+#: settings as first trained (``"rerun"`` is what this procedure does by itself).
+SCALES = ("default", "validation", "smoke")
+
+
+def snapshots_for(needed, steps):
+    """The fewest snapshots, at least ``needed``, that divide ``steps`` and are even (the snapshot check halves
+    them); ``steps`` itself (if even) when no smaller count does. ``ValueError`` when none does."""
+    for m in range(max(2, int(needed)), steps + 1):
+        if steps % m == 0 and m % 2 == 0:
+            return m
+    raise ValueError(f"no even divisor of steps ({steps}) is at least {needed}")
+
+
+def size_rule_row(setting, *, seed=0, progress=False):
+    """One setting's row: the estimate to :data:`TOLERANCE`, each stage's numbers, and all ``n`` twins retrained.
+
+    Columns: ``first_snapshots`` and ``snapshots`` (the run's snapshots at first and at the end),
+    ``retrained_run`` (whether the run was trained again with more); of the last round, ``pilot``,
+    ``pilot_stderr``, ``bias`` (``L_∞ − L(M)``), ``snapshots_needed``, ``reachable``, ``size`` (the
+    twins of the final estimate), ``estimate``, ``stderr``, ``total_stderr``, ``within`` (its interval
+    within ``± TOLERANCE``); ``exact`` (mean ``½‖ρ_i‖²`` of the ``n`` retrained twins), ``error``
+    (``estimate / exact − 1``), ``inside`` (``|estimate − exact| ≤ 2 total_stderr``); ``seconds`` (every
+    round of the procedure and the run trained again, not the first run), ``exact_seconds`` and
+    ``time_ratio`` (their quotient).
+    """
+    trained = ch7_estimators.trained_setting(setting, seed=seed, progress=progress)
+    model, ds, params, run, loop = trained[:5]
+    x, y, key = ds.x_train, ds.y_train, trained.keys[0]
+    result = estimate_loo_loss_within(model.apply, run, x, key=key, tolerance=TOLERANCE, pilot=setting.size)
+    seconds = result.seconds
+    if not result.size.reachable:
+        more = snapshots_for(result.check.needed, setting.steps)
+        again = ch7_estimators.trained_setting(setting, seed=seed, snapshots=more, progress=progress)
+        run = again.run
+        result = estimate_loo_loss_within(model.apply, run, x, key=key, tolerance=TOLERANCE, pilot=setting.size)
+        seconds += again.train_seconds + result.seconds
+    start = time.perf_counter()
+    twins = train.retrain_without(model.apply, params, x, y, np.arange(setting.n), lr=setting.lr,
+                                  steps=setting.steps, loop=loop, progress=progress)
+    exact_seconds = time.perf_counter() - start
+    exact = 0.5 * float(np.sum(np.asarray(twins) ** 2)) / setting.n
+    final = result.estimate
+    row = {"first_snapshots": setting.snapshots, "snapshots": len(run.thetas),
+           "retrained_run": len(run.thetas) != setting.snapshots,
+           "pilot": result.pilot.estimate, "pilot_stderr": result.pilot.stderr,
+           "bias": result.check.extrapolated - result.check.estimate, "snapshots_needed": result.check.needed,
+           "reachable": result.size.reachable, "size": len(final.indices),
+           "estimate": final.estimate, "stderr": final.stderr, "total_stderr": result.total_stderr,
+           "within": result.within, "exact": exact, "error": final.estimate / exact - 1,
+           "inside": abs(final.estimate - exact) <= 2 * result.total_stderr,
+           "seconds": seconds, "exact_seconds": exact_seconds, "time_ratio": seconds / exact_seconds}
+    if progress:
+        print(f"{setting.name}: M = {row['snapshots']}, {row['size']} twins, estimate {final.estimate:.4f} ± "
+              f"{2 * result.total_stderr:.4f} ({100 * row['error']:+.1f}% from {exact:.4f}), time ratio "
+              f"{row['time_ratio']:.2f}", flush=True)
+    return row
+
+
+def setting_keys(scale="default"):
+    """The key of each setting of ``scale`` in ``ch7_size_rule.csv``: its name, ``n`` and ``settings`` fingerprint
+    (the setting with :data:`TOLERANCE`)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return [{"name": s.name, "n": s.n, "settings": fingerprint({**dataclasses.asdict(s), "tolerance": TOLERANCE})}
+            for s in ch7_estimators.scale_config(scale)]
+
+
+def committed_rows(folder, scale="default"):
+    """The rows of ``folder/ch7_size_rule.csv`` computed with ``scale``'s settings, in the scale's order; a
+    setting not in the file is left out, a row without its provenance raises ``ValueError``."""
+    stored = {(r["name"], r["settings"]): r for r in read_table(Path(folder) / "ch7_size_rule.csv")}
+    rows = [stored[k["name"], k["settings"]] for k in setting_keys(scale) if (k["name"], k["settings"]) in stored]
+    for r in rows:
+        missing = [c for c in ("command", "commit", "platform") if not isinstance(r.get(c), str) or not r[c]]
+        if missing:
+            raise ValueError(f"row {r['name']} of {folder} lacks its provenance {missing}")
+    return rows
+
+
+@in_float64
+def reproduce_ch7_size_rule(out_dir="results/ch7-estimators", scale="default", *, progress=True, command=None):
+    """Write ``ch7_size_rule.csv`` under ``out_dir``: :func:`size_rule_row` for every setting of ``scale``,
+    resumably (a row already in the table is not computed again), with provenance. Returns the rows."""
+    keys = setting_keys(scale)
+    by_name = {s.name: s for s in ch7_estimators.scale_config(scale)}
+    table = ResultTable(tasks.output_folder(out_dir) / "ch7_size_rule.csv", ("name", "settings"))
+    return run_job(table, keys, lambda key: size_rule_row(by_name[key["name"]], progress=progress),
+                   extra=provenance(command))
