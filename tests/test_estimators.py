@@ -477,7 +477,8 @@ def test_the_size_rule_table_on_its_smoke_scale(tmp_path):
     for r in stored:
         assert r["size"] >= 4 and r["snapshots"] >= r["first_snapshots"] and np.isfinite(r["exact"])
         assert_close(r["total_stderr"], math.hypot(r["stderr"], r["bias"]), size=2)
-        assert str(r["inside"]) == str(abs(r["estimate"] - r["exact"]) <= 2 * r["total_stderr"])
+        assert r["inside"] is bool(abs(r["estimate"] - r["exact"]) <= 2 * r["total_stderr"])
+        assert all(isinstance(r[c], bool) for c in ch7_size_rule.FLAGS)
     with pytest.raises(ValueError, match="scale must be one of"):
         ch7_size_rule.setting_keys("rerun")
 

@@ -34,6 +34,9 @@ TOLERANCE = 0.03
 #: settings as first trained (``"rerun"`` is what this procedure does by itself).
 SCALES = ("default", "validation", "smoke")
 
+#: The yes/no columns of ``ch7_size_rule.csv``.
+FLAGS = ("retrained_run", "reachable", "within", "inside")
+
 
 def snapshots_for(needed, steps):
     """The fewest snapshots, at least ``needed``, that divide ``steps`` and are even (the snapshot check halves
@@ -99,14 +102,18 @@ def setting_keys(scale="default"):
 
 
 def committed_rows(folder, scale="default"):
-    """The rows of ``folder/ch7_size_rule.csv`` computed with ``scale``'s settings, in the scale's order; a
-    setting not in the file is left out, a row without its provenance raises ``ValueError``."""
+    """The rows of ``folder/ch7_size_rule.csv`` computed with ``scale``'s settings, in the scale's order, their
+    yes/no columns as ``bool``; a setting not in the file is left out, a row without its provenance raises
+    ``ValueError``."""
     stored = {(r["name"], r["settings"]): r for r in read_table(Path(folder) / "ch7_size_rule.csv")}
-    rows = [stored[k["name"], k["settings"]] for k in setting_keys(scale) if (k["name"], k["settings"]) in stored]
+    rows = [dict(stored[k["name"], k["settings"]]) for k in setting_keys(scale)
+            if (k["name"], k["settings"]) in stored]
     for r in rows:
         missing = [c for c in ("command", "commit", "platform") if not isinstance(r.get(c), str) or not r[c]]
         if missing:
             raise ValueError(f"row {r['name']} of {folder} lacks its provenance {missing}")
+        for c in FLAGS:
+            r[c] = r[c] is True or r[c] == "True"
     return rows
 
 
