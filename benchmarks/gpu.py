@@ -32,7 +32,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gramlib import data, effective_gram, measure, models, ntk, predict  # noqa: E402
+from gramlib import data, effective_gram, measure, models, ntk, predicted_loss  # noqa: E402
 
 SIZES = {"full": dict(ntk_n=10000, ntk_small=1000, loo_n=10000, traj_n=1000, traj_steps=3000, traj_k=30,
                       ch7_n=500, ch7_test=2000, ch7_steps=1000, ch7_k=20, ch7_brute=10, repeats=3, big_repeats=1),
@@ -91,7 +91,7 @@ def part_trajectory(s, add):
 def part_chapter7(s, add):
     ds = data.mnist1d(s["ch7_n"], s["ch7_test"], key=jax.random.PRNGKey(0), task="onehot")
     model = models.mlp(ds.x_train.shape[1], 512, 2, outputs=10, dtype=jnp.float64)
-    pred, total = measure.timed(lambda: predict.predict_test_loss(
+    pred, total = measure.timed(lambda: predicted_loss.predict_test_loss(
         model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=s["ch7_steps"], snapshots=s["ch7_k"],
         brute_force=s["ch7_brute"], progress=False))
     run = pred.run

@@ -27,7 +27,8 @@ layer              modules (what they compute)                                  
 ``experiments``    ``tasks`` (data sets and networks by name), ``ch4`` … ``ch7``,         4–7
                    ``ch7_summary``, ``ch7_findings``, ``ch7_estimators``,
                    ``ch7_size_rule`` (each chapter's computations, settings and
-                   ``reproduce`` commands),
+                   ``reproduce`` commands), ``predicted_loss`` (Chapter 7's
+                   one-call report: prediction, baselines, retraining),
                    ``real_alignment`` (Chapter 6 on trained networks), ``results``
                    (result files, provenance, resumable jobs), ``measure`` (timing
                    and memory of the benchmarks)
@@ -65,7 +66,7 @@ LAYERS = {
     "kernels": ("ntk", "tangent_structure", "tangent_factors"),
     "runs": ("files", "mnist1d", "data", "models", "train", "predict", "loo_estimate", "predictor", "baselines"),
     "experiments": ("tasks", "ch4", "ch5", "ch6", "real_alignment", "ch7_settings", "ch7", "ch7_summary",
-                    "ch7_findings", "ch7_estimators", "ch7_size_rule", "results", "measure"),
+                    "ch7_findings", "ch7_estimators", "ch7_size_rule", "predicted_loss", "results", "measure"),
     "views": ("plotting", "figures", "widgets", "tables", "student", "exercises", "cell_slice",
               "exercise_cells", "grading", "assignments"),
 }
@@ -90,8 +91,8 @@ API = {
     # kernels (Chapters 4 and 7)
     "empirical_ntk": "ntk", "two_time_kernel": "ntk",
     # runs (Chapter 7)
-    "gradient_descent": "train", "TrainResult": "train", "predict_test_loss": "predict",
-    "Prediction": "predict", "trajectory_loo": "predict", "estimate_loo_loss": "loo_estimate",
+    "gradient_descent": "train", "TrainResult": "train", "predict_test_loss": "predicted_loss",
+    "Prediction": "predicted_loss", "trajectory_loo": "predict", "estimate_loo_loss": "loo_estimate",
     "LooEstimate": "loo_estimate", "snapshot_check": "loo_estimate", "SnapshotCheck": "loo_estimate",
     "total_stderr": "loo_estimate", "loo_size": "loo_estimate", "LooSize": "loo_estimate",
     "estimate_loo_loss_within": "loo_estimate", "LooEstimateWithin": "loo_estimate",

@@ -102,8 +102,8 @@ def test_constant_losses_of_a_split():
 
 
 def test_the_run_is_initialized_where_its_centered_split_was_centered():
-    """predict_test_loss draws w_0 with predict.initialization_key(key), the key the table centers a split with."""
-    from gramlib.runs import predict
+    """predict_test_loss draws w_0 with initialization_key(key), the key the table centers a split with."""
+    from gramlib.experiments import predicted_loss as predict
 
     ds, key, seen = _split(), jax.random.PRNGKey(5), []
     base = models.mlp(5, 8, 2, 3, dtype=jnp.float64)

@@ -14,7 +14,7 @@ import pytest
 import scipy.stats
 
 from gramlib import (alignment, ch6, ch7, ch7_findings, ch7_summary, data, effective_gram, kernel_flow, models,
-                     predict, results, tasks)
+                     predict, predicted_loss, results, tasks)
 from gramlib.views import figures, plotting
 import matplotlib.pyplot as plt
 from tests.tolerance import assert_close, cond, tolerance
@@ -245,17 +245,17 @@ def test_command_line_refuses_unknown_choices_and_records_itself(monkeypatch):
 def test_snapshot_rows_and_noise_floor_are_the_losses_of_their_pieces():
     ds = data.digits(30, 40, key=KEY)
     model = models.mlp(64, 64, 2, dtype=jnp.float64)
-    p = predict.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=20, snapshots=4,
+    p = predicted_loss.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=20, snapshots=4,
                                   brute_force=0, progress=False)
     rows = ch7.snapshot_rows(p, (1, 4))
     assert [r["snapshots"] for r in rows] == [1, 4]
     rule = tolerance(np.float64, 20 * 30)  # losses of a recursion of 20 steps over 30 samples
     assert rows[1]["predicted"] == pytest.approx(p.predicted, rel=rule) and rows[1]["one_time"] == pytest.approx(p.one_time, rel=rule)
-    every = predict.trajectory_loo(p.run, 4, cross=p.cross).rho  # the row of every snapshot reuses the prediction
+    every = predict.trajectory_loo(p.run, 4, cross=p.predictor.cross).rho  # the row of every snapshot reuses the prediction
     assert rows[1]["predicted"] == pytest.approx(0.5 * np.mean(every**2), rel=rule)
     one = predict.trajectory_loo(p.run, 1).rho
     assert rows[0]["one_time"] == pytest.approx(0.5 * np.mean(one**2), rel=rule)
-    two = predict.trajectory_loo(p.run, 1, cross=p.cross).rho
+    two = predict.trajectory_loo(p.run, 1, cross=p.predictor.cross).rho
     assert rows[0]["predicted"] == pytest.approx(0.5 * np.mean(two**2), rel=rule)
     assert abs(rows[0]["relative_error"] - abs(rows[0]["predicted"] - p.held_out) / p.held_out) <= (
         rule * (rows[0]["predicted"] + p.held_out) / p.held_out)  # a difference: its terms' scale
@@ -303,7 +303,7 @@ def test_recentered_run_is_the_split_run_again_on_the_re_centered_inputs():
     want = predict.frozen_kernel_losses(model, centered, key=jax.random.PRNGKey(1), t=20.0)
     np.testing.assert_allclose((got["exact_loo_recentered"], got["linearized_held_out_recentered"]), want,
                                rtol=tolerance(np.float64, 20 * 30))  # the same computation
-    p = predict.predict_test_loss(model, centered, key=jax.random.PRNGKey(1), lr=1.0, steps=20, snapshots=4,
+    p = predicted_loss.predict_test_loss(model, centered, key=jax.random.PRNGKey(1), lr=1.0, steps=20, snapshots=4,
                                   brute_force=0, progress=False)
     assert got["predicted_recentered"] == pytest.approx(p.predicted, rel=tolerance(np.float64, 20 * 20))
     assert got["held_out_recentered"] == pytest.approx(p.held_out, rel=tolerance(np.float64, 20 * 30))

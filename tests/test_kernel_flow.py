@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gramlib import (alignment, baselines, bounds, data, devices, effective_gram, gap, kernel_flow,
-                     leave_one_out, linearized_gap, models, predict)
+                     leave_one_out, linearized_gap, models, predict, predicted_loss)
 from tests.simulated_devices import run_on_devices
 from tests.tolerance import assert_close, talbot_gain, tolerance
 
@@ -112,7 +112,7 @@ def test_the_book_calls_decompose_each_kernel_once(eigh_calls):
     del eigh_calls[:]
     ds = data.digits(12, 10, key=jax.random.PRNGKey(0))
     model = models.mlp(64, 16, 1, dtype=jnp.float64)
-    p = predict.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=6, snapshots=2,
+    p = predicted_loss.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=6, snapshots=2,
                                   brute_force=0, progress=False)
     assert len(eigh_calls) == 1  # Θ_0 once, for GCV, the linearized baseline and the NTK-norm bound
     assert p.ntk_bound == bounds.ntk_norm_bound(p.run.thetas[0], ds.y_train)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gramlib import baselines, data, effective_gram, models, ntk, predict
+from gramlib import baselines, data, effective_gram, models, ntk, predict, predicted_loss
 from tests.tolerance import assert_close, cond, tolerance
 
 F64 = np.float64
@@ -18,7 +18,7 @@ KEY = jax.random.PRNGKey(0)
 def run():
     ds = data.digits(40, 60, key=KEY)
     model = models.mlp(64, 256, 2, dtype=jnp.float64)
-    p = predict.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=60, snapshots=6,
+    p = predicted_loss.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=60, snapshots=6,
                                   brute_force=8, progress=False)
     return model, ds, p
 
@@ -50,8 +50,8 @@ def test_prediction_is_the_loo_loss_of_the_trajectory(run):
 
 def test_the_baselines_say_when_they_switch_to_gradient_flow(run, monkeypatch):
     model, ds, _ = run
-    monkeypatch.setattr(predict, "EXACT_DESCENT_MAX_ROWS", 10)
-    q = predict.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=60, snapshots=6,
+    monkeypatch.setattr(predicted_loss, "EXACT_DESCENT_MAX_ROWS", 10)
+    q = predicted_loss.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=60, snapshots=6,
                                   brute_force=0, progress=False)
     assert q.row()["baseline_dynamics"] == "flow"
     assert q.gcv == pytest.approx(baselines.gcv(q.run.thetas[0], q.run.residuals[0], 60.0),
@@ -68,7 +68,7 @@ def test_loo_residuals_agree_with_brute_force_retraining(run):
 def test_without_retraining_the_same_subset_is_drawn_and_predicted(run):
     # The CPU job for the CNN cells skips retraining; its subset-level numbers must be those of a full run.
     model, ds, p = run
-    q = predict.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=60, snapshots=6,
+    q = predicted_loss.predict_test_loss(model, ds, key=jax.random.PRNGKey(1), lr=1.0, steps=60, snapshots=6,
                                   brute_force=8, retrain=False, progress=False)
     assert np.array_equal(q.subset, p.subset) and len(q.brute_force_loo) == 0
     assert q.predicted_on_subset == p.predicted_on_subset and q.predicted == p.predicted
@@ -94,7 +94,7 @@ def test_fewer_snapshots_and_constant_kernel_reduce_to_the_linearized_prediction
     x, y = rng.standard_normal((15, 6)), np.sign(rng.standard_normal(15))
     lin = models.mlp(6, 1, depth=1, dtype=jnp.float64)
     ds = data.Dataset(x, y, x[:5], y[:5], y, y[:5])
-    q = predict.predict_test_loss(lin, ds, key=KEY, lr=0.8, steps=30, snapshots=3, brute_force=0, progress=False)
+    q = predicted_loss.predict_test_loss(lin, ds, key=KEY, lr=0.8, steps=30, snapshots=3, brute_force=0, progress=False)
     # a recursion of 30 steps over 15 samples against the closed form through Θ's eigendecomposition
     assert q.predicted == pytest.approx(q.linearized, rel=tolerance(np.float64, 30 * 15, cond=cond(q.run.thetas[0])))
     assert np.isnan(q.brute_force) and np.isnan(q.correlation)

@@ -45,6 +45,13 @@ def test_every_answer_is_the_library_function_with_the_runs_kernel():
     assert_close(loo.two_time(), rho, size=size)
     assert abs(loo.two_time_loss() - 0.5 * np.sum(rho ** 2) / run.n) <= tolerance(jnp.float64, size) * np.sum(rho ** 2)
     assert_close(loo.one_time(), predict.trajectory_loo(run).rho, size=size)
+    assert_close(loo.twin_residuals().forces, forces, size=size)
+    half = predict.trajectory_loo(run, len(run.thetas) // 2, cross=cross).rho  # every second snapshot
+    assert_close(loo.two_time(snapshots=len(run.thetas) // 2), half, size=size)
+    assert_close(loo.one_time(snapshots=len(run.thetas) // 2), predict.trajectory_loo(run, len(run.thetas) // 2).rho,
+                 size=size)
+    assert abs(loo.two_time_loss(len(run.thetas) // 2) - 0.5 * np.sum(half ** 2) / run.n) <= (
+        tolerance(jnp.float64, size) * np.sum(half ** 2))
     subset = [0, 5]
     assert_close(loo.readout(subset), predict.twin_readout(model.apply, run, x, forces, subset), size=size)
     assert_close(loo.relinearized(subset),
@@ -53,6 +60,9 @@ def test_every_answer_is_the_library_function_with_the_runs_kernel():
     want = loo_estimate.estimate_loo_loss(model.apply, run, x, size=4, key=KEY)
     np.testing.assert_array_equal(est.indices, want.indices)
     assert abs(est.estimate - want.estimate) <= tolerance(jnp.float64, size) * abs(want.estimate)
+    within = loo.estimate_within(key=KEY, tolerance=1.0, pilot=4)
+    want = loo_estimate.estimate_loo_loss_within(model.apply, run, x, key=KEY, tolerance=1.0, pilot=4)
+    assert abs(within.estimate.estimate - want.estimate.estimate) <= tolerance(jnp.float64, size) * abs(want.estimate.estimate)
     check = loo.snapshot_check(est)
     assert check.snapshots == len(run.thetas) and check.coarse_snapshots == len(run.thetas) // 2
 

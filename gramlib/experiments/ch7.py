@@ -22,7 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..runs import data, models
-from ..runs.predict import frozen_kernel_losses, initialization_key, predict_test_loss, trajectory_loo
+from ..runs.predict import frozen_kernel_losses
+from .predicted_loss import initialization_key, predict_test_loss
 from ..runs.train import recommended_loop
 from . import tasks
 # the settings, re-exported: ch7.SCALES, ch7.scale_config(scale), ch7.TableScale, …
@@ -36,12 +37,8 @@ def _fingerprint(setting, names, **more):
     return fingerprint({**{name: getattr(setting, name) for name in names}, **more})
 
 
-def _loss(rho, n):
-    return 0.5 * float(np.sum(np.asarray(rho) ** 2)) / n
-
-
 def twin_columns(prediction):
-    """The twins of a run made with ``readout=True`` (:func:`gramlib.predict.predict_test_loss`), as columns.
+    """The twins of a run made with ``readout=True`` (:func:`gramlib.predicted_loss.predict_test_loss`), as columns.
 
     On the twins' subset: the leave-one-out loss of the first-order twins read out through the
     network (``readout_on_subset``) and of the twins re-linearized at every snapshot
@@ -64,18 +61,17 @@ def twin_columns(prediction):
 def snapshot_rows(prediction, counts):
     """The prediction of one run recomputed from fewer kernel snapshots, one row per count ``M`` in ``counts``.
 
-    ``prediction`` is a :class:`gramlib.predict.Prediction`; each row holds ``snapshots = M``,
+    ``prediction`` is a :class:`gramlib.predicted_loss.Prediction`; each row holds ``snapshots = M``,
     ``predicted`` (two-time kernel) and ``one_time`` (one-time kernel), the leave-one-out
-    losses ``(1/2n) Σ_i ‖ρ_i‖²`` of :func:`gramlib.predict.trajectory_loo` with every
+    losses ``(1/2n) Σ_i ‖ρ_i‖²`` of its predictor (:class:`gramlib.predictor.LooPredictor`) with every
     ``(K/M)``-th snapshot, the held-out loss and both relative errors (Chapter 7, Limits).
     """
-    rows, n = [], prediction.run.n
+    rows, loo = [], prediction.predictor
     for k in counts:
         if k == len(prediction.run.thetas):  # every snapshot: the run's own prediction, already computed
             pred, one = prediction.predicted, prediction.one_time
         else:
-            pred = _loss(trajectory_loo(prediction.run, k, cross=prediction.cross).rho, n)
-            one = _loss(trajectory_loo(prediction.run, k).rho, n)
+            pred, one = loo.two_time_loss(k), loo.one_time_loss(k)
         held = prediction.held_out
         rows.append({"snapshots": k, "predicted": pred, "one_time": one, "held_out": held,
                      "relative_error": abs(pred - held) / held, "one_time_relative_error": abs(one - held) / held})
@@ -162,7 +158,7 @@ def recentered_run(model, dataset, setting, *, key, loop="scan", progress=False)
     initialization ``key``: the noise floor (``exact_loo_recentered``, ``linearized_held_out_recentered``:
     :func:`gramlib.predict.frozen_kernel_losses` at ``time = η T``) and the prediction of the trained
     network with its held-out loss (``predicted_recentered``, ``held_out_recentered``:
-    :func:`gramlib.predict.predict_test_loss` with the step, steps and snapshots of ``setting``, a
+    :func:`gramlib.predicted_loss.predict_test_loss` with the step, steps and snapshots of ``setting``, a
     :class:`RunSetting`, no twins).
     """
     shifted = data.center_by_held_out(dataset)
@@ -227,7 +223,7 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
 
     Every run (:func:`table_runs`) is one split ``s``: ``PRNGKey(s)`` draws the data, the
     initialization and the subset of twins. Per run, ``ch7_table.csv`` holds the prediction,
-    the held-out loss and every baseline (:func:`gramlib.predict.predict_test_loss`; the twins
+    the held-out loss and every baseline (:func:`gramlib.predicted_loss.predict_test_loss`; the twins
     retrained where the run says so, and then also read out and re-linearized, :func:`twin_columns`;
     else only the prediction on their subset), and the exact
     leave-one-out and held-out losses of the network linearized at the same initialization on

@@ -1,7 +1,8 @@
 """A run's leave-one-out predictor: the expensive state built once, the questions answered from it (Chapter 7).
 
-:func:`gramlib.predict.predict_test_loss` is the one-call convenience of the chapter: it trains, predicts,
-runs the baselines and retrains. A researcher with a run of their own wants the other shape, the one of
+:func:`gramlib.predicted_loss.predict_test_loss` is the one-call convenience of the chapter: it trains,
+predicts with this predictor, runs the baselines and retrains (the experiments layer composes them). A
+researcher with a run of their own wants the other shape, the one of
 neural-tangents' ``gradient_descent_mse → predict_fn``: build the costly objects of one run once — the
 two-time kernel ``Θ(t_k, t_l)`` (:func:`gramlib.ntk.two_time_kernel`) and the forces of the two-time
 recursion — and ask for any leave-one-out quantity afterwards::
@@ -43,22 +44,32 @@ class LooPredictor:
             self._two_time = predict.trajectory_loo(self.run, cross=self.cross)
         return self._two_time
 
-    def two_time(self):
+    def twin_residuals(self):
+        """The two-time recursion of every twin, a :class:`gramlib.trajectory.TwinResiduals`: ``rho``, the
+        ``path`` of every step and the segment ``forces`` (:func:`gramlib.predict.trajectory_loo`), kept."""
+        return self._recursion()
+
+    def two_time(self, snapshots=None):
         """The two-time prediction's leave-one-out residuals ``ρ_i(T)`` of all ``n`` samples, ``(N,)`` stacked
-        (:func:`gramlib.predict.trajectory_loo` with the run's two-time kernel, eq. ``ch07-recursion``)."""
-        return self._recursion().rho
+        (:func:`gramlib.predict.trajectory_loo` with the run's two-time kernel, eq. ``ch07-recursion``);
+        ``snapshots`` (a divisor of the run's ``K``) recomputes them from every ``K/snapshots``-th snapshot."""
+        if snapshots is None or snapshots == len(self.run.thetas):
+            return self._recursion().rho
+        return predict.trajectory_loo(self.run, snapshots, cross=self.cross).rho
 
-    def two_time_loss(self):
-        """The trajectory prediction ``L̂ = (1/2n) Σ_i ‖ρ_i(T)‖²`` (definition ``ch07-def-prediction``)."""
-        return residual_loss(self.two_time(), self.run.n)
+    def two_time_loss(self, snapshots=None):
+        """The trajectory prediction ``L̂ = (1/2n) Σ_i ‖ρ_i(T)‖²`` (definition ``ch07-def-prediction``), from
+        ``snapshots`` of the run's snapshots as in :meth:`two_time`."""
+        return residual_loss(self.two_time(snapshots), self.run.n)
 
-    def one_time(self):
-        """The one-time recursion's ``ρ_i(T)``, ``(N,)`` (eq. ``ch07-one-time``: the kernel of each snapshot only)."""
-        return predict.trajectory_loo(self.run).rho
+    def one_time(self, snapshots=None):
+        """The one-time recursion's ``ρ_i(T)``, ``(N,)`` (eq. ``ch07-one-time``: the kernel of each snapshot only),
+        from ``snapshots`` of the run's snapshots as in :meth:`two_time`."""
+        return predict.trajectory_loo(self.run, snapshots).rho
 
-    def one_time_loss(self):
+    def one_time_loss(self, snapshots=None):
         """``(1/2n) Σ_i ‖ρ_i(T)‖²`` of the one-time recursion."""
-        return residual_loss(self.one_time(), self.run.n)
+        return residual_loss(self.one_time(snapshots), self.run.n)
 
     def readout(self, subset):
         """The twins of ``subset`` read out through the network, first order (:func:`gramlib.predict.twin_readout`)."""
