@@ -15,7 +15,11 @@ Commands:
     leave-one-out estimator against all n retrained twins, in ``results/ch7-estimators/``, ``--settings``
     to run some of them; ``ch7-size-rule``: the estimate to ±3% with its subset-size rule against all n
     retrained twins, beside it), with progress bars; options
-    ``--scale default|paper|validation|rerun`` (``paper``: the larger GPU setting; ``validation`` and ``rerun``, for ``ch7-estimators`` (``validation`` also for ``ch7-size-rule``): networks that test the estimate's interval, and the setting its snapshot check flags, with the snapshots the check asks for), ``--out DIR``, for ``ch7``
+    ``--scale default|paper|validation|rerun|holdout`` (``paper``: the larger GPU setting; ``validation``
+    and ``rerun``, for ``ch7-estimators``: networks that test the estimate's interval, and the setting its
+    snapshot check flags, with the snapshots the check asks for; ``validation`` and ``holdout`` for
+    ``ch7-size-rule``: those networks, and networks its subset-size rule was not made from), ``--out DIR``,
+    for ``ch7``
     ``--archs mlp cnn``, ``--datasets`` (cells) and ``--seeds`` to run part of the table, and
     for ``ch7`` and ``ch7-limits`` ``--no-retrain`` (the predictions on the twins' subsets
     without retraining them). A rerun into the
@@ -37,10 +41,11 @@ def reproduce(argv) -> None:
                                      description="Regenerate a chapter's tables and figures.")
     parser.add_argument("chapter", choices=["ch6", "ch6-runs", "ch7", "ch7-limits", "ch7-estimators",
                                             "ch7-size-rule"])
-    parser.add_argument("--scale", default="default", choices=["default", "paper", "validation", "rerun", "smoke"],
+    parser.add_argument("--scale", default="default", choices=["default", "paper", "validation", "rerun", "holdout", "smoke"],
                         help="default: the CPU scale of the book; paper: the larger GPU setting; "
                              "validation, rerun (ch7-estimators; validation also ch7-size-rule): networks that test the "
                              "estimate's interval, the flagged setting with the snapshots its check asks for; "
+                             "holdout (ch7-size-rule only): networks the subset-size rule was not made from; "
                              "smoke: a seconds-long check of the pipeline")
     parser.add_argument("--out", help="output folder (default: results/ch7, results/ch7-limits, results/ch7-estimators "
                                       "(also for ch7-size-rule), results/ch6 "

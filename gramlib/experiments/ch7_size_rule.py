@@ -1,7 +1,7 @@
 """Chapter 7's leave-one-out estimate to a tolerance, against all ``n`` retrained twins (``reproduce ch7-size-rule``).
 
 For each setting of :data:`gramlib.experiments.ch7_estimators.SCALES` (``"default"``, ``"validation"``,
-``"smoke"``) the run is trained as in :func:`~gramlib.experiments.ch7_estimators.estimator_row` (the same
+``"smoke"``) and of :data:`HOLDOUT` (``"holdout"``) the run is trained as in :func:`~gramlib.experiments.ch7_estimators.estimator_row` (the same
 seed: the same data, initialization and pilot subset) and estimated by
 :func:`gramlib.loo_estimate.estimate_loo_loss_within` with :data:`TOLERANCE`: a pilot on the setting's
 ``size`` twins, its snapshot check, the subset-size rule (:func:`gramlib.loo_estimate.loo_size`) and the
@@ -25,14 +25,34 @@ import numpy as np
 from ..runs import train
 from ..runs.loo_estimate import estimate_loo_loss_within
 from . import ch7_estimators, tasks
+from .ch7_estimators import EstimatorSetting
 from .results import fingerprint, in_float64, provenance, read_table, ResultTable, run_job
 
 #: The tolerance of the estimate's interval: ``estimate ± 2 total_stderr`` within ``± TOLERANCE × estimate``.
 TOLERANCE = 0.03
 
+#: Networks the rule was not made from: fixed after the ``"default"`` and ``"validation"`` rows of this
+#: table had been computed and before any of these ran (the rule's own validation).
+HOLDOUT = (
+    EstimatorSetting("digits-tanh-d3-n200", "digits", "parity", "mlp", 200, depth=3, lr=0.75),
+    EstimatorSetting("mnist-4v9-relu-d2-n150", "mnist10k", (4, 9), "mlp", 150, depth=2, activation="relu", lr=1.0),
+    EstimatorSetting("teacher-relu-d3-n200", "teacher", "sign", "mlp", 200, depth=3, activation="relu", lr=0.5),
+    EstimatorSetting("mnist1d-relu-d2-n150", "mnist1d", "parity", "mlp", 150, depth=2, activation="relu", lr=0.75),
+    EstimatorSetting("digits-cnn-d2-n80", "digits", "parity", "cnn", 80, depth=2, lr=0.5, steps=500, snapshots=20),
+)
+
 #: The scales of this table: those of :data:`gramlib.experiments.ch7_estimators.SCALES` that hold
-#: settings as first trained (``"rerun"`` is what this procedure does by itself).
-SCALES = ("default", "validation", "smoke")
+#: settings as first trained (``"rerun"`` is what this procedure does by itself), and ``"holdout"``
+#: (:data:`HOLDOUT`).
+SCALES = ("default", "validation", "holdout", "smoke")
+
+
+def scale_config(scale="default"):
+    """The settings of ``scale`` (one of :data:`SCALES`), a tuple of
+    :class:`~gramlib.experiments.ch7_estimators.EstimatorSetting`; ``ValueError`` on another name."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return HOLDOUT if scale == "holdout" else ch7_estimators.scale_config(scale)
 
 #: The yes/no columns of ``ch7_size_rule.csv``.
 FLAGS = ("retrained_run", "reachable", "within", "inside")
@@ -95,10 +115,8 @@ def size_rule_row(setting, *, seed=0, progress=False):
 def setting_keys(scale="default"):
     """The key of each setting of ``scale`` in ``ch7_size_rule.csv``: its name, ``n`` and ``settings`` fingerprint
     (the setting with :data:`TOLERANCE`)."""
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     return [{"name": s.name, "n": s.n, "settings": fingerprint({**dataclasses.asdict(s), "tolerance": TOLERANCE})}
-            for s in ch7_estimators.scale_config(scale)]
+            for s in scale_config(scale)]
 
 
 def committed_rows(folder, scale="default"):
@@ -122,7 +140,7 @@ def reproduce_ch7_size_rule(out_dir="results/ch7-estimators", scale="default", *
     """Write ``ch7_size_rule.csv`` under ``out_dir``: :func:`size_rule_row` for every setting of ``scale``,
     resumably (a row already in the table is not computed again), with provenance. Returns the rows."""
     keys = setting_keys(scale)
-    by_name = {s.name: s for s in ch7_estimators.scale_config(scale)}
+    by_name = {s.name: s for s in scale_config(scale)}
     table = ResultTable(tasks.output_folder(out_dir) / "ch7_size_rule.csv", ("name", "settings"))
     return run_job(table, keys, lambda key: size_rule_row(by_name[key["name"]], progress=progress),
                    extra=provenance(command))
