@@ -7,9 +7,9 @@ kept):
 
 * ``gramlib``: :func:`gramlib.ntk.empirical_ntk` (``method="auto"``);
 * ``floor: per-sample gradients``: ``vmap(grad)`` of the network over the samples, the per-sample Jacobian
-  ``J`` ``(n, P)`` that any Jacobian contraction needs (conv filters have more positions than a patch
+  ``J`` ``(n, p)`` that any Jacobian contraction needs (conv filters have more positions than a patch
   contraction can save: ``S² (F + C_out) > F C_out`` for every filter here);
-* ``floor: J Jᵀ``: the Gram matrix of a random ``(n, P)`` matrix of the network's parameter count,
+* ``floor: J Jᵀ``: the Gram matrix of a random ``(n, p)`` matrix of the network's parameter count,
   all of it (``a @ a.T``) and its upper block triangle (:func:`gramlib.tangent_factors._gram`);
 
 and the peer, neural-tangents' Jacobian contraction in its own environment (:mod:`benchmarks.bench_peer`).
