@@ -38,6 +38,21 @@ def test_csv_round_trip_keeps_types_and_fills_missing_cells(tmp_path):
         results.write_csv(tmp_path / "empty.csv", [])
 
 
+def test_keyed_rows_follow_the_keys_and_refuse_a_row_without_provenance(tmp_path):
+    made = {"command": "test", "commit": "abc", "platform": "linux"}
+    results.write_csv(tmp_path / "t.csv", [{"name": "b", "settings": "s1", "x": 2.0, **made},
+                                           {"name": "a", "settings": "s1", "x": 1.0, **made},
+                                           {"name": "a", "settings": "s0", "x": 0.0, **made}])
+    keys = [{"name": "a", "settings": "s1"}, {"name": "c", "settings": "s1"}, {"name": "b", "settings": "s1"}]
+    rows = results.keyed_rows(tmp_path / "t.csv", keys)
+    assert [(r["name"], r["x"]) for r in rows] == [("a", 1.0), ("b", 2.0)]  # key order; "c" not computed yet
+    rows[0]["x"] = 9.0
+    assert results.keyed_rows(tmp_path / "t.csv", keys)[0]["x"] == 1.0  # copies, not the stored rows
+    results.write_csv(tmp_path / "t.csv", [{"name": "a", "settings": "s1", "x": 1.0, **made, "commit": ""}])
+    with pytest.raises(ValueError, match="lacks its provenance"):
+        results.keyed_rows(tmp_path / "t.csv", keys)
+
+
 def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     path = results.write_csv(tmp_path / "t.csv", [{"a": 1.0}, {"a": 2.0}])
     before = path.read_text()

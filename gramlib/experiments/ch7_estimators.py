@@ -36,7 +36,7 @@ from ..runs.predict import held_out_loss
 from ..kernels import ntk
 from ..mathematics.kernel_flow import residual_loss
 from . import tasks
-from .results import fingerprint, in_float64, provenance, read_table, ResultTable, run_job
+from .results import fingerprint, in_float64, keyed_rows, provenance, ResultTable, run_job
 
 #: The damping of the influence functions (added to the full Hessian of the final training loss).
 INFLUENCE_DAMPING = 0.01
@@ -289,13 +289,8 @@ def committed_rows(folder, scale="default"):
     no snapshot count removes). A setting not in the file is left out (the command is resumable); a
     row without its provenance (``command``, ``commit``, ``platform``) raises ``ValueError``.
     """
-    stored = {(r["name"], r["settings"]): r for r in read_table(Path(folder) / "ch7_estimators.csv")}
-    rows = [dict(stored[k["name"], k["settings"]]) for k in setting_keys(scale)
-            if (k["name"], k["settings"]) in stored]
+    rows = keyed_rows(Path(folder) / "ch7_estimators.csv", setting_keys(scale))
     for r in rows:
-        missing = [c for c in ("command", "commit", "platform") if not isinstance(r.get(c), str) or not r[c]]
-        if missing:
-            raise ValueError(f"row {r['name']} of {folder} lacks its provenance {missing}")
         r["total_stderr"] = total_stderr(r["stderr"], r["extrapolated"] - r["estimate"])
         r["drawn"] = (r["estimate"] - r["relinearized_all"]) / r["stderr"] if r["stderr"] > 0 else 0.0
     return rows

@@ -26,7 +26,7 @@ from ..runs import train
 from ..runs.loo_estimate import estimate_loo_loss_within
 from . import ch7_estimators, tasks
 from .ch7_estimators import EstimatorSetting
-from .results import fingerprint, in_float64, provenance, read_table, ResultTable, run_job
+from .results import fingerprint, in_float64, keyed_rows, provenance, ResultTable, run_job
 
 #: The tolerance of the estimate's interval: ``estimate ± 2 total_stderr`` within ``± TOLERANCE × estimate``.
 TOLERANCE = 0.03
@@ -123,13 +123,8 @@ def committed_rows(folder, scale="default"):
     """The rows of ``folder/ch7_size_rule.csv`` computed with ``scale``'s settings, in the scale's order, their
     yes/no columns as ``bool``; a setting not in the file is left out, a row without its provenance raises
     ``ValueError``."""
-    stored = {(r["name"], r["settings"]): r for r in read_table(Path(folder) / "ch7_size_rule.csv")}
-    rows = [dict(stored[k["name"], k["settings"]]) for k in setting_keys(scale)
-            if (k["name"], k["settings"]) in stored]
+    rows = keyed_rows(Path(folder) / "ch7_size_rule.csv", setting_keys(scale))
     for r in rows:
-        missing = [c for c in ("command", "commit", "platform") if not isinstance(r.get(c), str) or not r[c]]
-        if missing:
-            raise ValueError(f"row {r['name']} of {folder} lacks its provenance {missing}")
         for c in FLAGS:
             r[c] = r[c] is True or r[c] == "True"
     return rows

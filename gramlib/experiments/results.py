@@ -180,6 +180,19 @@ class ResultTable:
         return row
 
 
+def keyed_rows(path, keys, key=("name", "settings")):
+    """The rows of the table at ``path`` whose ``key`` columns match one of ``keys`` (dicts), in the order of
+    ``keys``, as copies; a key not in the file is left out (its job is resumable). A row without its
+    provenance (``command``, ``commit``, ``platform`` of :func:`provenance`) raises ``ValueError``."""
+    stored = {tuple(r[c] for c in key): r for r in read_table(path)}
+    rows = [dict(stored[k]) for k in (tuple(k[c] for c in key) for k in keys) if k in stored]
+    for r in rows:
+        missing = [c for c in ("command", "commit", "platform") if not isinstance(r.get(c), str) or not r[c]]
+        if missing:
+            raise ValueError(f"row {r[key[0]]} of {path} lacks its provenance {missing}")
+    return rows
+
+
 def run_job(table, keys, compute, *, extra=None):
     """Fill ``table`` (a :class:`ResultTable`) for every key in ``keys``, computing only the missing rows.
 
