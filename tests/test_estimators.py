@@ -371,6 +371,13 @@ def test_the_size_rule_is_the_smallest_uniform_subset_whose_interval_fits_the_to
     assert_close(rule.sampling_stderr, np.sqrt(half ** 2 - bias ** 2), size=4)
     fits = lambda m: 2 * np.sqrt(spread * (1 / m - 1 / 200) + bias ** 2) <= 0.03 * pilot.estimate  # noqa: E731
     assert fits(rule.size) and not fits(rule.size - 1)
+    # the law the rule inverts: its size is the smallest whose predicted standard error fits the budget
+    at = lambda m: loo_estimate.stderr_at(pilot.stderr, 10, m, 200)  # noqa: E731
+    assert at(10) == pytest.approx(pilot.stderr, rel=4 * np.finfo(float).eps)
+    assert_close(at(rule.size), np.sqrt(spread * (1 / rule.size - 1 / 200)), size=4)
+    assert at(rule.size) <= rule.sampling_stderr < at(rule.size - 1)
+    with pytest.raises(ValueError, match="pilot_size"):
+        loo_estimate.stderr_at(pilot.stderr, 200, 10, 200)
 
 
 def test_the_size_rule_keeps_the_pilot_when_it_suffices_and_refuses_when_the_bias_fills_the_tolerance():
@@ -417,7 +424,8 @@ def test_estimate_within_is_the_pilot_its_check_and_a_second_subset_of_the_rule_
     key = jax.random.PRNGKey(2)
     pilot = loo_estimate.estimate_loo_loss(model.apply, run, x, size=4, key=key)
     check = loo_estimate.snapshot_check(model.apply, run, x, pilot)
-    bias = check.extrapolated - check.estimate
+    bias = check.bias
+    assert bias == check.extrapolated - check.estimate
     # a tolerance that asks for half the pilot's standard error: the rule must draw more twins
     tol = 2 * math.hypot(bias, pilot.stderr / 2) / pilot.estimate
     out = loo_estimate.estimate_loo_loss_within(model.apply, run, x, key=key, tolerance=tol, pilot=4)

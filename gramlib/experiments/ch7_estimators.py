@@ -191,6 +191,16 @@ def trained_setting(setting, *, seed=0, snapshots=None, progress=False) -> Train
     return TrainedSetting(model, ds, params, run, loop, seconds, (k_subset, k_uniform))
 
 
+def exact_loo_loss(setting, trained, *, progress=False):
+    """The exact leave-one-out loss of a trained setting, mean ``½‖ρ_i‖²`` over all ``n`` twins retrained
+    (:func:`gramlib.train.retrain_without` from the run's initialization), and its seconds."""
+    ds = trained.data
+    twins, seconds = _timed(train.retrain_without, trained.model.apply, trained.params, ds.x_train, ds.y_train,
+                            np.arange(setting.n), lr=setting.lr, steps=setting.steps, loop=trained.loop,
+                            progress=progress)
+    return 0.5 * float(np.sum(np.asarray(twins) ** 2)) / setting.n, seconds
+
+
 def estimator_row(setting, *, seed=0, progress=False):
     """One setting's row: every estimator, its value, error against all ``n`` retrained twins, and seconds.
 
@@ -200,16 +210,14 @@ def estimator_row(setting, *, seed=0, progress=False):
     retraining all twins (``time_ratio_with_run`` adds the training run with its kernel snapshots).
     """
     trained = trained_setting(setting, seed=seed, progress=progress)
-    model, ds, params, run, loop, train_seconds = trained[:6]
+    model, ds, _, run, loop, train_seconds = trained[:6]
     k_subset, k_uniform = trained.keys
     x, y, n, lr, steps = ds.x_train, ds.y_train, setting.n, setting.lr, setting.steps
     est = estimate_loo_loss(model.apply, run, x, size=setting.size, key=k_subset)
     uniform = estimate_loo_loss(model.apply, run, x, size=setting.size, key=k_uniform, design="uniform")
     check, check_seconds = _timed(snapshot_check, model.apply, run, x, est)
     every, every_seconds = _timed(estimate_loo_loss, model.apply, run, x, size=n, key=k_subset)
-    twins, exact_seconds = _timed(train.retrain_without, model.apply, params, x, y, np.arange(n), lr=lr,
-                                  steps=steps, loop=loop, progress=progress)
-    exact = 0.5 * float(np.sum(np.asarray(twins) ** 2)) / n
+    exact, exact_seconds = exact_loo_loss(setting, trained, progress=progress)
     theta0, r0 = run.thetas[0], run.residuals[0]
     gcv, gcv_seconds = _timed(baselines.gcv, theta0, r0, steps, lr=lr, outputs=run.outputs)
     (frozen, _), frozen_seconds = _timed(baselines.linearized_loss, theta0, r0, steps, lr=lr, outputs=run.outputs)

@@ -17,13 +17,9 @@ with provenance (:mod:`gramlib.experiments.results`).
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
-import numpy as np
-
-from ..runs import train
-from ..runs.loo_estimate import estimate_loo_loss_within
+from ..runs.loo_estimate import estimate_loo_loss_within, stderr_at
 from . import ch7_estimators, tasks
 from .ch7_estimators import EstimatorSetting
 from .results import fingerprint, in_float64, keyed_rows, provenance, ResultTable, run_job
@@ -54,6 +50,7 @@ def scale_config(scale="default"):
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     return HOLDOUT if scale == "holdout" else ch7_estimators.scale_config(scale)
 
+
 #: The yes/no columns of ``ch7_size_rule.csv``.
 FLAGS = ("retrained_run", "reachable", "within", "inside")
 
@@ -80,8 +77,7 @@ def size_rule_row(setting, *, seed=0, progress=False):
     ``time_ratio`` (their quotient).
     """
     trained = ch7_estimators.trained_setting(setting, seed=seed, progress=progress)
-    model, ds, params, run, loop = trained[:5]
-    x, y, key = ds.x_train, ds.y_train, trained.keys[0]
+    model, x, run, key = trained.model, trained.data.x_train, trained.run, trained.keys[0]
     result = estimate_loo_loss_within(model.apply, run, x, key=key, tolerance=TOLERANCE, pilot=setting.size)
     seconds = result.seconds
     if not result.size.reachable:
@@ -90,16 +86,12 @@ def size_rule_row(setting, *, seed=0, progress=False):
         run = again.run
         result = estimate_loo_loss_within(model.apply, run, x, key=key, tolerance=TOLERANCE, pilot=setting.size)
         seconds += again.train_seconds + result.seconds
-    start = time.perf_counter()
-    twins = train.retrain_without(model.apply, params, x, y, np.arange(setting.n), lr=setting.lr,
-                                  steps=setting.steps, loop=loop, progress=progress)
-    exact_seconds = time.perf_counter() - start
-    exact = 0.5 * float(np.sum(np.asarray(twins) ** 2)) / setting.n
+    exact, exact_seconds = ch7_estimators.exact_loo_loss(setting, trained, progress=progress)
     final = result.estimate
     row = {"first_snapshots": setting.snapshots, "snapshots": len(run.thetas),
            "retrained_run": len(run.thetas) != setting.snapshots,
            "pilot": result.pilot.estimate, "pilot_stderr": result.pilot.stderr,
-           "bias": result.check.extrapolated - result.check.estimate, "snapshots_needed": result.check.needed,
+           "bias": result.check.bias, "snapshots_needed": result.check.needed,
            "reachable": result.size.reachable, "size": len(final.indices),
            "estimate": final.estimate, "stderr": final.stderr, "total_stderr": result.total_stderr,
            "within": result.within, "exact": exact, "error": final.estimate / exact - 1,
@@ -121,10 +113,13 @@ def setting_keys(scale="default"):
 
 def committed_rows(folder, scale="default"):
     """The rows of ``folder/ch7_size_rule.csv`` computed with ``scale``'s settings, in the scale's order, their
-    yes/no columns as ``bool``; a setting not in the file is left out, a row without its provenance raises
+    yes/no columns as ``bool``, with ``predicted_stderr``: the standard error the rule's law predicted for
+    the final subset (:func:`gramlib.loo_estimate.stderr_at`); a setting not in the file is left out, a row without its provenance raises
     ``ValueError``."""
+    pilot = {s.name: s.size for s in scale_config(scale)}
     rows = keyed_rows(Path(folder) / "ch7_size_rule.csv", setting_keys(scale))
     for r in rows:
+        r["predicted_stderr"] = stderr_at(r["pilot_stderr"], pilot[r["name"]], int(r["size"]), int(r["n"]))
         for c in FLAGS:
             r[c] = r[c] is True or r[c] == "True"
     return rows

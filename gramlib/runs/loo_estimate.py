@@ -237,13 +237,18 @@ class SnapshotCheck(NamedTuple):
     enough: bool
     total_stderr: float
 
+    @property
+    def bias(self) -> float:
+        """``L_∞ − L(M)``: what the re-linearized twins still miss at the run's ``M`` snapshots."""
+        return self.extrapolated - self.estimate
+
 
 def total_stderr(stderr, bias):
     """``√(stderr² + bias²)``: the sampling error and the snapshot bias of an estimate, together (Chapter 7).
 
     ``stderr``: the estimate's standard error over subsets (:class:`LooEstimate`); ``bias``: what the
     re-linearized twins still miss at ``M`` snapshots, ``L_∞ − L(M)`` with ``L_∞ = 2 L(M) − L(M/2)``
-    (:class:`SnapshotCheck`: ``extrapolated − estimate``). The two are added in quadrature, as a
+    (:attr:`SnapshotCheck.bias`). The two are added in quadrature, as a
     systematic error beside a random one: the bias is itself an estimate, with the subset's noise in
     it, not a known offset to subtract.
     """
@@ -309,11 +314,23 @@ class LooSize(NamedTuple):
     reachable: bool
 
 
+def stderr_at(pilot_stderr, pilot_size, size, n):
+    """The standard error the law of :func:`loo_size` predicts for ``size`` of ``n`` twins (eq. ``ch07-size``):
+    ``s₀ √((1/m − 1/n) / (1/m₀ − 1/n))`` from a pilot of ``m₀ = pilot_size`` twins with standard error ``s₀``."""
+    s0 = _checks.positive(pilot_stderr, "pilot_stderr", allow_zero=True)
+    n = _checks.integer(n, "n", minimum=2)
+    m0 = _checks.integer(pilot_size, "pilot_size", minimum=1)
+    m = _checks.integer(size, "size", minimum=1)
+    if not m0 < n or m > n:
+        raise ValueError(f"pilot_size must be below n ({n}) and size at most n, got {m0} and {m}")
+    return s0 * math.sqrt((1 / m - 1 / n) / (1 / m0 - 1 / n))
+
+
 def loo_size(pilot, check, tolerance=0.03) -> LooSize:
     """The subset size that brings ``2 × total_stderr`` within ``tolerance × L̂`` (Chapter 7, eq. ``ch07-size``).
 
     ``pilot``: a :class:`LooEstimate` on ``m₀`` twins, standard error ``s₀``; ``check``: its
-    :class:`SnapshotCheck` (bias ``b = L_∞ − L(M)``). The interval ``L̂ ± 2√(s² + b²)`` is within
+    :class:`SnapshotCheck` (its ``bias``, ``b = L_∞ − L(M)``). The interval ``L̂ ± 2√(s² + b²)`` is within
     ``±τ L̂`` when the sampling error is at most ``s* = √((τ L̂/2)² − b²)``. Sampling ``m`` of ``n``
     without replacement, the variance falls as ``1/m − 1/n`` (exactly so for a uniform subset, only
     roughly for the strata of :func:`loo_strata`, whose number grows with ``m``: Chapter 7 measured the
@@ -335,7 +352,7 @@ def loo_size(pilot, check, tolerance=0.03) -> LooSize:
                          f"pilot's {pilot.estimate})")
     tolerance = _checks.positive(tolerance, "tolerance")
     m0, n = len(pilot.indices), len(pilot.two_time_loo)
-    half, bias = tolerance * abs(pilot.estimate) / 2, check.extrapolated - check.estimate
+    half, bias = tolerance * abs(pilot.estimate) / 2, check.bias
     if abs(bias) >= half:
         return LooSize(size=m0, sampling_stderr=math.nan, reachable=False)
     target = math.sqrt(half ** 2 - bias ** 2)
@@ -395,7 +412,7 @@ def estimate_loo_loss_within(apply, run, x, *, key, tolerance=0.03, pilot=30, de
     if size.reachable and size.size > pilot:
         final = _estimate(apply, run, x, two_time, size.size, jax.random.fold_in(key, 1), design, rule,
                           first.seconds["two_time"], known=first)
-    total = total_stderr(final.stderr, check.extrapolated - check.estimate)
+    total = total_stderr(final.stderr, check.bias)
     return LooEstimateWithin(estimate=final, pilot=first, check=check, size=size, total_stderr=total,
                              within=bool(2 * total <= tolerance * abs(final.estimate)),
                              seconds=time.perf_counter() - start)
