@@ -4,8 +4,8 @@ import importlib
 import sys
 import traceback
 
-SCRIPTS = ["bench_ntk", "bench_effective_gram", "bench_loo_trajectory", "bench_scaling", "bench_ntk_memory",
-           "bench_loo_vs_retraining", "bench_train_steps", "bench_peer"]
+SCRIPTS = ["bench_ntk", "bench_gram_blocks", "bench_effective_gram", "bench_loo_trajectory", "bench_scaling",
+           "bench_ntk_memory", "bench_loo_vs_retraining", "bench_train_steps", "bench_peer", "bench_cnn_floor"]
 
 
 def main():

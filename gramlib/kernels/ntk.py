@@ -69,14 +69,10 @@ def _ntk_jacobian(f, params, x1, x2, batch_size, params2):
     return full[: n1 * c, : n2 * c]
 
 
-@partial(jax.jit, static_argnames=("prog", "choice", "same"))
-def _ntk_traced_jit(prog, choice, leaves, consts, x1, x2, same, leaves2):
-    fa = tf.factors(prog, choice, leaves, consts, x1)
-    return tf.contract(fa, fa if same else tf.factors(prog, choice, leaves2, consts, x2), same)
-
-
 _factors = jax.jit(tf.factors, static_argnums=(0, 1))
 _contract = jax.jit(tf.contract, static_argnames=("same",))
+"""The factors and their contraction are compiled apart: ``benchmarks/bench_cnn_floor.py`` times both ways
+(``gramlib`` and ``gramlib, one program``) on its CNN."""
 
 
 def _plan(f, params, x1, n1, n2, method):
@@ -93,8 +89,9 @@ def _ntk_traced(f, params, x1, x2, same, params2, method="auto"):
     if plan is None:
         return _ntk_jacobian(f, params, x1, x2, None, params2)
     prog, choice = plan
-    return _ntk_traced_jit(prog, choice, jax.tree_util.tree_leaves(params), prog.consts, x1, x2, same,
-                           jax.tree_util.tree_leaves(params2))
+    fa = _factors(prog, choice, jax.tree_util.tree_leaves(params), prog.consts, x1)
+    fb = fa if same else _factors(prog, choice, jax.tree_util.tree_leaves(params2), prog.consts, x2)
+    return _contract(fa, fb, same=same)
 
 
 def _set_rows(out, block, start):

@@ -51,8 +51,10 @@ def factors(prog, choice, leaves, consts, x):
 
     Returns ``(dense, J)``: ``dense`` holds ``(X_in (n, S, K), G (n, C, S, M))``
     per dense leaf of ``choice`` (for a convolution's filter ``X_in`` are the
-    patches at its ``S`` output positions), ``J`` ``(n, C, P)`` the Jacobian
-    blocks of all other leaves side by side (``None`` if there are none).
+    patches at its ``S`` output positions), ``J`` a tuple of Jacobian blocks
+    ``J_w`` ``(n, C, P_w)``, one per other leaf (empty if there are none). The
+    blocks are kept apart: :func:`contract` sums their Gram matrices, and
+    putting them side by side would copy them once more (``benchmarks/bench_cnn_floor.py``).
     """
     penv = _param_env(prog, leaves, consts)
     c = prog.outputs
@@ -119,16 +121,14 @@ def factors(prog, choice, leaves, consts, x):
     dense = [conv_factors(prog.nodes[d.node].params, xin, g, prog.avals[prog.nodes[d.node].ins[1]].shape)
              if d.patches else (xin, g) for d, (xin, g) in zip(choice.dense, dense)]
     if grads is None:
-        return dense, None
+        return dense, ()
     raw = iter(raw)
     convs = iter([prog.nodes[i] for i in choice.jacobian_uses
                   if _patches(prog, prog.nodes[i], prog.avals[prog.nodes[i].ins[1]].dtype)])
     grads = [_filter_gradients(next(convs).params, *next(raw), pv.shape) if g is None else g
              for g, pv in zip(grads, pvals)]
     blocks = jax.vmap(jax.vmap(lambda *gv: param_pullback(list(gv))[0]))(*grads)
-    n = x.shape[0]
-    flat = [b.reshape(n, c, -1) for b in blocks]
-    return dense, jnp.concatenate(flat, axis=2) if flat else None
+    return dense, tuple(b.reshape(x.shape[0], c, -1) for b in blocks)
 
 
 def _patches(prog, node, dtype):
@@ -202,10 +202,13 @@ def _filter_gradients(params, lhs, g, shape):
     return jnp.transpose(grad, (0, 1) + perm).astype(g.dtype)
 
 
-_SYMMETRIC_PARTS = 8
+_SYMMETRIC_PARTS = 6
 """Row blocks of a symmetric Gram matrix ``A Aᵀ``: only the ``parts (parts + 1) / 2`` blocks on and above
-the diagonal are multiplied (measured 1.6 times faster than ``A @ A.T`` for ``A`` of 1000 × 4752 on 2 cores).
-Only for products of at least ``_SYMMETRIC_FLOPS`` multiply-adds: the blocks cost compile time."""
+the diagonal are multiplied. Measured on 2 cores in float32 (``python -m benchmarks.bench_gram_blocks``,
+``benchmarks/results/gram_blocks.csv``): for ``A`` of 1000 × 4752, 17.4 ms against 25.5 ms for ``A @ A.T``
+(18.3 ms with 4 parts, 22.0 ms with 8); of 2000 × 2304, 31.1 against 49.8 ms; of 500 × 8000, 8.2 against
+10.3 ms (13.8 ms with 8). ``benchmarks/bench_cnn_floor.py`` times it on the CNN's Jacobian. Only for
+products of at least ``_SYMMETRIC_FLOPS`` multiply-adds: the blocks cost compile time."""
 
 
 _SYMMETRIC_FLOPS = 1e9
@@ -228,7 +231,7 @@ def contract(fa, fb, same=False):
 
     Dense factors ``(X_in, G)`` contribute ``Σ_{s,t} (X_in,a[s] · X_in,b[t]) (G_a,c[s] · G_b,d[t])``
     (for a convolution's filter: the patch Gram times the cotangent Gram, summed over pairs of positions);
-    the Jacobian blocks ``J`` contribute ``J_a J_bᵀ``. ``same`` (``fb`` are the factors of the
+    each Jacobian block ``J_w`` contributes ``J_w,a J_w,bᵀ``. ``same`` (``fb`` are the factors of the
     same batch at the same weights) computes only the upper block triangle of each Gram matrix.
     """
     dense_a, ja = fa
@@ -244,9 +247,9 @@ def contract(fa, fb, same=False):
             inputs = jnp.einsum("ask,btk->abst", xa, xb)
             term = jnp.einsum("abst,acsm,bdtm->acbd", inputs, ga, gb, optimize=True)
         total = term if total is None else total + term
-    if ja is not None:
-        na, c, _ = ja.shape
-        term = _gram(ja.reshape(na * c, -1), jb.reshape(jb.shape[0] * c, -1), same).reshape(na, c, jb.shape[0], c)
+    for wa, wb in zip(ja, jb):
+        na, c, _ = wa.shape
+        term = _gram(wa.reshape(na * c, -1), wb.reshape(wb.shape[0] * c, -1), same).reshape(na, c, wb.shape[0], c)
         total = term if total is None else total + term
     na, c, nb, _ = total.shape
     return total.reshape(na * c, nb * c)
