@@ -615,7 +615,9 @@ def test_chapter_settings_and_label_runs(small_ch6):
     assert err["held"] == pytest.approx(0.5 * np.mean(r_test**2), rel=rule)
     assert err["held"] == pytest.approx(run.test_loss[-1], rel=rule)
     assert abs(err["loo"] - run.curve.predicted_test_loss[-1]) < 1e-10  # two Talbot inversions: their own error
-    assert err["within"] in ("yes", "no")
+    assert err["combined"] == pytest.approx(np.hypot(err["se_loo"], err["se_held"]))
+    assert err["se_loo"] == pytest.approx(2 * np.std(0.5 * rho**2) / np.sqrt(len(rho)), rel=1e-6)
+    assert err["within"] == ("yes" if abs(err["loo"] - err["held"]) <= err["combined"] else "no")
 
 
 def test_noise_sweep_flips_labels_at_each_level(small_ch6):

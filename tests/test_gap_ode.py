@@ -104,6 +104,45 @@ def test_factors_match_brute_force_and_discrete_identity_is_exact(pool, run):
     assert_close(f.contraction[:, 0], 0.0, 6 * D, scale=np.abs(f.contraction).max())
 
 
+def test_contraction_self_term_against_a_direct_split(pool, run):
+    """F_i(u) − F_i(w) = (1/n)[‖∇ℓ(u;z_i)‖² − ‖∇ℓ(w;z_i)‖²] + shared-data part, each by NumPy GD."""
+    x, y = pool
+    pairs, f = run
+    got = gap_ode.contraction_self_term(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs, lr=0.2, steps=12)
+    assert got.shape == f.contraction.shape
+    for m in range(4):
+        xs, ys = x[pairs.train[m]], y[pairs.train[m]]
+        i, n = pairs.i[m], 6
+        xt, yt = xs.copy(), ys.copy()
+        xt[i], yt[i] = x[pairs.new[m]], y[pairs.new[m]]
+        zi, zn = (xs[i], ys[i]), (x[pairs.new[m]], y[pairs.new[m]])
+        rest = np.arange(n) != i  # the n − 1 samples both twins train on
+
+        def g(v, z):
+            return z[0] * (z[0] @ v - z[1])
+
+        def shared(v, z, xx, yy, keep):  # ∇ℓ(v; z)·(1/n) Σ_{j≠i} ∇ℓ(v; z_j)
+            return g(v, z) @ (xx[keep].T @ (xx[keep] @ v - yy[keep])) / n
+
+        w, u = np.zeros(D), np.zeros(D)
+        self_want, shared_want = [], []
+        for _ in range(13):
+            self_want.append(0.5 * (g(u, zi) @ g(u, zi) - g(w, zi) @ g(w, zi)
+                                    + g(w, zn) @ g(w, zn) - g(u, zn) @ g(u, zn)) / n)
+            shared_want.append(0.5 * (shared(u, zi, xs, ys, rest) - shared(w, zi, xs, ys, rest)
+                                      + shared(w, zn, xt, yt, rest) - shared(u, zn, xt, yt, rest)))
+            w, u = w - 0.2 * xs.T @ (xs @ w - ys) / n, u - 0.2 * xt.T @ (xt @ u - yt) / n
+        size = 12 * n * D  # 12 steps over n samples and D weights
+        scale = np.abs(f.contraction[m]).max()
+        assert_close(got[m], self_want, size, scale=scale)
+        assert_close(f.contraction[m] - got[m], shared_want, size, scale=scale)  # the two parts add up
+    with pytest.raises(TypeError, match="ReplaceOnePairs"):
+        gap_ode.contraction_self_term(linear_apply, {"w": jnp.zeros(D)}, x, y, tuple(pairs), lr=0.2, steps=2)
+    with pytest.raises(ValueError, match="pairs.i"):
+        gap_ode.contraction_self_term(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs._replace(i=pairs.i + 6),
+                                      lr=0.2, steps=2)
+
+
 def test_records_match_direct_computation(pool, run):
     x, y = pool
     pairs, f = run

@@ -233,16 +233,24 @@ def sampling_error(setting, run, t):
     samples (:func:`gramlib.effective_gram.loo_residuals`) and ``(1/2m) Σ_j r*_j(t)²`` over
     the ``m`` held-out samples (:func:`gramlib.kernel_flow.kernel_test_residuals`);
     ``se_*`` is twice the standard deviation of the per-sample losses over ``√(count)``.
-    Returns a dict with ``loo``, ``se_loo``, ``held``, ``se_held`` and ``within`` (``"yes"``
-    if the two differ by at most ``√(se_loo² + se_held²)``).
+    Returns a dict with ``loo``, ``se_loo``, ``held``, ``se_held``, ``combined``
+    (``√(se_loo² + se_held²)``) and ``within`` (``"yes"`` if the two differ by at most ``combined``).
+
+    A rough guide, not a test, for two reasons. The ``n`` leave-one-out losses are not
+    independent (two twins share ``n − 2`` training samples), so ``se_loo``, the formula for
+    independent samples, only approximates their standard error. And the leave-one-out average
+    estimates the expected test loss of training on ``n − 1`` samples, averaged over training sets
+    (Chapter 1's leave-one-out identity), not the held-out loss of this training set, so the two
+    can differ by more than ``combined`` even when neither is biased.
     """
     rho = np.asarray(loo_residuals(setting.theta, run.r0, t))
     r_test = np.asarray(kernel_test_residuals(setting.theta, setting.theta_test, run.r0,
                                               setting.f0_test - run.y_test, t))
     loo, held = np.mean(0.5 * rho**2), np.mean(0.5 * r_test**2)
     se_loo, se_held = (2 * np.std(0.5 * v**2) / np.sqrt(len(v)) for v in (rho, r_test))
-    return dict(loo=loo, se_loo=se_loo, held=held, se_held=se_held,
-                within="yes" if abs(loo - held) <= np.hypot(se_loo, se_held) else "no")
+    combined = float(np.hypot(se_loo, se_held))
+    return dict(loo=loo, se_loo=se_loo, held=held, se_held=se_held, combined=combined,
+                within="yes" if abs(loo - held) <= combined else "no")
 
 
 class IndefiniteExample(NamedTuple):
