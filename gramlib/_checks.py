@@ -82,6 +82,18 @@ def _array_like(x, name):
         raise TypeError(f"{name} must be an array of numbers, got {type(x).__name__}") from err
 
 
+def parameters(params, name):
+    """Every leaf of the tree ``params`` an array of numbers; a ``ValueError`` for an empty tree.
+
+    Not checked for NaN (a diverged run's weights still have an NTK).
+    """
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    if not flat:
+        raise ValueError(f"{name} must hold at least one array")
+    for path, w in flat:
+        array(w, f"{name}{jax.tree_util.keystr(path)}", finite=False)
+
+
 def array(x, name, *, ndim=None, shape=None, finite=True, dtype_kind="fc"):
     """Check that ``x`` is an array of numbers of the given structure; return it for further checks.
 
@@ -90,6 +102,10 @@ def array(x, name, *, ndim=None, shape=None, finite=True, dtype_kind="fc"):
     tracer unchanged. ``finite`` (a value check) runs on concrete arrays only.
     """
     a = _array_like(x, name)
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        raise TypeError(f"{name} is a PRNG key ({a.dtype}), random state rather than numbers: keep it out of the "
+                        f"arrays you pass (for a Flax nnx module: graphdef, params, rest = "
+                        f"nnx.split(model, nnx.Param, ...))")
     dtype = np.dtype(a.dtype)
     if dtype.kind not in dtype_kind + "iub":
         raise TypeError(f"{name} must hold numbers, got dtype {dtype}")

@@ -231,11 +231,31 @@ def test_findings_read_the_intervals_of_each_cell():
     assert f.covers == {("a", "mlp"): True, ("b", "mlp"): False}
     assert f.miss[("a", "mlp")] == 0 and abs(f.miss[("b", "mlp")] - 0.2) <= ROWS
     assert f.floor_covers == {("a", "mlp"): False, ("b", "mlp"): True} and abs(f.floor_miss[("a", "mlp")] - 0.1) <= ROWS
-    assert f.like_floor == [("a", "mlp"), ("b", "mlp")]
     assert f.twin_within == {("a", "mlp"): True} and f.lowest_correlation == 0.998
     assert f.one_time_further == [("a", "mlp")] and f.gcv_worse == [("a", "mlp")]
     assert f.learned == {("a", "mlp"): 3.0, ("b", "mlp"): 1.5}
     assert ch7_findings.findings([dict(summary[0], learned=math.nan)]).learned == {}  # no random-label run
+
+
+def test_floor_differences_pair_the_prediction_with_exact_loo_split_by_split():
+    rng = np.random.default_rng(0)
+    held, lin = rng.uniform(0.5, 1.5, 5), rng.uniform(0.5, 1.5, 5)
+    pred, loo = held * rng.uniform(0.8, 1.2, 5), lin * rng.uniform(0.8, 1.2, 5)
+    rows = [_protocol_row(s, predicted=pred[s], held_out=held[s], exact_loo=loo[s], linearized_held_out=lin[s])
+            for s in range(5)]
+    rows += [_protocol_row(0, labels="random", predicted=9.0, held_out=1.0),  # random labels: not counted
+             _protocol_row(0, dataset="e", predicted=1.1, exact_loo=0.95)]  # one split: no interval
+    paired = ch7_findings.floor_differences(rows)
+    assert list(paired) == [("d", "mlp"), ("e", "mlp")]
+    error, floor = pred / held - 1, loo / lin - 1
+    diff = error - floor  # the same splits, paired
+    half = scipy.stats.t.ppf(0.975, 4) * diff.std(ddof=1) / np.sqrt(5)
+    ROWS = tolerance(np.float64, len(rows))
+    d = paired["d", "mlp"]
+    assert d.splits == 5 and abs(d.mean - diff.mean()) <= ROWS and abs(d.half - half) <= ROWS
+    assert abs(d.correlation - np.corrcoef(error, floor)[0, 1]) <= ROWS
+    e = paired["e", "mlp"]
+    assert e.splits == 1 and abs(e.mean - (0.1 + 0.05)) <= ROWS and np.isnan(e.half) and np.isnan(e.correlation)
 
 
 def test_command_line_refuses_unknown_choices_and_records_itself(monkeypatch):
@@ -532,6 +552,8 @@ def test_the_committed_table_holds_runs_of_the_protocol_and_says_where_they_were
     assert len(rows) == len(ch7.limit_runs(ch7.scale_config("default")))
     assert not any(r["commit"].endswith("-dirty") for r in results.read_table(RESULTS / "ch7-limits" / "ch7_limits.csv"))
     assert all(r["diverged"] or r["bf_held"] == pytest.approx(r["bf"] / r["held_out"], rel=tolerance(np.float64)) for r in rows)
+    assert all(r["diverged"] or r["two_err"] == pytest.approx(r["predicted_on_subset"] / r["bf"] - 1,
+                                                              rel=tolerance(np.float64)) for r in rows)
 
 
 def test_a_table_with_a_run_twice_or_without_provenance_is_refused(tmp_path):

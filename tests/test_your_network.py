@@ -132,6 +132,34 @@ def test_empirical_ntk_equals_the_jacobian_contraction(library):
     assert_close(cross, explicit_ntk(apply, params, x1, x2), terms(params))
 
 
+class NnxDropoutCNN(NnxCNN):
+    """The nnx CNN with a dropout layer: its state holds the layer's PRNG key and counter."""
+
+    def __init__(self, rngs):
+        super().__init__(rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.drop(jnp.tanh(self.conv(x[..., None])))
+        return self.dense(h.reshape(h.shape[0], -1))[:, 0]
+
+
+def test_random_state_is_refused_by_name_and_split_off():
+    """A PRNG key among the parameters is named in the error; nnx.split(model, nnx.Param, ...) leaves it out."""
+    model = NnxDropoutCNN(nnx.Rngs(1))
+    model.eval()  # dropout off: the network is deterministic, but its state still holds the key
+    x = digits(False).x_train
+    graphdef, state = nnx.split(model)
+    with pytest.raises(TypeError, match=r"params\['drop'\].*is a PRNG key.*nnx\.split\(model, nnx\.Param"):
+        empirical_ntk(lambda s, x: nnx.merge(graphdef, s)(x), state, x)
+    with pytest.raises(TypeError, match=r"params\['drop'\].*is a PRNG key"):
+        gradient_descent(lambda s, x: nnx.merge(graphdef, s)(x), state, x, digits(False).y_train, lr=0.1, steps=1,
+                         progress=False)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    apply = lambda p, x: nnx.merge(graphdef, p, rest)(x)  # noqa: E731  (the page's adapter)
+    assert_close(empirical_ntk(apply, params, x), explicit_ntk(apply, params, x, x), terms(params))
+
+
 # ----------------------------------------------------------------------------- training
 
 @pytest.mark.parametrize("library", LIBRARIES)

@@ -63,8 +63,9 @@ def snapshot_rows(prediction, counts):
 
     ``prediction`` is a :class:`gramlib.predicted_loss.Prediction`; each row holds ``snapshots = M``,
     ``predicted`` (two-time kernel) and ``one_time`` (one-time kernel), the leave-one-out
-    losses ``(1/2n) Σ_i ‖ρ_i‖²`` of its predictor (:class:`gramlib.predictor.LooPredictor`) with every
-    ``(K/M)``-th snapshot, the held-out loss and both relative errors (Chapter 7, Limits).
+    losses ``(1/2n) Σ_i ‖ρ_i‖²`` of its predictor (:class:`gramlib.predictor.LooPredictor`) from ``M`` of
+    the run's snapshots (every ``(len(run.thetas)/M)``-th), the held-out loss and both relative errors
+    (Chapter 7, Limits).
     """
     rows, loo = [], prediction.predictor
     for k in counts:
@@ -226,9 +227,13 @@ def reproduce_ch7(out_dir="results/ch7", scale="default", *, archs=("mlp", "cnn"
     the held-out loss and every baseline (:func:`gramlib.predicted_loss.predict_test_loss`; the twins
     retrained where the run says so, and then also read out and re-linearized, :func:`twin_columns`;
     else only the prediction on their subset), and the exact
-    leave-one-out and held-out losses of the network linearized at the same initialization on
-    the same split (``exact_loo``, ``linearized_held_out``: :func:`gramlib.predict.frozen_kernel_losses`),
-    the noise floor of leave-one-out itself. ``ch7_summary.csv``: per cell, :func:`gramlib.experiments.ch7_summary.summarize`;
+    leave-one-out and held-out losses of the network linearized at an initialization on the same
+    split (``exact_loo``, ``linearized_held_out``: :func:`gramlib.predict.frozen_kernel_losses`),
+    the noise floor of leave-one-out itself. That initialization is ``model.init(k_run)``, drawn from
+    the split's key like the run's but not the run's own (the run draws
+    ``model.init(initialization_key(k_run))``, :func:`gramlib.predicted_loss.initialization_key`),
+    except in ``centered_cells``, where both use the run's.
+    ``ch7_summary.csv``: per cell, :func:`gramlib.experiments.ch7_summary.summarize`;
     ``ch7_snapshots.csv``: the true-label predictions of the first ``snapshot_splits`` splits with
     fewer kernel snapshots (:func:`snapshot_rows`), except in ``centered_cells``; ``ch7_centering.csv``: the noise floor and the
     prediction with re-centered inputs (:func:`recentered_run`) on the true-label MLP splits of
@@ -348,7 +353,10 @@ def reproduce_ch7_limits(out_dir="results/ch7-limits", scale="default", *, retra
     the mean of ``|ρ_i^pred| / |ρ_i^brute|`` for both recursions, and the seconds each took
     (``retrain_seconds``, ``relinearized_seconds``). On 2 CPU cores the default grid
     took 56 minutes beside other jobs, retraining included (``results/README.md``). Resumable and with provenance like
-    :func:`reproduce_ch7`. A scale without a limit grid (``"paper"``) raises ``ValueError`` at once.
+    :func:`reproduce_ch7`. Every run has the same data and ``key=PRNGKey(1)``
+    (:func:`gramlib.predicted_loss.predict_test_loss` draws the initialization and the twins' subset
+    from it), so every run's twins are the same samples. A scale without a limit grid (``"paper"``)
+    raises ``ValueError`` at once.
     Returns the rows.
     """
     setting = scale_config(scale)

@@ -3,7 +3,8 @@
 The table is one folder written by one command, ``python -m gramlib reproduce ch7``
 (``results/ch7/``): :func:`protocol_table` reads it, checks that every run is there once and
 says where it was computed, and summarizes it per cell (:func:`gramlib.experiments.ch7_summary.summarize`);
-:func:`findings` computes the comparisons the chapter states. The limits (ReLU networks over
+:func:`findings` computes the comparisons the chapter states, and :func:`floor_differences` sets the
+prediction's error against that of exact leave-one-out split by split. The limits (ReLU networks over
 learning rate, width and depth, with retrained twins) are one folder written by
 ``python -m gramlib reproduce ch7-limits`` (``results/ch7-limits/``), read by :func:`committed_limits`.
 """
@@ -16,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..mathematics.gap import interval
 from .ch7 import limit_runs, scale_config, table_runs
 from .ch7_settings import limit_grid
 from .ch7_summary import summarize
@@ -95,7 +97,8 @@ def committed_limits(folder, scale="default"):
     Raises ``ValueError`` when a row lacks its provenance (:data:`PROVENANCE`) or is not a run
     of :func:`gramlib.experiments.ch7.limit_runs` with its twins retrained, or when a run of
     the grid is missing. Returns one row per run in the grid's order: ``width``, ``depth``,
-    ``lr``, ``diverged``, ``held_out``, ``predicted``, ``one_time``, the twins' loss ``bf``,
+    ``lr``, ``diverged``, ``held_out``, ``predicted`` (all ``n`` twins), ``one_time``, the twins' loss
+    ``bf``, the two-time prediction on the twins' subset ``predicted_on_subset``,
     the relative errors against the twins on their subset of the two-time prediction
     (``two_err``), the one-time prediction (``one_err``) and the first-order twins read out
     through the network (``readout_err``) and re-linearized at every snapshot (``relinearized_err``,
@@ -128,6 +131,7 @@ def committed_limits(folder, scale="default"):
         if not row["diverged"]:
             bf = r["brute_force"]
             row.update(held_out=r["held_out"], predicted=r["predicted"], one_time=r["one_time"], bf=bf,
+                       predicted_on_subset=r["predicted_on_subset"],
                        two_err=r["predicted_on_subset"] / bf - 1, one_err=r["one_time_on_subset"] / bf - 1,
                        readout_err=r["readout_on_subset"] / bf - 1, correlation=r["correlation"],
                        readout_correlation=r["readout_correlation"],
@@ -144,8 +148,8 @@ class Findings(NamedTuple):
     Against the held-out loss, for the cells with two splits or more: ``covers[cell]`` (the 95% interval of the prediction's signed
     error contains 0), ``miss[cell]`` (by how much it misses 0: ``|error| − error_half``, 0
     when it covers), and the same for exact leave-one-out of the linearized network on the same
-    splits (``floor_covers``, ``floor_miss``); ``like_floor`` (cells whose error and floor
-    intervals overlap). Against the twins: ``twin_within[cell]`` (``|twin_error| ≤ tolerance``),
+    splits (``floor_covers``, ``floor_miss``); how the two compare split by split is
+    :func:`floor_differences`. Against the twins: ``twin_within[cell]`` (``|twin_error| ≤ tolerance``),
     ``lowest_correlation`` over all retrained runs, ``one_time_further`` (cells where the one-time
     kernel is further from the twins than the two-time). Baselines: ``gcv_worse`` (cells where
     GCV's mean signed error is further from 0 than the prediction's). Random labels:
@@ -156,7 +160,6 @@ class Findings(NamedTuple):
     miss: dict
     floor_covers: dict
     floor_miss: dict
-    like_floor: list
     twin_within: dict
     lowest_correlation: float
     one_time_further: list
@@ -178,14 +181,56 @@ def findings(summary, tolerance=0.03):
         miss={k: _miss(c["error"], c["error_half"]) for k, c in spread.items()},
         floor_covers={k: abs(c["floor"]) <= c["floor_half"] for k, c in spread.items()},
         floor_miss={k: _miss(c["floor"], c["floor_half"]) for k, c in spread.items()},
-        like_floor=[k for k, c in spread.items()
-                    if abs(c["error"] - c["floor"]) <= c["error_half"] + c["floor_half"]],
         twin_within={k: abs(c["twin_error"]) <= tolerance for k, c in twinned.items()},
         lowest_correlation=min((c["min_correlation"] for c in twinned.values()), default=math.nan),
         one_time_further=[k for k, c in twinned.items() if abs(c["one_time_twin_error"]) > abs(c["twin_error"])],
         gcv_worse=[k for k, c in cells.items() if abs(c["gcv_error"]) > abs(c["error"])],
         learned={k: c["learned"] for k, c in cells.items() if not math.isnan(c["learned"])},
     )
+
+
+class PairedDifference(NamedTuple):
+    """The prediction's signed error minus that of exact leave-one-out on the same splits (:func:`floor_differences`).
+
+    ``mean`` and ``half`` (the half-width of its 95% Student-t interval over the splits, ``nan``
+    with one split) of the per-split difference, ``splits`` their number and ``correlation`` the
+    correlation of the two signed errors over the splits (``nan`` with fewer than three).
+    """
+
+    mean: float
+    half: float
+    splits: int
+    correlation: float
+
+
+def floor_differences(rows):
+    """Per cell ``(dataset, arch)``: the prediction's error against exact leave-one-out, paired by split.
+
+    ``rows``: the table's rows (:attr:`ProtocolTable.rows`); over the true-label runs of each cell,
+    the difference ``(L̂ − L_test)/L_test − (L_loo − L_lin)/L_lin`` per split, where the first term is
+    the prediction's signed error against the held-out loss of the trained network (``predicted``,
+    ``held_out``) and the second that of the exact leave-one-out of the linearized network against
+    its own held-out loss on the same split (``exact_loo``, ``linearized_held_out``: the noise floor).
+    Both errors are measured on the same data and tend to move together from split to split, so the
+    paired difference tests their difference more sharply than two separate intervals do. Returns
+    :class:`PairedDifference` per cell, in the order of the rows.
+    """
+    out = {}
+    for cell in dict.fromkeys((r["dataset"], r["arch"]) for r in rows):
+        true = [r for r in rows if (r["dataset"], r["arch"]) == cell and r["labels"] == "true"]
+        if not true:
+            continue
+        error = np.array([r["predicted"] / r["held_out"] - 1 for r in true])
+        floor = np.array([r["exact_loo"] / r["linearized_held_out"] - 1 for r in true])
+        diff = error - floor
+        if len(diff) > 1:
+            est = interval(diff, student=True)
+            mean, half = float(est.mean), float(est.half_width)
+        else:
+            mean, half = float(diff[0]), math.nan
+        corr = float(np.corrcoef(error, floor)[0, 1]) if len(diff) > 2 else math.nan
+        out[cell] = PairedDifference(mean, half, len(diff), corr)
+    return out
 
 
 class SnapshotConvergence(NamedTuple):

@@ -9,9 +9,9 @@ way:
   asynchronously: without it a call returns before the device has finished), and
   their median CPU time, a fairer figure on a shared machine; :func:`timed` times one call;
 * :func:`peak_rss` and :func:`in_fresh_process`: the peak resident memory of a process
-  (``ru_maxrss``, the "Maximum resident set size" of ``/usr/bin/time -v``), which includes
-  the interpreter and JAX; a measurement runs in a fresh interpreter so that two peaks
-  do not mix;
+  (on Linux its high-water mark ``VmHWM`` of ``/proc/self/status``, elsewhere ``ru_maxrss``),
+  which includes the interpreter and JAX; a measurement runs in a fresh interpreter so that
+  two peaks do not mix;
 * :func:`machine`: where and under what load a row was measured; :func:`write_rows` and
   :func:`read_rows`: CSV rows in ``benchmarks/results/``;
 * the workloads both measure: :func:`ntk_workload` (the width-512 MLP), :func:`scaling_steps`

@@ -175,21 +175,12 @@ def _check_call(f, params, x, name):
     return out
 
 
-def _check_params(params, name):
-    """Every leaf of ``params`` an array of numbers (not checked for NaN: a diverged run's weights still have an NTK)."""
-    leaves = jax.tree_util.tree_leaves(params)
-    if not leaves:
-        raise ValueError(f"{name} must hold at least one array")
-    for path, w in jax.tree_util.tree_flatten_with_path(params)[0]:
-        _checks.array(w, f"{name}{jax.tree_util.keystr(path)}", finite=False)
-
-
 def _check_like(params, other, name):
     """``other`` a tree of arrays with the tree structure and leaf shapes of ``params``; else a ``ValueError``."""
     want, got = jax.tree_util.tree_structure(params), jax.tree_util.tree_structure(other)
     if want != got:
         raise ValueError(f"{name} must have the tree structure of the parameters {want}, got {got}")
-    _check_params(other, name)
+    _checks.parameters(other, name)
     for (path, w), v in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree_util.tree_leaves(other)):
         if np.shape(w) != np.shape(v):
             raise ValueError(f"{name}{jax.tree_util.keystr(path)} must have the shape {np.shape(w)} of the "
@@ -266,7 +257,7 @@ def empirical_ntk(f, params, x1, x2=None, *, params2=None, batch_size=None, meth
         batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     if mesh is not None:
         devices.row_blocks(mesh)
-    _check_params(params, "params")
+    _checks.parameters(params, "params")
     if params2 is None:
         params2 = params
     else:
@@ -302,7 +293,7 @@ def two_time_kernel(f, weights, x, *, batch_size=None, mesh=None):
     weights = list(weights)
     if not weights:
         raise ValueError("weights must hold at least one parameter tree")
-    _check_params(weights[0], "weights[0]")
+    _checks.parameters(weights[0], "weights[0]")
     for i, w in enumerate(weights[1:], start=1):
         _check_like(weights[0], w, f"weights[{i}]")
     _check_batch(x, "x")

@@ -41,7 +41,8 @@ cotangents ``G = ∂f/∂z`` at every use. Then, leaf by leaf:
 
 A cost model (:func:`choose`) compares, for every dense or convolution leaf, the
 flops of the factor products with those of forming and contracting its
-Jacobian block, and takes the cheaper. The result is exact (the chain rule summed over the direct
+Jacobian block, and takes the factors only when they cost less than
+:data:`_TIE` (3/4) of the block; near-ties go to the block. The result is exact (the chain rule summed over the direct
 uses of every leaf); nothing else is approximated. Functions whose outputs do
 not depend on the input at all are refused here and left to the plain
 Jacobian contraction by :func:`gramlib.ntk.empirical_ntk`.
@@ -291,7 +292,7 @@ class Choice(NamedTuple):
 
 
 def choose(prog, n1, n2, method="auto"):
-    """Per leaf, the cheaper of dense factors and the Jacobian block (flops, ``n1 × n2`` kernel).
+    """Per leaf, dense factors or the Jacobian block, by their flops (``n1 × n2`` kernel).
 
     Dense factors cost ``n1 n2 S² (K + C² M + C²)`` (input Gram, cotangent
     Gram, their product over shared axes ``S``); the Jacobian block of the

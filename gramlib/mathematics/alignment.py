@@ -318,18 +318,18 @@ class TrajectoryAlignment(NamedTuple):
 def trajectory_alignment(thetas, residuals, lr, *, outputs=1, fraction=0.1, prefixes=None):
     """Where ``r0`` and ``r(t)`` sit in the eigenbasis of the run's own ``K_traj(t)``, during training (Chapter 6).
 
-    ``thetas`` ``(K, N, N)``: the kernel snapshots of a gradient-descent run with step ``lr``;
+    ``thetas`` ``(M, N, N)``: the kernel snapshots of a gradient-descent run with step ``lr``;
     ``residuals`` ``(steps + 1, N)``: its residuals at every step (snapshot ``j`` for steps
-    ``[j s, (j+1) s)``, ``s = steps // K``, the leftover steps on the last, as in
+    ``[j s, (j+1) s)``, ``s = steps // M``, the leftover steps on the last, as in
     :func:`gramlib.mathematics.trajectory_gram.trajectory_effective_gram`). At the end of each
     segment, ``t_j = (j+1) s`` (the last: ``steps``), ``K_traj(t_j)`` is the effective Gram
     matrix of the run's first ``j + 1`` snapshots over ``t_j`` steps, and the shares of
     ``‖r0‖²`` and of the real ``‖r(t_j)‖²`` in its bottom ``k = round(fraction · N)``
     eigenvectors are measured. With a frozen kernel and residuals that follow it, this is
     :func:`alignment_curve` at the same steps. ``prefixes``: the numbers of snapshots ``j + 1``
-    at whose ends to measure (default ``1, …, K``); the snapshots are decomposed once and
-    each prefix costs the backward recursion over its segments, so all ``K`` of them cost
-    ``K(K+1)/2`` segments, and a few spread over the run far less. Returns a :class:`TrajectoryAlignment`.
+    at whose ends to measure (default ``1, …, M``); the snapshots are decomposed once and
+    each prefix costs the backward recursion over its segments, so all ``M`` of them cost
+    ``M(M+1)/2`` segments, and a few spread over the run far less. Returns a :class:`TrajectoryAlignment`.
     """
     th = _checks.array(thetas, "thetas", ndim=3)
     res = _checks.array(residuals, "residuals", ndim=2, shape=(None, th.shape[-1]))

@@ -28,7 +28,7 @@ def _segment(lam, u, f0, r, lr, n, outputs):
     ``d_k = e_k + r_k`` (``e_k``: the twins' own blocks), the eigen-coordinates move as
     ``F_{k+1} = Q F_k + (lr/n) Λ U_iᵀ d_k`` (column ``i``), so the own blocks obey
     the Volterra recursion ``e_k = U_i Q^k F_0[:, i] + Σ_{j<k} H_{k−1−j}[i] d_j``
-    with ``H_l[i] = (lr/n) U_i Λ Q^l U_iᵀ`` (``C×C``). Cost ``O(N² s)`` in matrix
+    with ``H_l[i] = (lr/n) U_i Λ Q^l U_iᵀ`` (``C×C``). Cost ``O(N² C s)`` in matrix
     products plus ``O(n C² s²)``; returns ``(F_s, e_s)`` and the ``d_k`` ``(s, n, C)``.
     """
     c = outputs
@@ -116,8 +116,8 @@ class TwinResiduals(NamedTuple):
 def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None) -> TwinResiduals:
     """LOO residuals at the end of a real gradient-descent run, with a moving kernel (Chapter 7).
 
-    ``thetas`` ``(K, N, N)``: kernel snapshots ``Θ(t_k) = J_k J_kᵀ``, snapshot
-    ``k`` used for steps ``[k s, (k+1) s)`` with ``s = steps // K`` (leftover
+    ``thetas`` ``(M, N, N)``: kernel snapshots ``Θ(t_k) = J_k J_kᵀ``, snapshot
+    ``k`` used for steps ``[k s, (k+1) s)`` with ``s = steps // M`` (leftover
     steps use the last one); ``residuals`` ``((steps+1), N)``: the run's
     residuals ``r_t`` at every step. All twins at once: column ``i`` of
     ``E_t`` is twin ``i``'s offset ``e^{(i)}``, and the force on the twins is
@@ -143,11 +143,11 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None) -> TwinResid
 
     Each segment of constant kernel is solved in that kernel's eigenbasis,
     where only the twins' own blocks need stepping (a Volterra recursion):
-    cost ``K`` eigendecompositions (``≈ 9 N³`` flops each) plus ``O(N²)`` per
-    step (a long segment is cut into chunks of ``n`` steps, :func:`chunk_lengths`),
-    instead of ``2 N² n`` per step for the literal recursion (appendix "Scaling
-    up"). The two-time kernel adds ``K(K+1)/2`` products ``Θ(t_k, t_l) A_l``
-    (``N² n`` flops each).
+    cost ``M`` eigendecompositions for ``M`` snapshots (``≈ 9 N³`` flops each) plus
+    ``O(N² C)`` per step (a long segment is cut into chunks of ``n`` steps,
+    :func:`chunk_lengths`), instead of ``2 N² n`` per step for the literal recursion
+    (appendix "Scaling up"). The two-time kernel adds ``M(M+1)/2`` products
+    ``Θ(t_k, t_l) A_l`` (``2 N² n`` flops each).
 
     Results are JAX arrays in the common float dtype of ``thetas`` and ``residuals``. Works
     under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` in ``thetas``, ``residuals`` and ``lr``
@@ -156,7 +156,7 @@ def loo_trajectory(thetas, residuals, lr, *, outputs=1, cross=None) -> TwinResid
     """
     th = _checks.array(thetas, "thetas", ndim=3)
     if th.shape[1] != th.shape[2] or th.shape[0] == 0:
-        raise ValueError(f"thetas must have shape (K, N, N) with K >= 1, got {th.shape}")
+        raise ValueError(f"thetas must have shape (M, N, N) with M >= 1 snapshots, got {th.shape}")
     if _checks.concrete(th, "symmetric"):
         asym = float(np.max(np.abs(th - np.swapaxes(th, 1, 2))))
         if asym > 1e-8 + 1e-6 * max(float(np.max(np.abs(th))), 1.0):

@@ -21,8 +21,8 @@ Cost: each row block of ``R_traj`` is carried backward from ``T`` through the se
 snapshots' eigenbases, ``W ← W Q + (η/n)(W Λ U_iᵀ) U_i`` with ``Q = I − (η/n) Λ``; only the
 ``C×C`` products ``W Λ U_iᵀ`` need stepping (a Volterra recursion, as in
 :func:`~gramlib.mathematics.trajectory.loo_trajectory`, in chunks of at most ``n`` steps). All
-``n`` twins together cost ``K`` eigendecompositions (``≈ 9 N³`` flops each), ``O(N² C)`` per
-step for the free terms, the chunk ends and the recursion, and ``2 N³`` per change of basis,
+``n`` twins together cost ``M`` eigendecompositions (``≈ 9 N³`` flops each, ``M`` snapshots), ``O(N² C)`` per
+step for the free terms, the chunk ends and the recursion, and ``≈ 4 N³`` per change of basis,
 instead of ``n`` products of ``steps`` dense ``N×N`` matrices.
 """
 
@@ -78,8 +78,8 @@ def _segment_back(lam, u, w0, lr, s, n, outputs):
 def trajectory_effective_gram(thetas, steps, lr, *, outputs=1):
     """``K_traj = (1/2n)(R_trajᵀ R_traj − S_trajᵀ S_traj)``: the effective Gram matrix of a run (Chapters 6–7).
 
-    ``thetas`` ``(K, N, N)``: the kernel snapshots of a gradient-descent run with step ``lr``
-    and ``steps`` steps (snapshot ``k`` for steps ``[k s, (k+1) s)``, ``s = steps // K``, the
+    ``thetas`` ``(M, N, N)``: the kernel snapshots of a gradient-descent run with step ``lr``
+    and ``steps`` steps (snapshot ``k`` for steps ``[k s, (k+1) s)``, ``s = steps // M``, the
     leftover steps on the last one, as in :func:`gramlib.mathematics.trajectory.loo_trajectory`).
     The residuals follow the snapshots' linear dynamics ``r_{t+1} = (I − (lr/n) Θ_k) r_t``
     from any ``r0``; the twins' leave-one-out residuals are ``ρ(T) = R_traj r0`` and the run's
@@ -98,12 +98,12 @@ def trajectory_effective_gram(thetas, steps, lr, *, outputs=1):
 def snapshot_arguments(thetas, steps, lr, outputs):
     """``(thetas, steps, lr, outputs)`` of a run's kernel snapshots, checked; raises ``ValueError``/``TypeError``.
 
-    ``thetas`` ``(K, N, N)`` symmetric, ``outputs`` dividing ``N`` into ``n >= 2`` samples,
+    ``thetas`` ``(M, N, N)`` symmetric, ``outputs`` dividing ``N`` into ``n >= 2`` samples,
     ``steps >= K`` and ``lr > 0`` (:func:`trajectory_effective_gram`).
     """
     th = _checks.array(thetas, "thetas", ndim=3)
     if th.shape[1] != th.shape[2] or th.shape[0] == 0:
-        raise ValueError(f"thetas must have shape (K, N, N) with K >= 1, got {th.shape}")
+        raise ValueError(f"thetas must have shape (M, N, N) with M >= 1 snapshots, got {th.shape}")
     for k, theta in enumerate(th):
         _checks.square_symmetric(theta, f"thetas[{k}]")
     outputs = _checks.integer(outputs, "outputs", minimum=1)
@@ -121,7 +121,7 @@ def snapshot_arguments(thetas, steps, lr, outputs):
 
 
 def snapshot_eigen(thetas):
-    """The eigendecompositions ``Θ_k = U_k diag(λ_k) U_kᵀ`` of the snapshots, as ``(λ (K, N), U (K, N, N))``."""
+    """The eigendecompositions ``Θ_k = U_k diag(λ_k) U_kᵀ`` of the snapshots, as ``(λ (M, N), U (M, N, N))``."""
     th = jnp.asarray(thetas, jnp.result_type(float, thetas.dtype))
     return jax.vmap(jnp.linalg.eigh)(th)
 
@@ -129,7 +129,7 @@ def snapshot_eigen(thetas):
 def gram_from_eigen(lam, u, lengths, lr, outputs):
     """``K_traj`` of :func:`trajectory_effective_gram` from the snapshots' eigendecompositions.
 
-    ``lam`` ``(K, N)``, ``u`` ``(K, N, N)`` (:func:`snapshot_eigen`), snapshot ``k`` serving
+    ``lam`` ``(M, N)``, ``u`` ``(M, N, N)`` (:func:`snapshot_eigen`), snapshot ``k`` serving
     ``lengths[k]`` steps; arguments as checked by :func:`trajectory_effective_gram`. Lets a
     caller that needs ``K_traj`` of several prefixes of one run decompose each snapshot once
     (:func:`gramlib.mathematics.alignment.trajectory_alignment`).

@@ -1,7 +1,7 @@
 """Predicting the test loss of a real network from its own training run (Chapter 7).
 
 Feature learning moves the kernel, so the prediction follows the run: kernel
-snapshots ``Θ(w_k)`` at ``K`` equally spaced steps and the real residuals
+snapshots ``Θ(w_k)`` at ``M`` equally spaced steps and the real residuals
 ``r_k`` at every step feed the matrix recursion of the leave-one-out twins
 (:func:`gramlib.trajectory.loo_trajectory`), and the predicted test loss
 is the leave-one-out loss
@@ -36,11 +36,11 @@ def trajectory_loo(run, snapshots=None, *, cross=None) -> trajectory.TwinResidua
     ``cross`` only, else ``None``); NumPy arrays.
 
     ``cross``: the run's two-time kernel ``(k, l) ↦ Θ(t_k, t_l)`` over its
-    ``K`` snapshots and the final weights (:func:`gramlib.ntk.two_time_kernel`
+    ``M`` snapshots and the final weights (:func:`gramlib.ntk.two_time_kernel`
     of ``run.weights``), the prediction of Chapter 7; ``None`` uses the
     one-time kernel ``Θ(t_k)`` only (the matrix ODE with ``Θ`` piecewise
-    constant). ``snapshots`` (a divisor of ``K``) keeps only every
-    ``K/snapshots``-th snapshot, each then standing for ``steps/snapshots``
+    constant). ``snapshots`` (a divisor of ``M``) keeps only every
+    ``M/snapshots``-th snapshot, each then standing for ``steps/snapshots``
     steps: the error of using fewer kernels, measured on the same run.
     """
 
@@ -130,7 +130,7 @@ def checked_snapshot_run(run, x):
 def twin_readout(apply, run, x, forces, subset, *, relinearize=False, rule="heun"):
     """The subset's twins read out through the network, first order or re-linearized (Chapter 7, Limits).
 
-    ``run``: a :class:`gramlib.train.TrainResult` with its ``K`` snapshot weights ``w_k`` and the
+    ``run``: a :class:`gramlib.train.TrainResult` with its ``M`` snapshot weights ``w_k`` and the
     final ``w_T``; ``x`` its training inputs; ``forces`` ``(K, N, n)``: the segment forces ``A_l``
     of the two-time recursion (the ``forces`` of :func:`trajectory_loo` with ``cross``). In segment ``k``
     (``s = T/K`` steps, Jacobian ``J_k = J(w_k)`` frozen) the first-order twin ``i`` moves its

@@ -147,7 +147,7 @@ def plot_snapshot_error(ax, snaps):
             ax.plot(ks, err, marker="o", ls=style, color=c,
                     label=f"{name} {arch.upper()}" if style == "-" else None)
     ax.set_xscale("log")
-    plotting.label(ax, "number of kernel snapshots K", "mean relative error",
+    plotting.label(ax, "number of kernel snapshots M", "mean relative error",
                    "Error against the number of snapshots (dashed: one-time)")
 
 
