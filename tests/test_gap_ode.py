@@ -73,7 +73,8 @@ def test_training_the_pairs_in_chunks_joins_to_one_call_on_all_of_them(pool, run
     for chunk in (2, 3):  # two equal chunks, and a short last one
         parts = train.train_replace_one_pairs(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs, lr=0.2, steps=12,
                                               record_every=4, chunk=chunk, progress=False)
-        for name in ("gap", "contraction", "perturbation", "train_loss", "population_loss", "trace_cov"):
+        for name in ("gap", "contraction", "perturbation", "train_loss", "population_loss", "trace_cov",
+                     "self_term"):
             assert_close(getattr(parts, name), getattr(whole, name), size=12 * D)  # the same vmap, other batch
         assert parts.lr == whole.lr and parts.n == whole.n
         np.testing.assert_array_equal(parts.record_steps, whole.record_steps)
@@ -108,7 +109,7 @@ def test_contraction_self_term_against_a_direct_split(pool, run):
     """F_i(u) − F_i(w) = (1/n)[‖∇ℓ(u;z_i)‖² − ‖∇ℓ(w;z_i)‖²] + shared-data part, each by NumPy GD."""
     x, y = pool
     pairs, f = run
-    got = gap_ode.contraction_self_term(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs, lr=0.2, steps=12)
+    got = f.self_term
     assert got.shape == f.contraction.shape
     for m in range(4):
         xs, ys = x[pairs.train[m]], y[pairs.train[m]]
@@ -136,11 +137,9 @@ def test_contraction_self_term_against_a_direct_split(pool, run):
         scale = np.abs(f.contraction[m]).max()
         assert_close(got[m], self_want, size, scale=scale)
         assert_close(f.contraction[m] - got[m], shared_want, size, scale=scale)  # the two parts add up
-    with pytest.raises(TypeError, match="ReplaceOnePairs"):
-        gap_ode.contraction_self_term(linear_apply, {"w": jnp.zeros(D)}, x, y, tuple(pairs), lr=0.2, steps=2)
     with pytest.raises(ValueError, match="pairs.i"):
-        gap_ode.contraction_self_term(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs._replace(i=pairs.i + 6),
-                                      lr=0.2, steps=2)
+        gap_ode.replace_one_factors(linear_apply, {"w": jnp.zeros(D)}, x, y, pairs._replace(i=pairs.i + 6),
+                                    lr=0.2, steps=2, record_every=1)
 
 
 def test_records_match_direct_computation(pool, run):
@@ -270,7 +269,8 @@ def test_cbar_band_matches_bootstrap():
     contraction = np.concatenate([np.zeros((m, 1)), 0.3 * gaps[:, 1:] + rng.normal(0, 0.2, (m, k))], 1)
     f = gap_ode.GapFactors(lr=0.1, n=10, gap=gaps, contraction=contraction, perturbation=np.ones((m, k + 1)),
                            record_steps=np.array([1, 2]), train_loss=np.ones((m, 2)),
-                           population_loss=np.ones((m, 2)), trace_cov=np.ones((m, 2)))
+                           population_loss=np.ones((m, 2)), trace_cov=np.ones((m, 2)),
+                           self_term=np.zeros((m, k + 1)))
     c = gap_ode.gap_curves(f)
     boot = []
     for _ in range(400):

@@ -56,7 +56,10 @@ class GapFactors(NamedTuple):
     """Per-pair measurements along gradient descent (``M`` pairs, steps ``k = 0..K``).
 
     ``gap`` is ``D_i(t_k)``, ``contraction`` is ``F_i(u_k) − F_i(w_k)``,
-    ``perturbation`` is ``(1/n)[‖∇ℓ(u_k; z_i)‖² − ∇ℓ(u_k; z_i)·∇ℓ(u_k; z')]``, all
+    ``perturbation`` is ``(1/n)[‖∇ℓ(u_k; z_i)‖² − ∇ℓ(u_k; z_i)·∇ℓ(u_k; z')]`` and
+    ``self_term`` the part of the contraction that comes from ``z_i``'s own term in ``∇L_S``,
+    ``(1/n)[‖∇ℓ(u_k; z_i)‖² − ‖∇ℓ(w_k; z_i)‖²]`` (Chapter 3: ``F_i(v) = (1/n)‖∇ℓ(v; z_i)‖²`` plus the
+    pull of the ``n − 1`` shared samples, so ``contraction − self_term`` is the shared-data part), all
     of shape ``(M, K + 1)``. At ``record_steps`` (every ``record_every`` steps):
     ``train_loss`` ``L_S(w)``, ``population_loss`` ``L(w)`` (pool average) and
     ``trace_cov`` ``(1/n) tr Cov_z[∇ℓ(w; z)]``, shapes ``(M, R)``.
@@ -71,6 +74,7 @@ class GapFactors(NamedTuple):
     train_loss: np.ndarray
     population_loss: np.ndarray
     trace_cov: np.ndarray
+    self_term: np.ndarray
 
     @property
     def t(self):
@@ -148,11 +152,13 @@ def _pair_core(apply, every, params0, x_pool, y_pool, train, i, new, cov, lr, nu
             loss(u, xi, yi) - loss(w, xi, yi),
             g_u_i @ g_s_u - g_w_i @ g_s_w,
             (g_u_i @ g_u_i - g_u_i @ g_u_new) / n,
+            (g_u_i @ g_u_i - g_w_i @ g_w_i) / n,
         ])
         backward = jnp.stack([
             loss(w, xn, yn) - loss(u, xn, yn),
             g_w_new @ g_tw_w - g_u_new @ g_tw_u,
             (g_w_new @ g_w_new - g_w_new @ g_w_i) / n,
+            (g_w_new @ g_w_new - g_u_new @ g_u_new) / n,
         ])
         return jnp.stack([forward, backward], 1), (w_next, u_next)
 
@@ -172,7 +178,7 @@ def _pair_core(apply, every, params0, x_pool, y_pool, train, i, new, cov, lr, nu
 
     last, (per_step, rec) = jax.lax.scan(segment, (theta0, theta0), None, length=num_segments)
     final, _ = factors(*last)
-    per_step = jnp.concatenate([per_step.reshape(-1, 3, 2), final[None]], axis=0)
+    per_step = jnp.concatenate([per_step.reshape(-1, 4, 2), final[None]], axis=0)
     return jnp.moveaxis(per_step, 0, -1), rec.T
 
 
@@ -180,26 +186,6 @@ def _pair_core(apply, every, params0, x_pool, y_pool, train, i, new, cov, lr, nu
 def _pairs_jit(apply, every, params0, x_pool, y_pool, train, i, new, cov, lr, num_segments):
     core = partial(_pair_core, apply, every, params0, x_pool, y_pool)
     return jax.vmap(lambda a, b, c, d: core(a, b, c, d, lr, num_segments))(train, i, new, cov)
-
-
-def _checked_pairs(x_pool, y_pool, pairs):
-    """``(x_pool, y_pool, train, i, new)`` as arrays, checked: a pool and replace-one pairs that index it."""
-    xp = _checks.array(x_pool, "x_pool", ndim=2)
-    yp = _checks.array(y_pool, "y_pool", ndim=(1, 2))
-    if yp.shape[0] != xp.shape[0]:
-        raise ValueError(f"x_pool and y_pool must have the same number of rows, got {xp.shape} and {yp.shape}")
-    if not isinstance(pairs, ReplaceOnePairs):
-        raise TypeError("pairs must be a ReplaceOnePairs (see sample_replace_one)")
-    train = _checks.array(pairs.train, "pairs.train", ndim=2, dtype_kind="")
-    m, n = train.shape
-    i = _checks.array(pairs.i, "pairs.i", shape=(m,), dtype_kind="")
-    new = _checks.array(pairs.new, "pairs.new", shape=(m,), dtype_kind="")
-    for name, a in (("train", train), ("new", new)):
-        if a.size and (a.min() < 0 or a.max() >= xp.shape[0]):
-            raise ValueError(f"pairs.{name} must index the pool [0, {xp.shape[0]})")
-    if i.size and (i.min() < 0 or i.max() >= n):
-        raise ValueError(f"pairs.i must be positions in [0, {n})")
-    return xp, yp, train, i, new
 
 
 def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, record_every):
@@ -213,14 +199,24 @@ def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, rec
     arrays, or to watch progress, train them in chunks (:func:`gramlib.train.train_replace_one_pairs`) and
     join the parts (:func:`join_factors`). Returns :class:`GapFactors`.
     """
-    xp, yp, train, i, new = _checked_pairs(x_pool, y_pool, pairs)
+    xp = _checks.array(x_pool, "x_pool", ndim=2)
+    yp = _checks.array(y_pool, "y_pool", ndim=(1, 2))
+    if yp.shape[0] != xp.shape[0]:
+        raise ValueError(f"x_pool and y_pool must have the same number of rows, got {xp.shape} and {yp.shape}")
+    if not isinstance(pairs, ReplaceOnePairs):
+        raise TypeError("pairs must be a ReplaceOnePairs (see sample_replace_one)")
+    train = _checks.array(pairs.train, "pairs.train", ndim=2, dtype_kind="")
     m, n = train.shape
-    cov = _checks.array(pairs.cov, "pairs.cov", ndim=2, dtype_kind="")
-    if cov.shape[0] != m or cov.shape[1] < 2:
-        raise ValueError(f"pairs.cov must have shape ({m}, >= 2), got {cov.shape}")
-    if cov.min() < 0 or cov.max() >= xp.shape[0]:
-        raise ValueError(f"pairs.cov must index the pool [0, {xp.shape[0]})")
-    idx = [train, i, new, cov]
+    idx = [train, _checks.array(pairs.i, "pairs.i", shape=(m,), dtype_kind=""),
+           _checks.array(pairs.new, "pairs.new", shape=(m,), dtype_kind=""),
+           _checks.array(pairs.cov, "pairs.cov", ndim=2, dtype_kind="")]
+    if idx[3].shape[0] != m or idx[3].shape[1] < 2:
+        raise ValueError(f"pairs.cov must have shape ({m}, >= 2), got {idx[3].shape}")
+    for name, a in zip(("train", "new", "cov"), (idx[0], idx[2], idx[3])):
+        if a.size and (a.min() < 0 or a.max() >= xp.shape[0]):
+            raise ValueError(f"pairs.{name} must index the pool [0, {xp.shape[0]})")
+    if idx[1].min() < 0 or idx[1].max() >= n:
+        raise ValueError(f"pairs.i must be positions in [0, {n})")
     lr = _checks.positive(lr, "lr")
     steps = _checks.integer(steps, "steps", minimum=1)
     every = _checks.integer(record_every, "record_every", minimum=1)
@@ -231,58 +227,8 @@ def replace_one_factors(apply, params0, x_pool, y_pool, pairs, *, lr, steps, rec
     per_step = per_step.mean(axis=2)  # average the pair's two replace-one samples
     return GapFactors(lr=lr, n=n, gap=per_step[:, 0], contraction=per_step[:, 1],
                       perturbation=per_step[:, 2], record_steps=every * np.arange(1, steps // every + 1),
-                      train_loss=rec[:, 0], population_loss=rec[:, 1], trace_cov=rec[:, 2])
-
-
-def _self_term_core(apply, params0, x_pool, y_pool, train, i, new, lr, steps):
-    theta0, unravel = ravel_pytree(params0)
-    x, y = x_pool[train], y_pool[train]
-    n = x.shape[0]
-    x_twin, y_twin = x.at[i].set(x_pool[new]), y.at[i].set(y_pool[new])
-    ones = jnp.ones((n,), theta0.dtype)
-
-    def flat_apply(theta, xs):
-        return apply(unravel(theta), xs)
-
-    def squared_grad(theta, xj, yj):
-        g = jax.grad(lambda v: per_sample_losses(flat_apply, v, xj[None], yj[None])[0])(theta)
-        return g @ g
-
-    def step(carry, _):
-        w, u = carry
-        forward = squared_grad(u, x[i], y[i]) - squared_grad(w, x[i], y[i])  # z_i's term of F_i(u) − F_i(w)
-        backward = squared_grad(w, x_pool[new], y_pool[new]) - squared_grad(u, x_pool[new], y_pool[new])
-        nxt = (gradient_step(flat_apply, w, x, y, ones, lr)[0],
-               gradient_step(flat_apply, u, x_twin, y_twin, ones, lr)[0])
-        return nxt, (forward + backward) / (2 * n)
-
-    return jax.lax.scan(step, (theta0, theta0), None, length=steps + 1)[1]
-
-
-@partial(jax.jit, static_argnums=(0, 8))
-def _self_term_jit(apply, params0, x_pool, y_pool, train, i, new, lr, steps):
-    core = partial(_self_term_core, apply, params0, x_pool, y_pool)
-    return jax.vmap(lambda a, b, c: core(a, b, c, lr, steps))(train, i, new)
-
-
-def contraction_self_term(apply, params0, x_pool, y_pool, pairs, *, lr, steps):
-    """The self term of the contraction ``F_i(u) − F_i(w)``, from ``z_i``'s own term in ``∇L_S`` (Chapter 3).
-
-    ``F_i(v) = ∇ℓ(v; z_i)·∇L_S(v) = (1/n)‖∇ℓ(v; z_i)‖² + ∇ℓ(v; z_i)·(1/n) Σ_{j≠i} ∇ℓ(v; z_j)``,
-    so ``F_i(u) − F_i(w)`` is the **self term** ``(1/n)[‖∇ℓ(u; z_i)‖² − ‖∇ℓ(w; z_i)‖²]`` plus the part
-    of the ``n − 1`` samples both twins train on (the **shared-data** part). Trains the pairs as
-    :func:`replace_one_factors` does (same arguments, without the record times) and returns the self
-    term per pair and step, shape ``(M, steps + 1)``, averaged over each pair's two replace-one samples
-    like ``GapFactors.contraction`` (the backward one is ``(1/n)[‖∇ℓ(w; z')‖² − ‖∇ℓ(u; z')‖²]``). So
-    ``factors.contraction − self`` is the shared-data part, and, ``c̄_n`` being linear in the per-pair
-    contraction, :func:`gap_curves` of ``factors._replace(contraction=part)`` gives each part of ``c̄_n``
-    with its band.
-    """
-    xp, yp, train, i, new = _checked_pairs(x_pool, y_pool, pairs)
-    lr = _checks.positive(lr, "lr")
-    steps = _checks.integer(steps, "steps", minimum=1)
-    return np.asarray(_self_term_jit(apply, params0, jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(train),
-                                     jnp.asarray(i), jnp.asarray(new), lr, steps))
+                      train_loss=rec[:, 0], population_loss=rec[:, 1], trace_cov=rec[:, 2],
+                      self_term=per_step[:, 3])
 
 
 def join_factors(parts):
@@ -300,7 +246,8 @@ def join_factors(parts):
                              f"({p.lr}, {p.n}, {len(p.record_steps)} records) against "
                              f"({first.lr}, {first.n}, {len(first.record_steps)})")
     stacked = {f: np.concatenate([getattr(p, f) for p in parts])
-               for f in ("gap", "contraction", "perturbation", "train_loss", "population_loss", "trace_cov")}
+               for f in ("gap", "contraction", "perturbation", "train_loss", "population_loss", "trace_cov",
+                         "self_term")}
     return first._replace(**stacked)
 
 
